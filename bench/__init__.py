@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured, not asserted; never part of `make test`."""
