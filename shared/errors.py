@@ -1,0 +1,36 @@
+"""One small hierarchy of errors, by meaning, so the CLI and HTTP layers can map each
+kind to a one-line message and an exit or status code.
+
+Messages are written for the person who has to act on them. They never carry a
+token, a secret or an email address: those stay in the rejects file or nowhere.
+"""
+
+from __future__ import annotations
+
+
+class CcexportError(Exception):
+    """Base of every error ccexport raises on purpose."""
+
+
+class InputError(CcexportError):
+    """Input the user can fix: a missing column, an undecodable file, a bad list id."""
+
+
+class ConfigError(InputError):
+    """An export definition or setting that is invalid."""
+
+
+class RemoteError(CcexportError):
+    """Constant Contact (or another service) refused a request; carries its own message."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QuotaExhausted(RemoteError):
+    """The daily request quota is used up; nothing more can be sent before it resets."""
+
+    def __init__(self, message: str, *, resets_at: str) -> None:
+        super().__init__(message, status=429)
+        self.resets_at = resets_at
