@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import services
+from tests.keyvault_fake import KeyVaultFake
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,25 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(str(exc))
     with services.running(cmd, port, cwd=workdir):
         yield services.azurite_connection_string(port)
+
+
+@pytest.fixture(scope="session")
+def _keyvault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultFake]:
+    fake = KeyVaultFake(tmp_path_factory.mktemp("keyvault"))
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def keyvault(_keyvault_server: KeyVaultFake) -> Iterator[KeyVaultFake]:
+    """The local Key Vault fake (HTTPS, challenge auth, managed identity), emptied per test.
+
+    `url`, `ca_path`, `credential()` (a stub the vault accepts), `identity_env()` (the
+    App Service managed-identity variables pointing at it) and `fail_next()` for faults.
+    """
+    _keyvault_server.reset()
+    yield _keyvault_server
+    _keyvault_server.reset()
