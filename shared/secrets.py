@@ -32,6 +32,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from azure.identity import CredentialUnavailableError
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
@@ -44,6 +45,7 @@ NAME_TAG = "ccexport-name"
 _MAX_NAME = 256
 _VAULT_NAME = re.compile(r"^[0-9a-z-]{1,127}$")
 _DIGEST_CHARS = 16
+_STALE_TEMP_SECONDS = 300
 
 
 class SecretStoreError(CcexportError):
@@ -153,25 +155,30 @@ def _is_deleted_but_recoverable(exc: HttpResponseError) -> bool:
 def _wrap(operation: str, name: str, exc: AzureError, value: str | None = None) -> SecretStoreError:
     """Our error for a failed Key Vault call: operation, name, status and code only.
 
-    The service's own message is kept for 401/403 (it says which permission is
-    missing), with the value scrubbed in case anything ever echoes it.
+    Key Vault's own message is kept for 401/403 (it says which permission is
+    missing), with the value scrubbed in case anything ever echoes it; an identity
+    endpoint's response is never quoted (a malformed one could hold a token).
     """
-    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+    code: str | None = None
+    status: int | None = None
+    if isinstance(exc, CredentialUnavailableError):
+        # No identity answered at all, so the message holds no response content.
+        detail = f"no credential available: {str(exc).splitlines()[0][:300]}"
+    elif isinstance(exc, ClientAuthenticationError) and not _server_code(exc):
+        # The identity endpoint refused us; its response body stays out of our text.
+        status = exc.status_code
+        detail = "authentication failed" + (f" (HTTP {status})" if status else "")
+    elif isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        status = exc.status_code
         code = _server_code(exc)
-        detail = f"HTTP {exc.status_code}" + (f" {code}" if code else "")
-        if exc.status_code in {401, 403}:
+        detail = f"HTTP {status}" + (f" {code}" if code else "")
+        if status in {401, 403}:
             message = str(getattr(getattr(exc, "error", None), "message", "") or "")
             if value:
                 message = message.replace(value, "***")
             detail += f": {message[:300]}" if message else ""
-        status: int | None = exc.status_code
-    elif isinstance(exc, ClientAuthenticationError):
-        first_line = (str(exc).splitlines() or [""])[0]
-        detail = f"authentication failed: {first_line[:300]}"
-        code, status = None, None
     else:
         detail = type(exc).__name__
-        code, status = None, None
     return SecretStoreError(
         f"Key Vault could not {operation} secret {name!r}: {detail}", status=status, code=code
     )
@@ -415,6 +422,14 @@ class LocalFileSecretStore:
             raise SecretStoreError(
                 f"cannot write secret {name!r} to {path}: {exc.strerror}"
             ) from None
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temporary files a killed writer left behind (old enough to be dead)."""
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        for path in self._dir.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     def _fsync_dir(self) -> None:
         # Makes the rename itself durable; not every platform allows it.

@@ -335,6 +335,11 @@ class KeyVaultFake:
         with self._lock:
             return [v.value for s in self._secrets.values() for v in s.versions]
 
+    def accepted_tokens(self) -> list[str]:
+        """Every access token the vault accepts (stub and managed-identity issued)."""
+        with self._lock:
+            return sorted(self._tokens)
+
     def version_count(self, name: str) -> int:
         with self._lock:
             secret = self._secrets.get(name.lower())
@@ -354,7 +359,8 @@ class KeyVaultFake:
 
     @staticmethod
     def _fault_response(fault: Fault) -> web.Response:
-        code = "Throttled" if fault.status == 429 else "ServiceUnavailable"
+        codes = {403: "Forbidden", 429: "Throttled", 500: "InternalServerError"}
+        code = codes.get(fault.status, "ServiceUnavailable")
         response = _error(fault.status, code, "injected fault")
         if fault.retry_after is not None:
             response.headers["Retry-After"] = f"{fault.retry_after:g}"
