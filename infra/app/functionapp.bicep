@@ -1,0 +1,278 @@
+// The ccexport function app on a Flex Consumption plan (FC1, Linux, Python).
+// Every connection uses the user-assigned identity; no app setting holds a secret.
+// The Constant Contact client secret and the OAuth tokens stay in Key Vault and are
+// read (and the tokens rotated) by the app at run time.
+//
+// FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and FUNCTIONS_WORKER_PROCESS_COUNT
+// are deliberately absent from the app settings: Flex Consumption rejects or ignores
+// them (runtime and scale live in functionAppConfig; one worker process per instance).
+
+@description('Function app name; also its host name.')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Azure region.')
+param location string
+
+@description('Tags for the plan.')
+param tags object = {}
+
+@description('Service name in azure.yaml; azd finds the app by this tag.')
+param azdServiceName string
+
+@description('Python version the app runs on.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Upper bound on instances; also bounds how many activities can call Constant Contact at once.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory per instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Threads of the Python worker. host.json durableTask concurrency is set to the same number.')
+@minValue(1)
+@maxValue(32)
+param pythonThreadCount int = 8
+
+@description('Resource id of the user-assigned identity.')
+param identityId string
+
+@description('Client id of the user-assigned identity.')
+param identityClientId string
+
+@description('Storage account name (host, task hub, app data, deployment package).')
+param storageAccountName string
+
+@description('Container the Flex plan deploys the app package from.')
+param deploymentContainerName string
+
+@description('Key Vault URI (https://<name>.vault.azure.net/).')
+param keyVaultUri string
+
+@description('Application Insights connection string (not a credential: local auth is off).')
+param applicationInsightsConnectionString string
+
+@description('Durable Functions task hub name.')
+param taskHubName string
+
+@description('Constant Contact API key (the OAuth client id). Not a secret; the client secret is in Key Vault.')
+param constantContactClientId string
+
+@description('Constant Contact V3 API base URL.')
+param constantContactApiBase string
+
+@description('Constant Contact OAuth base URL.')
+param constantContactAuthBase string
+
+@description('NCRONTAB schedule of the scheduled export refresh.')
+param exportSchedule string
+
+param inboxContainerName string
+param stagingContainerName string
+param reportsContainerName string
+param exportsContainerName string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Zone redundancy is off: it is offered only in some regions, and a batch export that misses a zonal outage is retried by the next run.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: Public network access is required: the Constant Contact OAuth redirect arrives from the operator's browser and Event Grid delivers blob events over the internet. The API needs function keys.
+  // checkov:skip=CKV_AZURE_17: Client certificates would break the same browser redirect; callers authenticate with function keys over HTTPS.
+  // checkov:skip=CKV_AZURE_212: No always-ready instances: the app scales to zero so it costs nothing when idle; runs are event- and schedule-driven and tolerate a cold start.
+  // checkov:skip=CKV_AZURE_213: No health check: it takes failing instances out of an HTTP load-balanced pool, and this app has no standing pool (it scales to zero and its work is event- and queue-driven).
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // Names are the contract with the code (functions/, shared/). No value is a secret.
+      appSettings: [
+        // Functions host and Durable task hub (Azure Storage provider): blob, queue, table.
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
+        }
+        // Blob trigger and app data; the queue URI is where the trigger puts poison messages.
+        {
+          name: 'CCEXPORT_STORAGE__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'CCEXPORT_STORAGE__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'CCEXPORT_STORAGE__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'CCEXPORT_STORAGE__clientId'
+          value: identityClientId
+        }
+        {
+          name: 'TASKHUB_NAME'
+          value: taskHubName
+        }
+        {
+          name: 'KEY_VAULT_URL'
+          value: keyVaultUri
+        }
+        // DefaultAzureCredential picks the user-assigned identity from this.
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identityClientId
+        }
+        {
+          name: 'CTCT_CLIENT_ID'
+          value: constantContactClientId
+        }
+        {
+          name: 'CTCT_API_BASE'
+          value: constantContactApiBase
+        }
+        {
+          name: 'CTCT_AUTH_BASE'
+          value: constantContactAuthBase
+        }
+        {
+          name: 'EXPORT_SCHEDULE'
+          value: exportSchedule
+        }
+        {
+          name: 'INBOX_CONTAINER'
+          value: inboxContainerName
+        }
+        {
+          name: 'STAGING_CONTAINER'
+          value: stagingContainerName
+        }
+        {
+          name: 'REPORTS_CONTAINER'
+          value: reportsContainerName
+        }
+        {
+          name: 'EXPORTS_CONTAINER'
+          value: exportsContainerName
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: applicationInsightsConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+        // One worker process per Flex instance; this many threads run sync functions,
+        // matching durableTask maxConcurrentActivityFunctions in host.json.
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: string(pythonThreadCount)
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// Deployments (azd, Core Tools) authenticate with Entra tokens; basic publishing
+// credentials (FTP and SCM user/password) are turned off.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output id string = site.id
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
