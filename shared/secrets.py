@@ -113,14 +113,38 @@ def check_name(name: str) -> None:
         )
 
 
+def open_secret_store(settings: Mapping[str, str], **vault_options: Any) -> SecretStore:
+    """The store the settings ask for: Key Vault when KEY_VAULT_URL is set, else files.
+
+    Files live under CCEXPORT_HOME (default ~/.ccexport). The Key Vault store owns the
+    credential it builds and closes it with itself. `vault_options` go to
+    KeyVaultSecretStore (tests point TLS and the challenge check at the local fake).
+    """
+    vault_url = settings.get("KEY_VAULT_URL", "").strip()
+    if vault_url:
+        return KeyVaultSecretStore(
+            vault_url, default_credential(settings), close_credential=True, **vault_options
+        )
+    return LocalFileSecretStore(ccexport_home(settings))
+
+
+def ccexport_home(settings: Mapping[str, str]) -> Path:
+    """Local state and secrets for the command line: CCEXPORT_HOME or ~/.ccexport."""
+    configured = settings.get("CCEXPORT_HOME", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".ccexport"
+
+
 # --- Key Vault ---------------------------------------------------------------------
 
 
-def default_credential(settings: Mapping[str, str]) -> DefaultAzureCredential:
+def default_credential(
+    settings: Mapping[str, str], *, retry_total: int = 3, retry_backoff_factor: float = 0.5
+) -> DefaultAzureCredential:
     """The credential the app uses in Azure: its managed identity, else a developer login.
 
     `AZURE_CLIENT_ID` selects a user-assigned identity. Interactive and cached-login
-    sources are left out: a function app must never wait for a browser.
+    sources are left out: a function app must never wait for a browser. Token
+    requests retry a bounded number of times (azure-core's default is ten).
     """
     client_id = settings.get("AZURE_CLIENT_ID") or None
     return DefaultAzureCredential(
@@ -128,13 +152,23 @@ def default_credential(settings: Mapping[str, str]) -> DefaultAzureCredential:
         exclude_interactive_browser_credential=True,
         exclude_shared_token_cache_credential=True,
         exclude_visual_studio_code_credential=True,
+        retry_total=retry_total,
+        retry_backoff_factor=retry_backoff_factor,
+        retry_backoff_max=8,
     )
 
 
-def managed_identity_credential(settings: Mapping[str, str]) -> ManagedIdentityCredential:
+def managed_identity_credential(
+    settings: Mapping[str, str], *, retry_total: int = 3, retry_backoff_factor: float = 0.5
+) -> ManagedIdentityCredential:
     """Only the managed identity: for deployments that must not fall back to anything."""
     client_id = settings.get("AZURE_CLIENT_ID") or None
-    return ManagedIdentityCredential(client_id=client_id)
+    return ManagedIdentityCredential(
+        client_id=client_id,
+        retry_total=retry_total,
+        retry_backoff_factor=retry_backoff_factor,
+        retry_backoff_max=8,
+    )
 
 
 def _server_code(exc: HttpResponseError) -> str | None:
@@ -152,7 +186,17 @@ def _is_deleted_but_recoverable(exc: HttpResponseError) -> bool:
     )
 
 
-def _wrap(operation: str, name: str, exc: AzureError, value: str | None = None) -> SecretStoreError:
+def _from_vault(exc: AzureError, vault_url: str) -> bool:
+    """Whether an error is Key Vault's own answer (not the identity endpoint's)."""
+    response = getattr(exc, "response", None)
+    request = getattr(response, "request", None)
+    url = str(getattr(request, "url", "") or "")
+    return url.startswith(vault_url.rstrip("/") + "/")
+
+
+def _wrap(
+    operation: str, name: str, exc: AzureError, vault_url: str, value: str | None = None
+) -> SecretStoreError:
     """Our error for a failed Key Vault call: operation, name, status and code only.
 
     Key Vault's own message is kept for 401/403 (it says which permission is
@@ -164,7 +208,7 @@ def _wrap(operation: str, name: str, exc: AzureError, value: str | None = None) 
     if isinstance(exc, CredentialUnavailableError):
         # No identity answered at all, so the message holds no response content.
         detail = f"no credential available: {str(exc).splitlines()[0][:300]}"
-    elif isinstance(exc, ClientAuthenticationError) and not _server_code(exc):
+    elif isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, vault_url):
         # The identity endpoint refused us; its response body stays out of our text.
         status = exc.status_code
         detail = "authentication failed" + (f" (HTTP {status})" if status else "")
@@ -205,6 +249,7 @@ class KeyVaultSecretStore:
         connection_timeout: float = 10.0,
         read_timeout: float = 30.0,
         purge_on_delete: bool = False,
+        close_credential: bool = False,
     ) -> None:
         options: dict[str, Any] = {
             "verify_challenge_resource": verify_challenge_resource,
@@ -219,7 +264,9 @@ class KeyVaultSecretStore:
         if connection_verify is not None:
             options["connection_verify"] = connection_verify
         self._client = SecretClient(vault_url, credential, **options)
+        self._url = vault_url
         self._purge_on_delete = purge_on_delete
+        self._credential = credential if close_credential else None
 
     async def __aenter__(self) -> Self:
         return self
@@ -234,6 +281,8 @@ class KeyVaultSecretStore:
 
     async def close(self) -> None:
         await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()
 
     async def get(self, name: str) -> str | None:
         vault_name = storage_name(name)
@@ -242,7 +291,7 @@ class KeyVaultSecretStore:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise _wrap("read", name, exc) from None
+            raise _wrap("read", name, exc, self._url) from None
         return secret.value
 
     async def set(
@@ -270,7 +319,7 @@ class KeyVaultSecretStore:
                     vault_name, value, content_type=content_type, tags=all_tags
                 )
         except AzureError as exc:
-            raise _wrap("write", name, exc, value) from None
+            raise _wrap("write", name, exc, self._url, value) from None
         log.debug("stored a new version of secret %r", name)
 
     async def delete(self, name: str) -> bool:
@@ -280,17 +329,17 @@ class KeyVaultSecretStore:
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
-            raise _wrap("delete", name, exc) from None
+            raise _wrap("delete", name, exc, self._url) from None
         if self._purge_on_delete:
             try:
                 await self._client.purge_deleted_secret(vault_name)
             except HttpResponseError as exc:
                 if exc.status_code != 403:
-                    raise _wrap("purge", name, exc) from None
+                    raise _wrap("purge", name, exc, self._url) from None
                 # No purge permission (or purge protection): it stays recoverable.
                 log.warning("secret %r deleted but not purged: HTTP 403", name)
             except AzureError as exc:
-                raise _wrap("purge", name, exc) from None
+                raise _wrap("purge", name, exc, self._url) from None
         return True
 
     async def names(self, prefix: str = "") -> list[str]:
@@ -303,7 +352,7 @@ class KeyVaultSecretStore:
                 if original.startswith(prefix):
                     found.append(original)
         except AzureError as exc:
-            raise _wrap("list", prefix or "*", exc) from None
+            raise _wrap("list", prefix or "*", exc, self._url) from None
         return sorted(found)
 
 

@@ -276,7 +276,7 @@ class KeyVaultFake:
         vault.router.add_route("GET", "/secrets", self._list_secrets)
         vault.router.add_route("GET", "/secrets/{name}/versions", self._list_versions)
         vault.router.add_route("GET", "/secrets/{name}/{version:[^/]*}", self._get)
-        vault.router.add_route("PATCH", "/secrets/{name}/{version}", self._update)
+        vault.router.add_route("PATCH", "/secrets/{name}/{version:[^/]*}", self._update)
         vault.router.add_route("GET", "/deletedsecrets/{name}", self._get_deleted)
         vault.router.add_route("DELETE", "/deletedsecrets/{name}", self._purge)
         vault.router.add_route("POST", "/deletedsecrets/{name}/recover", self._recover)
@@ -526,7 +526,8 @@ class KeyVaultFake:
         body = await request.json()
         with self._lock:
             secret = self._live(name)
-            found = [v for v in secret.versions if v.version == wanted] if secret else []
+            versions = secret.versions if secret else []
+            found = [v for v in versions if v.version == wanted] if wanted else versions[-1:]
             if secret is None or not found:
                 return self._not_found(name)
             version = found[0]

@@ -30,8 +30,10 @@ from shared.secrets import (
     KeyVaultSecretStore,
     LocalFileSecretStore,
     SecretStoreError,
+    ccexport_home,
     default_credential,
     managed_identity_credential,
+    open_secret_store,
     storage_name,
 )
 from tests.keyvault_fake import KeyVaultFake
@@ -553,3 +555,70 @@ async def test_a_killed_writer_leaves_the_old_or_the_new_value(tmp_path: Path) -
             writer.stdout.close()
         assert _is_whole(await store.get("conn"), {"k"})
         assert await store.names() == ["conn"]  # leftover temp files are not secrets
+
+
+# --- choosing the store from settings ----------------------------------------------
+
+
+async def test_settings_without_a_vault_choose_local_files(tmp_path: Path) -> None:
+    store = open_secret_store({"CCEXPORT_HOME": str(tmp_path / "state")})
+    assert isinstance(store, LocalFileSecretStore)
+    await store.set("conn", "v")
+    assert (tmp_path / "state" / "secrets").is_dir()
+    await store.close()
+    assert ccexport_home({}) == Path.home() / ".ccexport"
+
+
+async def test_settings_with_a_vault_choose_key_vault_and_managed_identity(
+    keyvault: KeyVaultFake, identity_env: dict[str, str]
+) -> None:
+    store = open_secret_store(
+        {"KEY_VAULT_URL": keyvault.url, "CCEXPORT_HOME": "/nonexistent"},
+        verify_challenge_resource=False,
+        connection_verify=str(keyvault.ca_path),
+    )
+    assert isinstance(store, KeyVaultSecretStore)
+    async with store:
+        await store.set("conn", "v")
+        assert await store.get("conn") == "v"
+    assert keyvault.identity_tokens_issued == 1
+
+
+# --- more of the vault's behaviour -------------------------------------------------
+
+
+async def test_a_disabled_secret_is_an_error_not_a_missing_one(keyvault: KeyVaultFake) -> None:
+    async with _store(keyvault) as store:
+        await store.set("conn", "v")
+        async with SecretClient(
+            keyvault.url,
+            keyvault.credential(),
+            verify_challenge_resource=False,
+            connection_verify=str(keyvault.ca_path),
+        ) as client:
+            await client.update_secret_properties("conn", enabled=False)
+        with pytest.raises(SecretStoreError, match="disabled") as caught:
+            await store.get("conn")
+    assert caught.value.status == 403
+
+
+async def test_identity_endpoint_outage_is_retried_then_reported_in_bounded_time(
+    keyvault: KeyVaultFake, identity_env: dict[str, str]
+) -> None:
+    keyvault.fail_next(1, 503, target="identity")
+    async with (
+        managed_identity_credential({}, retry_backoff_factor=0.01) as credential,
+        _store(keyvault, credential) as store,
+    ):
+        await store.set("conn", "v")  # the token request was retried and succeeded
+    keyvault.reset()
+    keyvault.fail_next(100, 500, target="identity")
+    async with (
+        managed_identity_credential({}, retry_backoff_factor=0.01) as credential,
+        _store(keyvault, credential, retry_total=0) as store,
+    ):
+        with pytest.raises(SecretStoreError, match="authentication failed") as caught:
+            await store.get("conn")
+    assert "Key Vault could not read secret 'conn'" in str(caught.value)
+    assert "injected" not in str(caught.value)  # the endpoint's body is not quoted
+    assert len([r for r in keyvault.requests if r.target == "identity"]) == 4  # 1 + 3 retries
