@@ -1,0 +1,102 @@
+"""Rate limits and the daily quota, per API key (client_id), as the service applies them.
+
+- 4 requests/second per API key: excess requests get 429 ``throttled``.
+- 10,000 requests/day per API key, reset at 00:00:00 UTC: excess get 429
+  ``quota_exceeded`` until then.
+- The token endpoint: 1 request/second.
+
+A throttled or quota-exceeded request does not count against the quota (the docs do
+not say; this keeps a client's retries from consuming the day's budget).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from sandbox import wire
+
+
+class RateWindow:
+    """At most ``limit`` events per key in any sliding one-second window (0: unlimited)."""
+
+    def __init__(self, limit: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - 1.0:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+    def reset(self) -> None:
+        self._events.clear()
+
+
+class DailyQuota:
+    """``limit`` requests per key per UTC day (0: unlimited)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._day = self._today()
+        self.used: dict[str, int] = {}
+
+    def _today(self) -> int:
+        return int(self.clock() // 86_400)
+
+    def take(self, key: str) -> bool:
+        today = self._today()
+        if today != self._day:  # 00:00:00 UTC: a new day, a new budget
+            self._day = today
+            self.used.clear()
+        used = self.used.get(key, 0)
+        if self.limit > 0 and used >= self.limit:
+            return False
+        self.used[key] = used + 1
+        return True
+
+    def reset(self) -> None:
+        self.used.clear()
+
+
+@dataclass
+class Limits:
+    """The limits of one sandbox and how often each was hit."""
+
+    api: RateWindow
+    quota: DailyQuota
+    token: RateWindow
+    hits: dict[str, int] = field(default_factory=lambda: {"throttled": 0, "quota_exceeded": 0})
+
+    @classmethod
+    def create(cls, per_second: float, daily: int, token_per_second: float) -> Limits:
+        return cls(RateWindow(per_second), DailyQuota(daily), RateWindow(token_per_second))
+
+    def check_api(self, client_id: str) -> web.Response | None:
+        """None when the request may proceed, else the 429 to answer."""
+        if not self.api.allow(client_id):
+            self.hits["throttled"] += 1
+            return wire.throttled()
+        if not self.quota.take(client_id):
+            self.hits["quota_exceeded"] += 1
+            return wire.quota_exceeded()
+        return None
+
+    def check_token(self, client_id: str) -> web.Response | None:
+        if not self.token.allow(client_id):
+            self.hits["throttled"] += 1
+            return wire.throttled()
+        return None
