@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import services
 from tests.keyvault_fake import KeyVaultFake
+from tests.sandbox_service import RunningSandbox, running_sandbox
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,38 @@ def keyvault(_keyvault_server: KeyVaultFake) -> Iterator[KeyVaultFake]:
     _keyvault_server.reset()
     yield _keyvault_server
     _keyvault_server.reset()
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[Callable[..., RunningSandbox]]:
+    """Start Constant Contact sandboxes with CLI flags, e.g. ``sandbox_factory(daily_quota=5)``.
+
+    Each is a child process on 127.0.0.1, stopped by PID when the test ends. The result
+    has ``base_url``, ``api_base``, ``auth_base``, ``client_id``, ``client_secret`` and
+    helpers: ``access_token()``, ``create_list()``, ``members()``, ``stats()``,
+    ``faults(...)``, ``settings(...)``, ``unsubscribe(...)`` (see tests/sandbox_service.py).
+    """
+    with ExitStack() as stack:
+
+        def start(**flags: Any) -> RunningSandbox:
+            try:
+                return stack.enter_context(running_sandbox(**flags))
+            except services.ServiceError as exc:
+                pytest.fail(str(exc))
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[RunningSandbox]:
+    """One shared sandbox without rate limits or quota and with fast pacing.
+
+    Shared by the whole session: use it for tests that only create their own lists
+    and contacts; use ``sandbox_factory`` for anything that changes limits or faults.
+    """
+    flags = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}
+    try:
+        with running_sandbox(**flags) as running:
+            yield running
+    except services.ServiceError as exc:
+        pytest.fail(str(exc))

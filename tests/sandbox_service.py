@@ -1,0 +1,174 @@
+"""Run the Constant Contact sandbox (and Prism in front of it) for tests, by PID.
+
+``running_sandbox(**flags)`` starts ``python -m sandbox`` on a free 127.0.0.1 port and
+yields a ``RunningSandbox``: its URLs, its client credentials, and small synchronous
+helpers for the ``/__sandbox/`` controls (mint a token, create a list, read stats,
+set faults). Flags are the CLI's, in Python spelling: ``rate_limit=0`` becomes
+``--rate-limit 0``, ``rotating_refresh_tokens=True`` becomes the bare flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.services import ROOT, ServiceError, free_port, running
+
+SPEC_ENV = "CCEXPORT_CC_SPEC"
+DEFAULT_SPEC = ROOT.parent / "shared" / "constant-contact" / "swagger.yaml"
+
+# Never through a proxy: everything the tests call is on 127.0.0.1.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    port: int
+    pid: int
+    client_id: str
+    client_secret: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base_url}/v3"
+
+    @property
+    def auth_base(self) -> str:
+        return f"{self.base_url}/oauth2/default/v1"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.auth_base}/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.auth_base}/token"
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call a ``/__sandbox/`` endpoint; returns its JSON, raises on an error status."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}/__sandbox/{path.lstrip('/')}", data=data, method=method
+        )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with _OPENER.open(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ServiceError(
+                f"{method} /__sandbox/{path}: {exc.code} {exc.read()[:500]!r}"
+            ) from None
+
+    def tokens(self, scope: str = "contact_data offline_access") -> dict[str, Any]:
+        """A token response as if the account had just connected the app."""
+        result: dict[str, Any] = self.control("POST", "tokens", {"scope": scope})
+        return result
+
+    def access_token(self) -> str:
+        return str(self.tokens()["access_token"])
+
+    def auth_headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.access_token()}"}
+
+    def create_list(self, name: str | None = None) -> str:
+        """A new contact list (bypassing limits); returns its list_id."""
+        created = self.control("POST", "lists", {"name": name or f"list-{uuid.uuid4().hex[:8]}"})
+        return str(created["list_id"])
+
+    def members(self, list_id: str) -> list[str]:
+        return list(self.control("GET", f"lists/{list_id}/members")["emails"])
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("GET", "stats")
+        return result
+
+    def requests(self, key: str) -> dict[str, int]:
+        """Status counts for one ``"METHOD /v3/path-template"``."""
+        return dict(self.stats()["requests"].get(key, {}))
+
+    def faults(self, **settings: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("POST", "faults", settings)
+        return result
+
+    def settings(self, **values: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("POST", "settings", values)
+        return result
+
+    def unsubscribe(self, emails: Sequence[str]) -> int:
+        return int(
+            self.control("POST", "contacts/unsubscribe", {"emails": list(emails)})["unsubscribed"]
+        )
+
+    def reset_usage(self) -> None:
+        self.control("POST", "usage/reset", {})
+
+
+def sandbox_command(port: int, flags: dict[str, Any]) -> list[str]:
+    cmd = [sys.executable, "-m", "sandbox", "--port", str(port)]
+    for name, value in flags.items():
+        option = "--" + name.replace("_", "-")
+        if value is True:
+            cmd.append(option)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            for item in value:
+                cmd += [option, str(item)]
+        else:
+            cmd += [option, str(value)]
+    return cmd
+
+
+@contextmanager
+def running_sandbox(**flags: Any) -> Iterator[RunningSandbox]:
+    """A sandbox child process for the block; stopped by its PID afterwards."""
+    client_id = str(flags.pop("client_id", "ccexport-test-client"))
+    client_secret = str(flags.pop("client_secret", secrets.token_urlsafe(16)))
+    port = free_port()
+    cmd = sandbox_command(port, {"client_id": client_id, "client_secret": client_secret, **flags})
+    with running(cmd, port) as pid:
+        yield RunningSandbox(port, pid, client_id, client_secret)
+
+
+def spec_path() -> Path:
+    """The official spec (never copied into this repository); fails loudly if absent."""
+    path = Path(os.environ.get(SPEC_ENV, str(DEFAULT_SPEC)))
+    if not path.is_file():
+        raise ServiceError(
+            f"the Constant Contact spec is missing at {path}: set {SPEC_ENV} to swagger.yaml "
+            "(it is kept outside the repository, in ../shared/constant-contact/)"
+        )
+    return path
+
+
+def prism_command(port: int, upstream: str) -> list[str]:
+    """Prism as a validating proxy: it checks every request and response against the spec."""
+    exe = ROOT / "node_modules" / ".bin" / "prism"
+    if not exe.exists():
+        raise ServiceError(f"Prism is not installed ({exe} is missing): run `make install`")
+    spec = str(spec_path())
+    # -v error: Prism logs every request at info level, which would fill the pipe.
+    return [str(exe), "proxy", "-h", "127.0.0.1", "-p", str(port), "-v", "error", spec, upstream]
+
+
+@contextmanager
+def running_prism(upstream: str) -> Iterator[str]:
+    """Prism proxying to ``upstream`` (an http://127.0.0.1:P/v3 base); yields its base URL."""
+    port = free_port()
+    with running(prism_command(port, upstream), port):
+        yield f"http://127.0.0.1:{port}"
