@@ -234,6 +234,11 @@ class KeyVaultSecretStore:
     Retries are bounded (a token refresh should fail in seconds, not minutes), HTTP
     bodies are never logged, and the caller's name is kept in a tag so `names()` can
     give back names that had to be rewritten for the vault.
+
+    `verify_challenge_resource=False` and `connection_verify=<CA file>` exist for a
+    local vault on 127.0.0.1. A CA file makes azure-core build a TLS context per
+    request, so connections are not reused (about 11 ms instead of 2 ms a read,
+    measured on the local fake); a CA in SSL_CERT_FILE keeps the pool.
     """
 
     def __init__(
