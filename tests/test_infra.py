@@ -1,0 +1,577 @@
+"""Offline checks of the Azure deployment in infra/ (no Bicep compiler, no Azure).
+
+No Bicep compiler can be installed offline, so every template is parsed with
+pycep-parser and the security settings that matter are asserted on the parsed
+model: identity-based storage with shared keys off, an RBAC-only Key Vault, HTTPS and
+TLS 1.2 everywhere, no public blob access, no secret in any app setting, role
+assignments with deterministic names, and the Event Grid wiring of the blob trigger.
+The postdeploy hook runs against a fake `az` to show it never handles the webhook key.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from lark.exceptions import LarkError
+from pycep import BicepParser
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+# The contract with the code: every one of these app settings must be set.
+REQUIRED_APP_SETTINGS = {
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "CCEXPORT_STORAGE__blobServiceUri",
+    "CCEXPORT_STORAGE__queueServiceUri",
+    "CCEXPORT_STORAGE__credential",
+    "CCEXPORT_STORAGE__clientId",
+    "TASKHUB_NAME",
+    "KEY_VAULT_URL",
+    "AZURE_CLIENT_ID",
+    "CTCT_CLIENT_ID",
+    "CTCT_API_BASE",
+    "CTCT_AUTH_BASE",
+    "EXPORT_SCHEDULE",
+    "INBOX_CONTAINER",
+    "STAGING_CONTAINER",
+    "REPORTS_CONTAINER",
+    "EXPORTS_CONTAINER",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_THREADPOOL_THREAD_COUNT",
+}
+
+# Key-based connections, and settings Flex Consumption rejects or ignores.
+FORBIDDEN_APP_SETTINGS = {
+    "AzureWebJobsStorage",
+    "CCEXPORT_STORAGE",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+}
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCOUNTKEY|SAS\b|_KEY$", re.IGNORECASE)
+SECRET_VALUE = re.compile(
+    r"AccountKey=|SharedAccessKey|SharedAccessSignature|[?&]sig=|[?&]code=|@Microsoft\.KeyVault",
+    re.IGNORECASE,
+)
+
+BUILT_IN_ROLES = {
+    "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+
+
+# --- parsed-model helpers ------------------------------------------------------------
+
+
+@functools.cache
+def template(relative: str) -> dict[str, Any]:
+    """The pycep model of one template (parsed once per test session)."""
+    return cast(dict[str, Any], BicepParser().parse(file_path=INFRA / relative))
+
+
+def body(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource's own configuration, unwrapped from `if (...)` and `for ...` forms."""
+    config = cast(dict[str, Any], resource["config"])
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = cast(dict[str, Any], config["config"])
+    return config
+
+
+def declared(relative: str, resource_type: str) -> dict[str, dict[str, Any]]:
+    """Resources of one type that a template creates (not `existing` references)."""
+    resources = cast(dict[str, dict[str, Any]], template(relative).get("resources", {}))
+    return {
+        name: body(res)
+        for name, res in resources.items()
+        if res["type"] == resource_type and not res["existing"]
+    }
+
+
+def only(relative: str, resource_type: str) -> dict[str, Any]:
+    found = declared(relative, resource_type)
+    assert len(found) == 1, f"{relative}: expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.values()))
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every dict, list and scalar inside a parsed node."""
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+def functions_called(node: Any) -> set[str]:
+    """Names of the Bicep functions used anywhere inside a node (listKeys included)."""
+    names: set[str] = set()
+    for item in walk(node):
+        if isinstance(item, dict) and isinstance(item.get("function"), dict):
+            call = item["function"]
+            if call.get("type") == "list_func":
+                names.add(str(call["parameters"]["func_name"]))
+            else:
+                names.add(str(call.get("type")))
+    return names
+
+
+def parameter_default(relative: str, name: str) -> Any:
+    return template(relative)["parameters"][name].get("default")
+
+
+def app_settings() -> dict[str, Any]:
+    site = only("app/functionapp.bicep", "Microsoft.Web/sites")
+    entries = site["properties"]["siteConfig"]["appSettings"]
+    settings = {str(entry["name"]): entry["value"] for entry in entries}
+    assert len(settings) == len(entries), "an app setting is declared twice"
+    return settings
+
+
+# --- every file parses -----------------------------------------------------------------
+
+
+def test_infra_has_the_expected_templates() -> None:
+    names = {path.relative_to(INFRA).as_posix() for path in BICEP_FILES}
+    assert {
+        "main.bicep",
+        "eventgrid.bicep",
+        "core/identity.bicep",
+        "core/storage.bicep",
+        "core/keyvault.bicep",
+        "core/monitoring.bicep",
+        "core/rbac.bicep",
+        "app/functionapp.bicep",
+        "app/blob-events.bicep",
+    } <= names
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_every_bicep_file_parses(path: Path) -> None:
+    parsed = template(path.relative_to(INFRA).as_posix())
+    assert parsed.get("resources") or parsed.get("modules")
+
+
+def test_parser_rejects_a_broken_template(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.bicep"
+    broken.write_text("resource x 'Microsoft.Web/sites@2024-04-01' = {\n  name: 'x'\n  kind: \n")
+    with pytest.raises(LarkError):
+        BicepParser().parse(file_path=broken)
+
+
+def test_no_registry_modules() -> None:
+    """Registry modules (br:, ts:) cannot be restored or checked offline."""
+    for path in BICEP_FILES:
+        modules = template(path.relative_to(INFRA).as_posix()).get("modules", {})
+        for name, module in modules.items():
+            assert module["type"] == "local", f"{path}: module {name} is {module['type']}"
+            source = str(module["detail"]["path"])
+            assert (path.parent / source).is_file(), f"{path}: module {name} -> {source}"
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+def test_storage_is_identity_only_https_tls12_and_private() -> None:
+    account = only("core/storage.bicep", "Microsoft.Storage/storageAccounts")
+    props = account["properties"]
+    assert account["kind"] == "StorageV2"  # the Event Grid blob trigger needs GPv2
+    assert props["allowSharedKeyAccess"] is False
+    assert props["defaultToOAuthAuthentication"] is True
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+    assert props["allowCrossTenantReplication"] is False
+
+
+def test_containers_are_private_and_match_the_contract() -> None:
+    containers = only(
+        "core/storage.bicep", "Microsoft.Storage/storageAccounts/blobServices/containers"
+    )
+    assert containers["properties"]["publicAccess"] == "None"
+    names = template("main.bicep")["variables"]["containers"]["value"]
+    assert {"inbox", "staging", "reports", "exports"} <= set(names.values())
+    assert names["inbox"] == "inbox"
+    assert names["reports"] == "reports"
+
+
+def test_blob_soft_delete_stays_off_for_customer_insights() -> None:
+    blob = only("core/storage.bicep", "Microsoft.Storage/storageAccounts/blobServices")
+    assert blob["properties"]["deleteRetentionPolicy"]["enabled"] is False
+
+
+# --- Key Vault -------------------------------------------------------------------------
+
+
+def test_key_vault_is_rbac_only_with_soft_delete() -> None:
+    props = only("core/keyvault.bicep", "Microsoft.KeyVault/vaults")["properties"]
+    assert props["enableRbacAuthorization"] is True
+    assert props["enableSoftDelete"] is True
+    assert "accessPolicies" not in props
+    assert props["enabledForTemplateDeployment"] is False
+
+
+def test_purge_protection_is_a_parameter() -> None:
+    props = only("core/keyvault.bicep", "Microsoft.KeyVault/vaults")["properties"]
+    conditional = props["enablePurgeProtection"]["operator"]
+    assert conditional["type"] == "conditional"
+    assert conditional["operands"]["condition"] == "enablePurgeProtection"
+    assert conditional["operands"]["true_value"] is True
+    module = template("main.bicep")["modules"]["keyVault"]["config"]["params"]
+    assert module["enablePurgeProtection"] == "enableKeyVaultPurgeProtection"
+
+
+# --- function app ----------------------------------------------------------------------
+
+
+def test_plan_is_flex_consumption() -> None:
+    plan = only("app/functionapp.bicep", "Microsoft.Web/serverfarms")
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    assert plan["properties"]["reserved"] is True  # Linux
+
+
+def test_function_app_is_https_only_with_a_user_assigned_identity() -> None:
+    site = only("app/functionapp.bicep", "Microsoft.Web/sites")
+    props = site["properties"]
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"]["type"] == "UserAssigned"
+    assert props["httpsOnly"] is True
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert props["siteConfig"]["scmMinTlsVersion"] == "1.2"
+    assert props["siteConfig"]["ftpsState"] == "Disabled"
+
+
+def test_flex_runtime_is_python_311_and_deploys_with_the_identity() -> None:
+    config = only("app/functionapp.bicep", "Microsoft.Web/sites")["properties"]["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert parameter_default("main.bicep", "pythonVersion") == "3.11"
+    assert parameter_default("app/functionapp.bicep", "pythonVersion") == "3.11"
+    authentication = config["deployment"]["storage"]["authentication"]
+    assert authentication["type"] == "UserAssignedIdentity"
+    assert authentication["userAssignedIdentityResourceId"] == "identityId"
+    assert "alwaysReady" not in config["scaleAndConcurrency"]  # idle cost stays at zero
+
+
+def test_basic_publishing_credentials_are_off() -> None:
+    policies = declared(
+        "app/functionapp.bicep", "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+    )
+    assert {p["name"]: p["properties"]["allow"] for p in policies.values()} == {
+        "ftp": False,
+        "scm": False,
+    }
+
+
+def test_app_settings_cover_the_contract() -> None:
+    settings = app_settings()
+    assert not REQUIRED_APP_SETTINGS - settings.keys()
+    assert not FORBIDDEN_APP_SETTINGS & settings.keys()
+    assert settings["AZURE_CLIENT_ID"] == "identityClientId"
+    assert settings["INBOX_CONTAINER"] == "inboxContainerName"
+    assert settings["EXPORT_SCHEDULE"] == "exportSchedule"
+    assert "Authorization=AAD" in settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+
+
+def test_every_storage_connection_uses_the_managed_identity() -> None:
+    settings = app_settings()
+    prefixes = {
+        name.split("__")[0]
+        for name in settings
+        if name.endswith(("__blobServiceUri", "__queueServiceUri", "__tableServiceUri"))
+    }
+    assert prefixes == {"AzureWebJobsStorage", "CCEXPORT_STORAGE"}
+    for prefix in prefixes:
+        assert settings[f"{prefix}__credential"] == "managedidentity"
+        assert settings[f"{prefix}__clientId"] == "identityClientId"
+
+
+def test_no_app_setting_holds_a_secret() -> None:
+    settings = app_settings()
+    for name, value in settings.items():
+        assert not SECRET_NAME.search(name), name
+        for item in walk(value):
+            if isinstance(item, str):
+                assert not SECRET_VALUE.search(item), name
+    # Nothing secret can even reach the settings: no secure parameter and no list*() call.
+    for relative in ("app/functionapp.bicep", "main.bicep"):
+        for name, param in template(relative)["parameters"].items():
+            kinds = {d["type"] for d in param["decorators"]}
+            assert "secure" not in kinds, f"{relative}: @secure() parameter {name}"
+    site = only("app/functionapp.bicep", "Microsoft.Web/sites")
+    assert not {f for f in functions_called(site) if f.startswith("list")}
+
+
+def test_app_insights_uses_entra_auth() -> None:
+    component = only("core/monitoring.bicep", "Microsoft.Insights/components")
+    assert component["properties"]["DisableLocalAuth"] is True
+    assert component["properties"]["WorkspaceResourceId"]
+
+
+def test_worker_concurrency_matches_host_json() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    durable = host["extensions"]["durableTask"]
+    threads = parameter_default("main.bicep", "pythonThreadCount")
+    assert threads == parameter_default("app/functionapp.bicep", "pythonThreadCount")
+    assert durable["maxConcurrentActivityFunctions"] == threads
+    assert durable["maxConcurrentOrchestratorFunctions"] == threads
+    assert durable["hubName"] == "%TASKHUB_NAME%"
+    assert 1 <= host["extensions"]["blobs"]["maxDegreeOfParallelism"] <= threads
+
+
+def test_defaults_match_the_app_contract() -> None:
+    assert parameter_default("main.bicep", "constantContactApiBase") == "https://api.cc.email/v3"
+    assert (
+        parameter_default("main.bicep", "constantContactAuthBase")
+        == "https://authz.constantcontact.com/oauth2/default/v1"
+    )
+    assert parameter_default("main.bicep", "exportSchedule") == "0 0 3 * * *"
+    params = template("main.bicep")["modules"]["functionApp"]["config"]["params"]
+    for name in ("exportSchedule", "constantContactClientId", "pythonThreadCount", "taskHubName"):
+        assert params[name] == name
+
+
+# --- role assignments ------------------------------------------------------------------
+
+
+def role_assignments() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path in BICEP_FILES:
+        relative = path.relative_to(INFRA).as_posix()
+        for name, res in declared(relative, "Microsoft.Authorization/roleAssignments").items():
+            yield relative, name, res
+
+
+def test_role_assignments_have_deterministic_names() -> None:
+    found = list(role_assignments())
+    assert len(found) >= 6
+    for relative, name, res in found:
+        call = res["name"].get("function", {}) if isinstance(res["name"], dict) else {}
+        assert call.get("type") == "guid", f"{relative}: {name} is not named with guid(...)"
+        assert len(call["parameters"]) >= 3, f"{relative}: {name} guid needs scope+principal+role"
+        assert res["properties"]["principalType"], f"{relative}: {name}"
+
+
+def test_app_identity_gets_the_data_roles_it_needs() -> None:
+    roles = template("core/rbac.bicep")["variables"]["roles"]["value"]
+    for key, guid in roles.items():
+        assert BUILT_IN_ROLES[key] == guid, key
+    granted = set()
+    for res in declared("core/rbac.bicep", "Microsoft.Authorization/roleAssignments").values():
+        if res["properties"]["principalId"] == "appPrincipalId":
+            role = res["properties"]["roleDefinitionId"]["function"]["parameters"]
+            granted.add(role["resource_name_1"]["operator"]["operands"]["operand_2"])
+    assert granted == {
+        "storageBlobDataOwner",
+        "storageQueueDataContributor",
+        "storageTableDataContributor",
+        "keyVaultSecretsOfficer",  # token rotation writes secrets
+        "monitoringMetricsPublisher",
+    }
+
+
+# --- Event Grid ------------------------------------------------------------------------
+
+
+def test_system_topic_watches_the_storage_account() -> None:
+    topic = only("app/blob-events.bicep", "Microsoft.EventGrid/systemTopics")
+    assert topic["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+    assert topic["identity"]["type"] == "SystemAssigned"
+
+
+def test_subscription_feeds_the_blob_trigger_only_on_committed_inbox_blobs() -> None:
+    sub = only("eventgrid.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    props = sub["properties"]
+    assert props["destination"]["endpointType"] == "WebHook"
+    assert props["destination"]["properties"]["maxEventsPerBatch"] == 1
+    filt = props["filter"]
+    assert filt["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert filt["subjectBeginsWith"] == "/blobServices/default/containers/${inboxContainerName}/"
+    (api,) = filt["advancedFilters"]
+    assert (api["operatorType"], api["key"]) == ("StringIn", "data.api")
+    assert set(api["values"]) == {"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"}
+    dead_letter = props["deadLetterWithResourceIdentity"]
+    assert dead_letter["deadLetterDestination"]["endpointType"] == "StorageBlob"
+    assert parameter_default("eventgrid.bicep", "blobTriggerFunctionName") == "segment_blob_created"
+    containers = template("main.bicep")["variables"]["containers"]["value"]
+    assert parameter_default("eventgrid.bicep", "inboxContainerName") == containers["inbox"]
+    assert (
+        parameter_default("eventgrid.bicep", "deadLetterContainerName") == containers["deadLetter"]
+    )
+
+
+def test_webhook_url_uses_the_blobs_extension_key_and_is_never_output() -> None:
+    url = template("eventgrid.bicep")["variables"]["webhookUrl"]["value"]
+    assert "/runtime/webhooks/blobs?functionName=Host.Functions.${blobTriggerFunctionName}" in url
+    assert "listKeys" in functions_called(template("eventgrid.bicep")["variables"])
+    for relative in ("eventgrid.bicep", "main.bicep"):
+        outputs = template(relative)["outputs"]
+        text = json.dumps(outputs)
+        assert "webhookUrl" not in text
+        assert "blobsExtensionKey" not in text
+        assert not {f for f in functions_called(outputs) if f.startswith("list")}, relative
+
+
+# --- azd wiring ------------------------------------------------------------------------
+
+
+def test_azure_yaml_deploys_the_repo_root_as_a_python_function_app() -> None:
+    text = (ROOT / "azure.yaml").read_text()
+    service = template("main.bicep")["modules"]["functionApp"]["config"]["params"]["azdServiceName"]
+    assert re.search(rf"^services:\n  {service}:\n", text, re.MULTILINE)
+    for line in ("project: .", "language: python", "host: function"):
+        assert re.search(rf"^    {re.escape(line)}$", text, re.MULTILINE), line
+    for script in re.findall(r"run: \./(\S+)", text):
+        assert (ROOT / script).is_file(), script
+    assert "postdeploy:" in text
+
+
+def test_parameters_file_maps_onto_main_bicep() -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared_params = template("main.bicep")["parameters"]
+    assert params.keys() <= declared_params.keys()
+    assert params["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert params["location"]["value"] == "${AZURE_LOCATION}"
+    assert params["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    required = {n for n, p in declared_params.items() if "default" not in p}
+    assert required <= params.keys()
+
+
+def test_deployment_leaves_infra_and_tool_venvs_out_of_the_package() -> None:
+    ignored = set((ROOT / ".funcignore").read_text().split())
+    assert {"infra", "tests", ".venv", ".venv-checkov", ".azure", "azure.yaml"} <= ignored
+
+
+@pytest.mark.parametrize("script", ["postdeploy.sh", "postdeploy.ps1"])
+def test_postdeploy_scripts_pass_every_required_template_parameter(script: str) -> None:
+    text = (INFRA / "scripts" / script).read_text()
+    passed = set(re.findall(r"\b([A-Za-z]+)=\S", text))
+    required = {
+        n for n, p in template("eventgrid.bicep")["parameters"].items() if "default" not in p
+    }
+    assert required <= passed
+    assert "eventgrid.bicep" in text
+    deploy = text[text.index("az deployment group create") :]
+    assert "--output none" in deploy[: deploy.index("\n\n")]  # the result is not printed
+
+
+# --- the postdeploy hook against a fake Azure CLI ---------------------------------------
+
+FAKE_KEY = "fake-blobs-extension-key-0123456789"
+
+FAKE_AZ = """#!/bin/sh
+# Records each call; answers like the Azure CLI would for the calls the hook makes.
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+case "$1 $2" in
+  "account show") exit 0 ;;
+  "functionapp keys")
+    case "$*" in
+      *--query*)
+        n=$(( $(cat "$FAKE_COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$FAKE_COUNT"
+        if [ "$n" -ge "$KEY_READY_AT" ]; then echo true; else echo false; fi ;;
+      *) echo '{"systemKeys": {"blobs_extension": "__KEY__"}}' ;;
+    esac ;;
+  "deployment group") exit 0 ;;
+  *) echo "fake az: unexpected call: $*" >&2; exit 2 ;;
+esac
+""".replace("__KEY__", FAKE_KEY)
+
+
+def run_postdeploy(
+    tmp_path: Path, key_ready_at: int, **env: str
+) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    az = bin_dir / "az"
+    az.write_text(FAKE_AZ)
+    az.chmod(az.stat().st_mode | stat.S_IEXEC)
+    curl = bin_dir / "curl"  # the warm-up request must not leave the machine
+    curl.write_text('#!/bin/sh\nprintf \'curl %s\\n\' "$*" >> "$FAKE_LOG"\n')
+    curl.chmod(curl.stat().st_mode | stat.S_IEXEC)
+    full_env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(tmp_path),
+        "FAKE_LOG": str(tmp_path / "calls.log"),
+        "FAKE_COUNT": str(tmp_path / "count"),
+        "KEY_READY_AT": str(key_ready_at),
+        "POSTDEPLOY_KEY_WAIT_SECONDS": "0",
+        **env,
+    }
+    return subprocess.run(
+        ["sh", str(INFRA / "scripts" / "postdeploy.sh")],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+AZD_OUTPUTS = {
+    "AZURE_RESOURCE_GROUP": "rg-test",
+    "AZURE_FUNCTION_APP_NAME": "func-ccexport-abc",
+    "AZURE_EVENTGRID_SYSTEM_TOPIC_NAME": "evgt-ccexport-abc",
+    "AZURE_STORAGE_ACCOUNT_NAME": "stccxabc",
+    "AZURE_FUNCTION_APP_URL": "https://func-ccexport-abc.example.invalid",
+}
+
+
+def test_postdeploy_waits_for_the_key_then_deploys_the_subscription(tmp_path: Path) -> None:
+    result = run_postdeploy(tmp_path, key_ready_at=3, **AZD_OUTPUTS)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    key_checks = [c for c in calls if c.startswith("functionapp keys list")]
+    assert len(key_checks) == 3
+    assert all("--query systemKeys.blobs_extension != null" in c for c in key_checks)
+    (deploy,) = [c for c in calls if c.startswith("deployment group create")]
+    assert "--resource-group rg-test" in deploy
+    assert deploy.endswith("--only-show-errors --output none")
+    assert f"--template-file {INFRA / 'scripts' / '..' / 'eventgrid.bicep'}" in deploy
+    for expected in (
+        "functionAppName=func-ccexport-abc",
+        "systemTopicName=evgt-ccexport-abc",
+        "storageAccountName=stccxabc",
+        "inboxContainerName=inbox",
+        "deadLetterContainerName=eventgrid-deadletter",
+    ):
+        assert expected in deploy
+    assert FAKE_KEY not in result.stdout + result.stderr
+    assert "code=" not in result.stdout + result.stderr
+
+
+def test_postdeploy_gives_up_when_the_host_never_publishes_the_key(tmp_path: Path) -> None:
+    result = run_postdeploy(tmp_path, key_ready_at=99, POSTDEPLOY_KEY_ATTEMPTS="2", **AZD_OUTPUTS)
+    assert result.returncode != 0
+    assert "blobs_extension key after 2 attempts" in result.stderr
+    calls = (tmp_path / "calls.log").read_text()
+    assert "deployment group create" not in calls
+
+
+def test_postdeploy_needs_the_azd_outputs(tmp_path: Path) -> None:
+    outputs = {k: v for k, v in AZD_OUTPUTS.items() if k != "AZURE_EVENTGRID_SYSTEM_TOPIC_NAME"}
+    result = run_postdeploy(tmp_path, key_ready_at=1, **outputs)
+    assert result.returncode != 0
+    assert "AZURE_EVENTGRID_SYSTEM_TOPIC_NAME is not set" in result.stderr
+    assert not (tmp_path / "calls.log").exists()
