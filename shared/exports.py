@@ -1,0 +1,150 @@
+"""The export definition: which Constant Contact lists a segment goes to, and how its
+columns map to contact fields. Validated when loaded, so a bad definition fails before
+any file is read or request sent.
+
+JSON form (``--config FILE``, and what the HTTP API stores)::
+
+    {
+      "name": "high-value",
+      "list_ids": ["3fa85f64-5717-4562-b3fc-2c963f66afa6"],
+      "mapping": {"email": "PrimaryEmail", "first_name": "FirstName", "cf:tier": "Tier"},
+      "max_profiles": 1000000,
+      "encoding": "utf-8"
+    }
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shared.contacts import validate_mapping
+from shared.errors import ConfigError
+
+DEFAULT_MAX_PROFILES = 1_000_000
+MAX_LISTS = 50
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_FIELDS = {"name", "list_ids", "mapping", "max_profiles", "encoding", "description"}
+
+
+def check_list_id(value: str) -> str:
+    """A Constant Contact list id: a UUID, returned in its canonical lower-case form."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except (ValueError, AttributeError):
+        raise ConfigError(
+            f"list id {value!r} is not a UUID (copy it from the list's address in Constant Contact)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ExportDefinition:
+    list_ids: tuple[str, ...]
+    mapping: Mapping[str, str]
+    name: str | None = None
+    max_profiles: int = DEFAULT_MAX_PROFILES
+    encoding: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.list_ids:
+            raise ConfigError(
+                "no list id: name at least one Constant Contact list (--list-id UUID)"
+            )
+        if len(self.list_ids) > MAX_LISTS:
+            raise ConfigError(f"{len(self.list_ids)} list ids; an import takes at most {MAX_LISTS}")
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"export name {self.name!r}: use 1-63 lower-case letters, digits and dashes"
+            )
+        if not isinstance(self.max_profiles, int) or self.max_profiles < 1:
+            raise ConfigError(
+                f"max_profiles must be a positive whole number, not {self.max_profiles!r}"
+            )
+        validate_mapping(self.mapping)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "list_ids": list(self.list_ids),
+            "mapping": dict(self.mapping),
+            "max_profiles": self.max_profiles,
+        }
+        if self.name:
+            data["name"] = self.name
+        if self.encoding:
+            data["encoding"] = self.encoding
+        if self.description:
+            data["description"] = self.description
+        return data
+
+    def with_overrides(
+        self,
+        *,
+        list_ids: Sequence[str] = (),
+        mapping: Mapping[str, str] | None = None,
+        max_profiles: int | None = None,
+    ) -> ExportDefinition:
+        """Command-line flags on top of a definition: lists are added, mappings replaced."""
+        lists = tuple(dict.fromkeys([*self.list_ids, *(check_list_id(v) for v in list_ids)]))
+        return replace(
+            self,
+            list_ids=lists,
+            mapping={**self.mapping, **(mapping or {})},
+            max_profiles=self.max_profiles if max_profiles is None else max_profiles,
+        )
+
+
+def from_json(data: Any, *, where: str = "export definition") -> ExportDefinition:
+    """Build and validate a definition from parsed JSON."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    raw_lists = data.get("list_ids", [])
+    if not isinstance(raw_lists, list) or not all(isinstance(v, str) for v in raw_lists):
+        raise ConfigError(f"{where}: list_ids must be a list of UUID strings")
+    mapping = data.get("mapping", {})
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise ConfigError(f"{where}: mapping must be an object of field names to column names")
+    encoding = data.get("encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        raise ConfigError(f'{where}: encoding must be a string such as "utf-8"')
+    return ExportDefinition(
+        list_ids=tuple(dict.fromkeys(check_list_id(v) for v in raw_lists)),
+        mapping=dict(mapping),
+        name=data.get("name"),
+        max_profiles=data.get("max_profiles", DEFAULT_MAX_PROFILES),
+        encoding=encoding,
+        description=str(data.get("description", "")),
+    )
+
+
+def load(path: Path) -> ExportDefinition:
+    """Read a definition file (``--config``)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    return from_json(data, where=str(path))
+
+
+def parse_maps(values: Sequence[str]) -> dict[str, str]:
+    """--map FIELD=COLUMN flags to a mapping."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        target, sep, column = value.partition("=")
+        if not sep or not target.strip() or not column.strip():
+            raise ConfigError(f"--map {value!r}: expected FIELD=COLUMN, e.g. email=PrimaryEmail")
+        mapping[target.strip()] = column.strip()
+    return mapping
