@@ -112,7 +112,7 @@ var names = {
   systemTopic: 'evgt-ccexport-${resourceToken}'
 }
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   name: names.resourceGroup
   location: location
   tags: tags
