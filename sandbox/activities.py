@@ -158,9 +158,12 @@ class ActivityQueue:
         activity.state = "processing"
         activity.started_at = activity.updated_at = began
         total = activity.work.total
+        # Slices of ~1/20 s of work (at most BATCH items), so that a slow pace shows
+        # percent_done moving and a fast one does not yield to the loop needlessly.
+        step = max(1, min(BATCH, int(self.pace.items_per_second / 20)))
         done = 0
         while done < total:
-            end = min(total, done + BATCH)
+            end = min(total, done + step)
             if activity.fault is None:
                 activity.work.apply(activity, done, end)
             done = end

@@ -127,10 +127,9 @@ def sandbox_command(port: int, flags: dict[str, Any]) -> list[str]:
         elif value is False or value is None:
             continue
         elif isinstance(value, list | tuple):
-            for item in value:
-                cmd += [option, str(item)]
+            cmd += [f"{option}={item}" for item in value]
         else:
-            cmd += [option, str(value)]
+            cmd.append(f"{option}={value}")  # "=": a value may start with "-"
     return cmd
 
 

@@ -1,0 +1,100 @@
+"""The sandbox's limits: 4 requests/s (throttled), daily quota (quota_exceeded), 1,000 queued activities."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from tests.sandbox_api import api_for, people
+from tests.sandbox_service import RunningSandbox
+
+Factory = Callable[..., RunningSandbox]
+THROTTLED = {"error_key": "throttled", "error_message": "Too Many Requests"}
+QUOTA = {"error_key": "quota_exceeded", "error_message": "Limit Exceeded"}
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def test_more_than_four_requests_a_second_are_throttled(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory()  # the real service's defaults: 4/s, 10,000/day
+    api = api_for(sandbox, session)
+    replies = await asyncio.gather(*(api.get("/contact_lists") for _ in range(10)))
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [200] * 4 + [429] * 6
+    assert all(reply.body == THROTTLED for reply in replies if reply.status == 429)
+    await asyncio.sleep(1.05)  # a new second, a new allowance
+    assert (await api.get("/contact_lists")).status == 200
+    stats = sandbox.stats()
+    assert stats["throttled"] == 6
+    assert stats["requests"]["GET /v3/contact_lists"] == {"200": 5, "429": 6}
+    assert stats["daily_used"] == {sandbox.client_id: 5}  # throttled requests use no quota
+
+
+async def test_daily_quota_is_answered_with_quota_exceeded(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(daily_quota=3, rate_limit=0)
+    api = api_for(sandbox, session)
+    for _ in range(3):
+        assert (await api.get("/contact_lists")).status == 200
+    over = await api.get("/contacts")
+    assert over.status == 429
+    assert over.body == QUOTA
+    assert (await api.get("/activities")).body == QUOTA
+    assert sandbox.stats()["quota_exceeded"] == 2
+    sandbox.reset_usage()  # as at 00:00 UTC
+    assert (await api.get("/contact_lists")).status == 200
+
+
+async def test_the_quota_is_per_api_key_not_per_token(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(daily_quota=2, rate_limit=0)
+    first, second = api_for(sandbox, session), api_for(sandbox, session)
+    assert first.token != second.token
+    assert (await first.get("/contact_lists")).status == 200
+    assert (await second.get("/contact_lists")).status == 200
+    assert (await first.get("/contact_lists")).body == QUOTA
+    assert (await second.get("/contact_lists")).body == QUOTA
+
+
+async def test_limits_can_change_at_run_time(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, daily_quota=0)
+    api = api_for(sandbox, session)
+    replies = await asyncio.gather(*(api.get("/contact_lists") for _ in range(12)))
+    assert {reply.status for reply in replies} == {200}
+    settings = sandbox.settings(requests_per_second=2)
+    assert settings["requests_per_second"] == 2
+    replies = await asyncio.gather(*(api.get("/contact_lists") for _ in range(5)))
+    assert sorted(reply.status for reply in replies) == [200, 200, 429, 429, 429]
+
+
+async def test_at_most_max_queued_activities_wait(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, max_queued_activities=2, activity_delay=30)
+    list_id = sandbox.create_list()
+    api = api_for(sandbox, session)
+    body = {"import_data": people(2), "list_ids": [list_id]}
+    assert (await api.post("/activities/contacts_json_import", body)).status == 201
+    assert (await api.post("/activities/contacts_json_import", body)).status == 201
+    full = await api.post("/activities/contacts_json_import", body)
+    assert full.status == 429
+    assert full.body == {
+        "error_key": "throttled",
+        "error_message": "Too many requests. You exceeded 1,000 queued activities for this user account.",
+    }
+    membership = {"source": {"contact_ids": []}, "list_ids": [list_id]}
+    assert (await api.post("/activities/add_list_memberships", membership)).status == 429
+    assert (await api.get("/activities")).status == 200  # reading is not limited by the queue
