@@ -1,4 +1,4 @@
-"""Bulk imports in the sandbox: lifecycle and pacing, 4 MB truncation, 40,000 rule, validation, CSV."""
+"""Sandbox bulk imports: lifecycle, pacing, 4 MB truncation, 40,000 rule, validation, CSV."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ async def test_import_moves_through_initialized_processing_completed_at_the_set_
     assert states[0] == "initialized"
     assert "processing" in states
     assert any(0 < percent < 100 for state, percent in seen if state == "processing")
-    assert states.index("processing") > 0 and states[-1] == "completed"
+    assert states.index("processing") > 0
+    assert states[-1] == "completed"
     assert elapsed >= 0.3 + 0.5 * 0.9  # 0.3 s initialized, then 1,000 contacts at 2,000/s
     assert doc["percent_done"] == 100
     assert doc["status"]["person_count"] == 1000
@@ -123,7 +124,8 @@ async def test_a_body_just_under_4_mb_is_imported_whole(sandbox: RunningSandbox,
         objects.append(orjson.dumps(wide_contact(len(objects))))
         size += len(objects[-1]) + 1
     body, kept = body_with_offsets(list_id, objects, list_ids_first=True)
-    assert len(body) <= LIMIT and kept == len(objects)
+    assert len(body) <= LIMIT
+    assert kept == len(objects)
     reply = await api.call(
         "POST",
         "/activities/contacts_json_import",
@@ -142,7 +144,8 @@ async def test_only_the_first_40000_json_contacts_are_imported(
     done = await api.import_json([list_id], contacts)
     assert done["status"]["person_count"] == 40_000
     members = set(sandbox.members(list_id))
-    assert "m39999@ex.io" in members and "m40000@ex.io" not in members
+    assert "m39999@ex.io" in members
+    assert "m40000@ex.io" not in members
 
 
 @pytest.mark.parametrize(
@@ -187,7 +190,8 @@ async def test_schema_violations_get_400_in_the_documented_error_shape(
     payload = orjson.loads(orjson.dumps(body).replace(b"LIST", list_id.encode()))
     reply = await api.post("/activities/contacts_json_import", payload)
     assert reply.status == 400
-    assert isinstance(reply.body, list) and len(reply.body) == 1
+    assert isinstance(reply.body, list)
+    assert len(reply.body) == 1
     assert set(reply.body[0]) == {"error_key", "error_message"}
     assert fragment in reply.body[0]["error_message"]
 

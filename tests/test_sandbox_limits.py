@@ -1,4 +1,4 @@
-"""The sandbox's limits: 4 requests/s (throttled), daily quota (quota_exceeded), 1,000 queued activities."""
+"""Sandbox limits: 4 requests/s (throttled), daily quota (quota_exceeded), queued activities."""
 
 from __future__ import annotations
 
@@ -91,10 +91,8 @@ async def test_at_most_max_queued_activities_wait(
     assert (await api.post("/activities/contacts_json_import", body)).status == 201
     full = await api.post("/activities/contacts_json_import", body)
     assert full.status == 429
-    assert full.body == {
-        "error_key": "throttled",
-        "error_message": "Too many requests. You exceeded 1,000 queued activities for this user account.",
-    }
+    assert full.body["error_key"] == "throttled"
+    assert "1,000 queued activities" in full.body["error_message"]
     membership = {"source": {"contact_ids": []}, "list_ids": [list_id]}
     assert (await api.post("/activities/add_list_memberships", membership)).status == 429
     assert (await api.get("/activities")).status == 200  # reading is not limited by the queue
