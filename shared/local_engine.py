@@ -118,6 +118,8 @@ class RunState:
     custom_status: Any
     failure: str | None
     """The failure message when the run failed (the orchestrator's uncaught exception)."""
+    failure_type: str | None = None
+    """That exception's qualified type name."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +131,15 @@ class StartResult:
 
 
 def _run_state(state: dt_client.OrchestrationState) -> RunState:
-    failure = state.failure_details.message if state.failure_details else None
+    details = state.failure_details
     return RunState(
         instance_id=state.instance_id,
         name=state.name,
         status=_STATUS[state.runtime_status],
         output=state.get_output(),
         custom_status=state.get_custom_status(),
-        failure=failure,
+        failure=details.message if details else None,
+        failure_type=details.error_type if details else None,
     )
 
 
@@ -160,14 +163,15 @@ class _EventLoopThread:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
-    def run(self, awaitable: Awaitable[T]) -> T:
+    def run(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:
         """Run ``awaitable`` on the loop and block this (worker) thread for its result."""
-        return asyncio.run_coroutine_threadsafe(_awaited(awaitable), self._loop).result()
+        done = asyncio.run_coroutine_threadsafe(_awaited(awaitable), self._loop)
+        return done.result(timeout)
 
     def close(self, cleanups: list[Callable[[], Awaitable[None]]]) -> None:
         for cleanup in cleanups:
             try:
-                self.run(cleanup())
+                self.run(cleanup(), timeout=10)
             except Exception:
                 _LOG.warning("a cleanup on the activity event loop failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)

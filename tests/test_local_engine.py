@@ -104,6 +104,7 @@ def test_uncaught_failure_fails_the_run(engine: LocalEngine) -> None:
     assert state.failure.startswith(
         "Activity function 'upload_chunk' failed: chunk 5 is malformed \n "
     )
+    assert state.failure_type == "builtins.Exception"  # plain, as azure-functions-durable raises
     assert state.custom_status == {"phase": "uploading", "done": 4, "total": 10}
     assert toy_export.attempts["engine-broken/upload/5"] == toy_export.ATTEMPTS
     assert toy_export.attempts["engine-broken/upload/9"] == 0  # the third window never ran
@@ -194,6 +195,7 @@ def test_an_unregistered_activity_fails_the_run_clearly(engine: LocalEngine) -> 
     assert (
         state.failure == "no activity named 'no_such_activity' is registered with the local engine"
     )
+    assert state.failure_type == "builtins.LookupError"
 
 
 def test_misuse_is_refused(engine: LocalEngine) -> None:
