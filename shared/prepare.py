@@ -65,6 +65,10 @@ def _run(
 ) -> tuple[dict[str, Any], list[ChunkInfo]]:
     reader = SegmentReader(segment)
     columns, parts = reader.open()
+    if not columns:
+        # Every part is empty and no model.json names columns: there is no row to map,
+        # and an empty segment is a valid export, so check the mapping against itself.
+        columns = tuple(dict.fromkeys(export.mapping.values()))
     mapper = ContactMapper(columns, export.mapping)  # fails here on a missing column
     chunker = JsonChunker(export.list_ids, output.write_chunk, max_bytes=max_body_bytes)
     rejects = RejectsWriter(output.rejects_stream())

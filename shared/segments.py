@@ -19,7 +19,7 @@ import gzip
 import io
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -202,21 +202,49 @@ _BOMS = (
 )
 
 
-def _text_stream(raw: io.BufferedReader, encoding: str | None) -> io.TextIOWrapper:
-    buffered: io.BufferedReader | gzip.GzipFile = raw
-    head = raw.peek(4)[:4]
-    if head[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        buffered = gzip.GzipFile(fileobj=raw)
-        head = buffered.peek(4)[:4]
-    chosen = encoding
-    if chosen is None:
-        chosen = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8-sig")
-    elif chosen.replace("_", "-").lower() in {"utf-8", "utf8"}:
-        chosen = "utf-8-sig"  # a BOM is never part of the first column's name
+def _byte_stream(raw: io.BufferedReader) -> tuple[io.BufferedReader | gzip.GzipFile, bytes]:
+    """The file's bytes, gunzipped when they are gzip (whatever the file is called)."""
+    if raw.peek(2)[:2] == b"\x1f\x8b":
+        unzipped = gzip.GzipFile(fileobj=raw)
+        return unzipped, unzipped.peek(4)[:4]
+    return raw, raw.peek(4)[:4]
+
+
+def _encoding_for(head: bytes, encoding: str | None) -> str:
+    if encoding is None:
+        return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8-sig")
+    if encoding.replace("_", "-").lower() in {"utf-8", "utf8"}:
+        return "utf-8-sig"  # a BOM is never part of the first column's name
     try:
-        return io.TextIOWrapper(buffered, encoding=chosen, errors="strict", newline="")
+        return codecs.lookup(encoding).name
     except LookupError:
-        raise InputError(f"unknown encoding {encoding!r}") from None
+        raise InputError(f'unknown encoding "{encoding}" in the export definition') from None
+
+
+def _text_stream(raw: io.BufferedReader, encoding: str | None) -> io.TextIOWrapper:
+    stream, head = _byte_stream(raw)
+    chosen = _encoding_for(head, encoding)
+    return io.TextIOWrapper(stream, encoding=chosen, errors="strict", newline="")
+
+
+def decode_error_line(raw: io.BufferedReader, encoding: str | None) -> int | None:
+    """The line of the first byte that does not decode.
+
+    The text layer decodes ahead of the CSV reader in large blocks, so when decoding
+    fails the reader's line is not where the bad byte is. This slow path, run only
+    for the error message, reads the file again and counts.
+    """
+    stream, head = _byte_stream(raw)
+    decoder = codecs.getincrementaldecoder(_encoding_for(head, encoding))("strict")
+    line = 1
+    with stream:
+        while block := stream.read(1 << 20):
+            try:
+                text = decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return line + block[: max(exc.start, 0)].count(b"\n")
+            line += text.count("\n")
+    return None
 
 
 class OpenPart:
@@ -228,9 +256,17 @@ class OpenPart:
     """
 
     def __init__(
-        self, part: Part, where: str, text: io.TextIOWrapper, delimiter: str, encoding: str | None
+        self,
+        part: Part,
+        where: str,
+        text: io.TextIOWrapper,
+        *,
+        delimiter: str,
+        encoding: str | None,
+        reopen: Callable[[], io.BufferedReader],
     ) -> None:
         self.part = part
+        self._reopen = reopen
         self.where = where
         self._text = text
         self._encoding = encoding
@@ -269,6 +305,7 @@ class OpenPart:
     def _translate(self, exc: BaseException) -> None:
         line = self.line + 1
         if isinstance(exc, UnicodeDecodeError):
+            line = decode_error_line(self._reopen(), self._encoding) or line
             raise InputError(
                 f"{self.where}: cannot decode line {line} as {self._encoding or 'UTF-8'} "
                 f'({exc.reason}); set "encoding" in the export definition (for example "cp1252")'
@@ -320,7 +357,14 @@ class SegmentReader:
     def _open(self, part: Part) -> OpenPart:
         stream = _text_stream(self.segment.store.open(part.name), self.segment.encoding)
         where = self.segment.store.describe(part.name)
-        return OpenPart(part, where, stream, self.segment.delimiter, self.segment.encoding)
+        return OpenPart(
+            part,
+            where,
+            stream,
+            delimiter=self.segment.delimiter,
+            encoding=self.segment.encoding,
+            reopen=lambda: self.segment.store.open(part.name),
+        )
 
     def _is_header(self, part: Part, first: list[str], columns: tuple[str, ...]) -> bool:
         where = self.segment.store.describe(part.name)
