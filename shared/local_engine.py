@@ -218,7 +218,12 @@ class LocalEngine:
     # -- registration -------------------------------------------------------------
 
     def register_orchestrator(self, name: str, orchestrator: Orchestrator) -> None:
-        """Register an azure-functions-durable generator function under ``name``."""
+        """Register an azure-functions-durable generator function under ``name``.
+
+        Pass the generator function itself, not the decorated Functions object (whose
+        call expects the host's JSON): ``fn.build().get_user_function()
+        .orchestrator_function`` gets it back from a ``df.Blueprint`` orchestrator.
+        """
         self._check_open_for_registration(name, self._orchestrators)
         self._orchestrators[name] = orchestrator
 

@@ -149,3 +149,14 @@ def test_changed_code_does_not_fit_an_old_history() -> None:
 
     with pytest.raises(NonDeterminismError, match="action 0 was"):
         assert_deterministic(changed, run.history, run.scheduled)
+
+
+def test_the_host_entry_point_gives_the_same_state() -> None:
+    run = run_by_replay(orchestrator, job("replay-entry"), RUN_ACTIVITY, name="toy_export")
+    host_entry = toy_export.TOY_EXPORT.build().get_user_function()
+
+    state = json.loads(host_entry(run.history.to_json()))
+
+    assert state["isDone"]
+    assert state["output"] == run.final.output
+    assert state["customStatus"] == run.final.custom_status

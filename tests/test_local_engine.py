@@ -63,7 +63,9 @@ IN_FLIGHT = InFlight()
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LocalEngine]:
     local = LocalEngine(activity_concurrency=CONCURRENCY)
-    local.register_orchestrator("toy_export", toy_export.toy_export)
+    # registered the way the function app's decorated orchestrator hands it over
+    generator = toy_export.TOY_EXPORT.build().get_user_function().orchestrator_function
+    local.register_orchestrator("toy_export", generator)
     local.register_orchestrator("replay_flags", toy_export.replay_flags)
     local.register_orchestrator("fan_out", fan_out)
     local.register_orchestrator("lost", lost)

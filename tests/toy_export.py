@@ -150,6 +150,10 @@ def toy_export(context: Any) -> Generator[Any, Any, dict[str, Any]]:
     return summary
 
 
+TOY_EXPORT = bp.orchestration_trigger(context_name="context")(toy_export)
+"""The orchestrator as the function app registers it (what the host calls)."""
+
+
 def replay_flags(context: Any) -> Generator[Any, Any, list[bool]]:
     """Records ``is_replaying`` before each step: both engines must agree."""
     flags = []
