@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -57,6 +58,15 @@ def lost(context: Any) -> Generator[Any, Any, None]:
     yield context.call_activity("no_such_activity", None)
 
 
+def race_a_failure(context: Any) -> Generator[Any, Any, dict[str, Any]]:
+    """task_any whose winner failed: its ``result`` is the exception, not a raise."""
+    ref = {"run": "race", "chunk": 0, "contacts": 1, "fate": "broken"}
+    upload = context.call_activity(toy_export.UPLOAD_CHUNK, ref)
+    later = context.create_timer(context.current_utc_datetime + timedelta(seconds=30))
+    winner = yield context.task_any([upload, later])
+    return {"upload_won": winner is upload, "result": str(winner.result)}
+
+
 IN_FLIGHT = InFlight()
 
 
@@ -69,6 +79,7 @@ def engine() -> Iterator[LocalEngine]:
     local.register_orchestrator("replay_flags", toy_export.replay_flags)
     local.register_orchestrator("fan_out", fan_out)
     local.register_orchestrator("lost", lost)
+    local.register_orchestrator("race_a_failure", race_a_failure)
     for name, activity in toy_export.ACTIVITIES.items():
         local.register_activity(name, activity)
     local.register_activity("nap", IN_FLIGHT.nap)
@@ -136,6 +147,18 @@ def test_is_replaying_matches_the_replay_engine(engine: LocalEngine) -> None:
     state = engine.run("replay_flags", timeout=TIMEOUT)
 
     assert state.output == [True, True, False]
+
+
+def test_a_failed_task_any_winner_reads_the_same_on_both_engines(engine: LocalEngine) -> None:
+    on_engine = engine.run("race_a_failure", timeout=TIMEOUT)
+    by_replay = run_by_replay(race_a_failure, None, activities(toy_export.ACTIVITIES)).final
+
+    assert on_engine.output == by_replay.output
+    assert on_engine.output == {
+        "upload_won": True,
+        "result": "Activity function 'upload_chunk' failed: chunk 0 is malformed \n "
+        '{"Message": "ChunkError: chunk 0 is malformed"}',
+    }
 
 
 def test_start_is_idempotent_for_a_running_or_completed_run(engine: LocalEngine) -> None:
