@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-import azure.durable_functions as df
+from azure.durable_functions import Orchestrator
 from azure.durable_functions.models.DurableOrchestrationContext import (
     DurableOrchestrationContext,
 )
@@ -174,7 +174,7 @@ def replay(orchestrator: Callable[[Any], Any], history: History) -> ReplayState:
     """
     context = DurableOrchestrationContext.from_json(history.to_json())
     try:
-        raw = df.Orchestrator(orchestrator).handle(context)
+        raw = Orchestrator(orchestrator).handle(context)
     except Exception as exc:
         text = str(exc)
         if OUT_OF_PROC_MARKER not in text:

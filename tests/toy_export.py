@@ -20,12 +20,12 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
-import azure.durable_functions as df
+from azure.durable_functions import Blueprint, RetryOptions
 
 RETRY_MS = 50
 ATTEMPTS = 3
 
-bp = df.Blueprint()
+bp = Blueprint()
 
 attempts: Counter[str] = Counter()
 """Calls per activity and chunk, keyed with the job's ``run`` tag so tests don't mix."""
@@ -105,7 +105,7 @@ def reason(exc: Exception) -> str:
 
 def toy_export(context: Any) -> Generator[Any, Any, dict[str, Any]]:
     spec = context.get_input()
-    retry = df.RetryOptions(RETRY_MS, ATTEMPTS)
+    retry = RetryOptions(RETRY_MS, ATTEMPTS)
     refs = yield context.call_activity(PLAN_CHUNKS, spec)
     total, done, imported = len(refs), 0, 0
     context.set_custom_status({"phase": "uploading", "done": 0, "total": total})
