@@ -70,7 +70,10 @@ def activity_failure_text(name: str, error_type: str, message: str) -> tuple[str
 
     azure-functions-durable raises ``Exception(f"{reason} \\n {details}")``; the shim
     raises the same text, so a report built from ``str(exc)`` (or from its first line,
-    the reason) reads the same on both engines. No stack trace: reports and logs carry
+    the reason) reads the same on both engines. The shape follows what the host reports
+    with the Azure Storage backend (reason ``Activity function '<name>' failed: ...``,
+    details a JSON object with a ``Message``), but Azure's exact text is not promised:
+    treat it as display text, never parse it. No stack trace: reports and logs carry
     the activity's own message only.
     """
     short_type = error_type.rsplit(".", 1)[-1]
