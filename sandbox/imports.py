@@ -68,6 +68,10 @@ EMAIL_MAX = 50
 SMS_MAX = 16
 CUSTOM_FIELD_MAX = 255
 LIMITS = {**STRING_FIELDS, "email": EMAIL_MAX, "sms_number": SMS_MAX}
+# Properties whose limit is at least _PLAIN_MAX: a contact made only of these, all short
+# non-empty strings, needs no per-property check (the fast path for typical imports).
+_PLAIN_MAX = 50
+_PLAIN_FIELDS = frozenset(name for name, most in LIMITS.items() if most >= _PLAIN_MAX)
 ALIASES = {"home country": "home_country"}  # the spec's misspelt name
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -141,11 +145,46 @@ class _Validator:
 
         Raises ImportRejected for schema violations, which reject the whole request.
         """
+        values = contact.values()
+        if (
+            contact.keys() <= _PLAIN_FIELDS
+            and all(type(value) is str for value in values)
+            and max(map(len, values), default=0) <= _PLAIN_MAX
+            and "" not in values
+        ):
+            props = contact  # the common case, checked in C: only short strings
+        else:
+            props = self._checked(where, contact)
+        email = props.pop("email", "").strip()
+        if email:
+            if not _EMAIL.fullmatch(email):
+                self.batch.correctable_count += 1
+                self.note(f"{where}: the email address is not valid.")
+                return None
+            return email.lower(), compact_json(props) if props else b""
+        sms = props.get("sms_number", "").strip()
+        if sms:
+            props["sms_number"] = sms
+            return f"sms:{sms}", compact_json(props)
+        self.batch.error_count += 1
+        self.note(f"{where}: a contact needs an email address or an SMS number.")
+        return None
+
+    @staticmethod
+    def _checked(where: str, contact: dict[str, Any]) -> dict[str, Any]:
+        """Every property checked against JsonImportContact; unknown ones left out."""
         props: dict[str, Any] = {}
         custom = 0
         for raw_name, value in contact.items():
             name = ALIASES.get(raw_name, raw_name)
-            limit = LIMITS.get(name, CUSTOM_FIELD_MAX if name.startswith("cf:") else None)
+            limit = LIMITS.get(name)
+            if limit is None and name[:3] == "cf:":
+                limit = CUSTOM_FIELD_MAX
+                custom += 1
+                if custom > MAX_CUSTOM_FIELDS:
+                    raise ImportRejected(
+                        f"{where} has more than {MAX_CUSTOM_FIELDS} custom fields."
+                    )
             if name in INTEGER_FIELDS:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ImportRejected(f"{where}.{name} must be an integer.")
@@ -155,26 +194,18 @@ class _Validator:
                 raise ImportRejected(
                     f"{where}.{name} must be a string of at most {limit} characters."
                 )
-            elif name.startswith("cf:"):
-                custom += 1
-                if custom > MAX_CUSTOM_FIELDS:
-                    raise ImportRejected(
-                        f"{where} has more than {MAX_CUSTOM_FIELDS} custom fields."
-                    )
             if value != "":
-                props[name] = value.strip() if name in {"email", "sms_number"} else value
-        email = props.pop("email", "")
-        if email:
-            if not _EMAIL.fullmatch(email):
-                self.batch.correctable_count += 1
-                self.note(f"{where}: the email address is not valid.")
-                return None
-            return email.lower(), orjson.dumps(props) if props else b""
-        if props.get("sms_number"):
-            return f"sms:{props['sms_number']}", orjson.dumps(props)
-        self.batch.error_count += 1
-        self.note(f"{where}: a contact needs an email address or an SMS number.")
-        return None
+                props[name] = value
+        return props
+
+
+def compact_json(value: Any) -> bytes:
+    """orjson's bytes, copied to their exact size.
+
+    orjson returns small documents in a buffer of about 4 KB; kept per contact, that
+    would cost 4 GB for a million contacts instead of under 200 MB.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def read_json_import(body: bytes, known_lists: dict[str, Any]) -> ImportBatch:

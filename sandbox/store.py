@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from sandbox.imports import compact_json
 from sandbox.membership import Membership, union_indices
 from sandbox.wire import ApiError
 
@@ -137,10 +138,8 @@ class Store:
             else:
                 if props:
                     raw = self.attrs[index]
-                    merged = (
-                        orjson.dumps({**orjson.loads(raw), **orjson.loads(props)}) if raw else props
-                    )
-                    self.attrs[index] = merged
+                    merged = {**orjson.loads(raw), **orjson.loads(props)} if raw else None
+                    self.attrs[index] = compact_json(merged) if merged else props
                 self.updated[index] = now
                 result.updated += 1
                 if self.state[index] == UNSUBSCRIBED:
