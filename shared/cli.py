@@ -152,9 +152,25 @@ def _sandbox(argv: Sequence[str]) -> int:
     return code
 
 
+def _connect(argv: Sequence[str]) -> int:
+    from shared import connection_commands  # noqa: PLC0415 - only this command needs it
+
+    args = connection_commands.connect_parser().parse_args(list(argv))
+    return guarded(lambda a: connection_commands.run_connect(a, os.environ))(args)
+
+
+def _check(argv: Sequence[str]) -> int:
+    from shared import connection_commands  # noqa: PLC0415 - only this command needs it
+
+    args = connection_commands.check_parser().parse_args(list(argv))
+    return guarded(lambda a: connection_commands.run_check(a, os.environ))(args)
+
+
 COMMANDS = {
     "prepare": (_prepare_command, "map, validate and chunk a segment export (dry run)"),
     "sandbox": (_sandbox, "run the local Constant Contact V3 stand-in"),
+    "connect": (_connect, "connect a Constant Contact account (OAuth) and store its tokens"),
+    "check": (_check, "prove a connection works: a valid token and an existing list"),
 }
 
 

@@ -34,3 +34,31 @@ class QuotaExhausted(RemoteError):
     def __init__(self, message: str, *, resets_at: str) -> None:
         super().__init__(message, status=429)
         self.resets_at = resets_at
+
+
+class ThrottledGiveUp(RemoteError):
+    """Constant Contact kept answering 429 ``throttled`` after every bounded retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=429)
+
+
+class ReauthorizationRequired(CcexportError):
+    """A connection's tokens can no longer be refreshed: someone must run connect again.
+
+    Raised for ``invalid_grant``, a missing token bundle, and a rotated refresh token
+    that could not be stored. The message names the connection, never a token.
+    """
+
+    def __init__(self, connection: str, reason: str) -> None:
+        super().__init__(
+            f"connection {connection!r} needs to be reconnected: {reason} "
+            f"(run `ccexport connect --name {connection}`)"
+        )
+        self.connection = connection
+        self.reason = reason
+
+
+class AuthorizationError(InputError):
+    """An OAuth callback that cannot be accepted: forged, expired or replayed state,
+    or the account declined. Starting the authorization again is the fix."""

@@ -1,0 +1,299 @@
+"""``ccexport connect`` and ``ccexport check``: connect an account, and prove it works.
+
+``connect`` runs the authorization code flow with PKCE through a loopback redirect:
+a tiny server on 127.0.0.1 receives the callback, the same ``Connections`` code the
+function app uses checks the state, exchanges the code and stores the tokens. It
+opens a browser only where there is a display and a terminal; against a local
+authorization server (the sandbox approves at once) it follows the redirect itself.
+
+``check`` gets a valid access token (refreshing it when needed, one refresh at a
+time across processes through a file lock) and confirms that a list exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import webbrowser
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from shared.constant_contact import ConstantContactClient
+from shared.errors import (
+    AuthorizationError,
+    CcexportError,
+    InputError,
+    ReauthorizationRequired,
+    RemoteError,
+)
+from shared.exports import check_list_id
+from shared.locks import FileLocks
+from shared.pacing import Pacer
+from shared.secrets import SecretStore, open_secret_store
+from shared.settings import Settings
+from shared.tokens import (
+    DEFAULT_CONNECTION,
+    Connections,
+    OAuthClient,
+    TokenBundle,
+    check_connection,
+    read_status,
+)
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8765
+CALLBACK_PATH = "/callback"
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@asynccontextmanager
+async def _connections(settings: Settings) -> AsyncIterator[Connections]:
+    """Store, file locks and token client for one command; the store closed afterwards."""
+    client_id = settings.require_client_id()
+    store: SecretStore = open_secret_store(settings.store_settings)
+    try:
+        secret = await settings.resolve_client_secret(store)
+        oauth = OAuthClient(settings.auth_base, client_id, secret)
+        yield Connections(store, FileLocks(settings.home), oauth)
+    finally:
+        await store.close()
+
+
+# --- connect ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Callback:
+    redirect_uri: str
+    result: asyncio.Future[Mapping[str, str]] = field(repr=False)
+
+
+@asynccontextmanager
+async def _loopback(port: int) -> AsyncIterator[_Callback]:
+    """A one-route server on 127.0.0.1 that hands the first callback's query back."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[Mapping[str, str]] = loop.create_future()
+
+    async def callback(request: web.Request) -> web.Response:
+        query = request.query
+        if "state" not in query or ("code" not in query and "error" not in query):
+            raise web.HTTPNotFound
+        if not result.done():
+            result.set_result({key: query[key] for key in query})
+        return web.Response(
+            text="Authorization received. You can close this window and return to ccexport.\n"
+        )
+
+    app = web.Application()
+    app.router.add_get(CALLBACK_PATH, callback)
+    runner = web.AppRunner(app, access_log=None)  # the callback URL holds the code
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, LOOPBACK, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise InputError(
+                f"cannot listen on {LOOPBACK}:{port} for the OAuth callback ({exc.strerror}); "
+                "choose another --port (it must match the app's registered redirect URI)"
+            ) from None
+        bound = runner.addresses[0][1]
+        yield _Callback(f"http://{LOOPBACK}:{bound}{CALLBACK_PATH}", result)
+    finally:
+        await runner.cleanup()
+
+
+def _mode(args: argparse.Namespace, settings: Settings) -> str:
+    """auto (follow the redirect ourselves), browser, or print (the user opens it)."""
+    if args.auto:
+        return "auto"
+    if args.no_browser:
+        return "print"
+    if urlsplit(settings.auth_base).hostname in _LOCAL_HOSTS:
+        return "auto"  # a local authorization server (the sandbox) approves at once
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if (has_display or sys.platform == "darwin") and sys.stdin.isatty():
+        return "browser"
+    return "print"
+
+
+async def _follow(url: str) -> None:
+    """Fetch the authorize URL and follow its redirects down to our callback."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        if response.status >= 400:
+            body = await response.read()
+            try:
+                doc = orjson.loads(body)
+                detail = f"{doc.get('error')}: {doc.get('error_description')}"
+            except (orjson.JSONDecodeError, AttributeError):
+                detail = f"HTTP {response.status}"
+            raise AuthorizationError(f"the authorization server refused: {detail[:300]}")
+
+
+async def connect(
+    settings: Settings, connection: str, *, port: int, mode: str, timeout: float, out: TextIO
+) -> TokenBundle:
+    check_connection(connection)
+    async with _connections(settings) as connections, _loopback(port) as callback:
+        url, _pending = await connections.start_authorization(connection, callback.redirect_uri)
+        print(f"Authorize ccexport for connection {connection!r} at:\n  {url}", file=out)
+        follower: asyncio.Task[None] | None = None
+        if mode == "auto":
+            follower = asyncio.create_task(_follow(url))
+        elif mode == "browser":
+            webbrowser.open(url)
+        print(f"Waiting for the redirect to {callback.redirect_uri} ...", file=out)
+        try:
+            waiters: set[asyncio.Future[Any]] = {callback.result}
+            if follower is not None:
+                waiters.add(follower)
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if follower is not None and follower in done and not callback.result.done():
+                follower.result()  # raises what the authorization server said
+            if not callback.result.done():
+                raise AuthorizationError(f"no authorization arrived within {timeout:g}s")
+            params = callback.result.result()
+        finally:
+            if follower is not None and not follower.done():
+                follower.cancel()
+        if "error" in params:
+            raise AuthorizationError(
+                f"Constant Contact did not authorize: {params['error'][:100]}: "
+                f"{params.get('error_description', '')[:300]}"
+            )
+        return await connections.complete_authorization(
+            connection, params["state"], params["code"], callback.redirect_uri
+        )
+
+
+def connect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccexport connect",
+        description="Connect a Constant Contact account (OAuth with PKCE) and store its tokens.",
+    )
+    parser.add_argument("--name", default=DEFAULT_CONNECTION, metavar="CONNECTION")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"loopback port for the redirect http://127.0.0.1:PORT{CALLBACK_PATH} "
+        f"(register that URI with the app; 0: any free port; default {DEFAULT_PORT})",
+    )
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--no-browser", action="store_true", help="only print the address")
+    how.add_argument(
+        "--auto",
+        action="store_true",
+        help="follow the authorize redirect without a browser (a local authorization server)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    return parser
+
+
+def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = Settings.from_mapping(env)
+    bundle = asyncio.run(
+        connect(
+            settings,
+            args.name,
+            port=args.port,
+            mode=_mode(args, settings),
+            timeout=args.timeout,
+            out=sys.stderr,
+        )
+    )
+    refresh = "stored" if bundle.refresh_token else "NOT granted"
+    print(
+        f"connected {args.name!r} (scope {bundle.scope or 'unknown'}; access token valid until "
+        f"{_iso(bundle.expires_at)}; refresh token {refresh})"
+    )
+    return 0
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+async def check(settings: Settings, connection: str, list_id: str) -> dict[str, Any]:
+    """A valid access token and an existing list, or an error saying which is missing."""
+    check_connection(connection)
+    async with _connections(settings) as connections:
+        marked = await read_status(connections.store, connection)
+        if marked is not None:
+            raise ReauthorizationRequired(connection, marked)
+        manager = connections.tokens(connection)
+        await manager.access_token()
+        source = manager.source
+        pacer = Pacer(settings.requests_per_second)
+        async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
+            try:
+                found = await client.get_list(list_id)
+            except RemoteError as exc:
+                if exc.status == 404:
+                    raise InputError(
+                        f"list {list_id} does not exist in the account of connection {connection!r}"
+                    ) from None
+                raise
+        return {
+            "ok": True,
+            "connection": connection,
+            "token": {
+                "source": source,  # cache, store or refresh
+                "expires_at": _iso(manager.expires_at or 0.0),
+                "scope": manager.scope,
+                "refreshed_here": manager.refreshes,
+            },
+            "list": {
+                "list_id": found.list_id,
+                "name": found.name,
+                "membership_count": found.membership_count,
+            },
+            "requests": client.stats.requests,
+        }
+
+
+def check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccexport check",
+        description="Prove a connection works: a valid access token and an existing list.",
+    )
+    parser.add_argument("--list-id", required=True, metavar="UUID")
+    parser.add_argument("--name", default=DEFAULT_CONNECTION, metavar="CONNECTION")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    return parser
+
+
+def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        list_id = check_list_id(args.list_id)
+        report = asyncio.run(check(Settings.from_mapping(env), args.name, list_id))
+    except CcexportError as exc:
+        if args.json:
+            failure = {"ok": False, "connection": args.name, "error": str(exc)}
+            sys.stdout.write(orjson.dumps(failure).decode() + "\n")
+        raise
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        lst = report["list"]
+        print(
+            f"ok: connection {args.name!r} has a valid access token (until "
+            f"{report['token']['expires_at']}) and list {lst['list_id']} exists ({lst['name']})"
+        )
+    return 0

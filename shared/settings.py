@@ -1,0 +1,97 @@
+"""The Constant Contact and secret-store settings, read once at the edge.
+
+The names are the app settings of the function app, so the command line and Azure
+read the same variables:
+
+| setting            | default                                              |
+|--------------------|------------------------------------------------------|
+| CTCT_CLIENT_ID     | (required to talk to Constant Contact)               |
+| CTCT_CLIENT_SECRET | the secret ``ctct-client-secret`` in the vault, when  |
+|                    | KEY_VAULT_URL is set; else none (public PKCE client) |
+| CTCT_API_BASE      | https://api.cc.email/v3                              |
+| CTCT_AUTH_BASE     | https://authz.constantcontact.com/oauth2/default/v1  |
+| CTCT_REQUESTS_PER_SECOND | 4 (the per-API-key limit; lower it to share)   |
+| KEY_VAULT_URL      | unset: secrets live in files under CCEXPORT_HOME     |
+| CCEXPORT_HOME      | ~/.ccexport                                          |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.errors import ConfigError
+from shared.secrets import SecretStore, ccexport_home
+
+DEFAULT_API_BASE = "https://api.cc.email/v3"
+DEFAULT_AUTH_BASE = "https://authz.constantcontact.com/oauth2/default/v1"
+CLIENT_SECRET_NAME = "ctct-client-secret"  # noqa: S105 - the secret's name, not a secret
+# Settings the secret store and its credential read (see shared.secrets).
+_STORE_KEYS = ("KEY_VAULT_URL", "CCEXPORT_HOME", "AZURE_CLIENT_ID")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the Constant Contact side needs, parsed from one mapping."""
+
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    api_base: str = DEFAULT_API_BASE
+    auth_base: str = DEFAULT_AUTH_BASE
+    requests_per_second: float = 4.0
+    key_vault_url: str | None = None
+    home: Path = field(default_factory=lambda: Path.home() / ".ccexport")
+    store_settings: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Parse settings (os.environ or app settings); bad values are a ConfigError."""
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        rate_text = text("CTCT_REQUESTS_PER_SECOND") or "4"
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            rate = 0.0
+        if not 0 < rate <= 4:
+            raise ConfigError(
+                f"CTCT_REQUESTS_PER_SECOND must be a number in (0, 4], not {rate_text!r}"
+            )
+        api_base = _base_url("CTCT_API_BASE", text("CTCT_API_BASE") or DEFAULT_API_BASE)
+        auth_base = _base_url("CTCT_AUTH_BASE", text("CTCT_AUTH_BASE") or DEFAULT_AUTH_BASE)
+        return cls(
+            client_id=text("CTCT_CLIENT_ID") or "",
+            client_secret=text("CTCT_CLIENT_SECRET"),
+            api_base=api_base,
+            auth_base=auth_base,
+            requests_per_second=rate,
+            key_vault_url=text("KEY_VAULT_URL"),
+            home=ccexport_home(env),
+            store_settings={k: env[k] for k in _STORE_KEYS if k in env},
+        )
+
+    def require_client_id(self) -> str:
+        if not self.client_id:
+            raise ConfigError("CTCT_CLIENT_ID is not set (the API key of the Constant Contact app)")
+        return self.client_id
+
+    async def resolve_client_secret(self, store: SecretStore) -> str | None:
+        """CTCT_CLIENT_SECRET, else the vault's ``ctct-client-secret`` when a vault is set.
+
+        None means a public client (PKCE without a secret), as the local sandbox allows.
+        """
+        if self.client_secret:
+            return self.client_secret
+        if self.key_vault_url:
+            return await store.get(CLIENT_SECRET_NAME)
+        return None
+
+
+def _base_url(name: str, value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{name} must be an http(s) URL, not {value[:80]!r}")
+    return value.rstrip("/")
