@@ -370,3 +370,32 @@ async def test_activities_list_filters_by_state(
     assert [a["activity_id"] for a in rest["activities"]] == [quick["activity_id"]]
     assert (await api.get("/activities?state=sleeping")).status == 400
     assert (await api.get("/activities/1b5d1f52-0000-4000-8000-000000000000")).status == 404
+
+
+async def test_property_rules_sms_only_contacts_and_the_home_country_spelling(
+    sandbox: RunningSandbox, api: Api
+) -> None:
+    list_id = sandbox.create_list()
+    contacts = [
+        {"email": " Mixed@Example.com ", "first_name": "", "last_name": "Kept", "shoe_size": "44"},
+        {"email": "home@example.com", "home_city": "Ghent", "home country": "BE"},
+        {"sms_number": "123-123-1234"},
+    ]
+    done = await api.import_json([list_id], contacts)
+    assert done["status"]["person_count"] == 3
+    mixed = (await api.get("/contacts?email=mixed@example.com")).body["contacts"][0]
+    assert mixed["last_name"] == "Kept"
+    assert "first_name" not in mixed  # empty strings set nothing; unknown keys are ignored
+    home = (await api.get("/contacts?email=home@example.com&include=street_addresses")).body[
+        "contacts"
+    ][0]
+    assert home["street_addresses"] == [{"kind": "home", "city": "Ghent", "country": "BE"}]
+    assert sandbox.members(list_id) == ["mixed@example.com", "home@example.com"]  # emails only
+    assert sandbox.stats()["contacts"] >= 3
+    too_many = {f"cf:f{i}": "x" for i in range(26)}
+    reply = await api.post(
+        "/activities/contacts_json_import",
+        {"import_data": [{"email": "cf@example.com", **too_many}], "list_ids": [list_id]},
+    )
+    assert reply.status == 400
+    assert "25 custom fields" in reply.body[0]["error_message"]
