@@ -287,6 +287,16 @@ async def test_error_responses(api: Api, sandbox: RunningSandbox) -> None:
     expired = Api(api.session, api.base, "not-a-token")
     assert (await checked(expired, "GET", "/contact_lists")).status == 401
     assert (await checked(api, "GET", "/contacts?limit=9999", bad_request=True)).status == 400
+    no_scope = Api(api.session, api.base, str(sandbox.tokens(scope="account_read")["access_token"]))
+    assert (await checked(no_scope, "GET", "/contact_lists")).status == 403
+    not_multipart = await api.call(
+        "POST",
+        "/activities/contacts_file_import",
+        data=b"email\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert not_multipart.status == 415
+    assert_valid(not_multipart, bad_request=True)
     sandbox.faults(http_500={"rate": 1, "count": 1}, http_503={"rate": 1, "count": 1})
     assert (await checked(api, "GET", "/contacts")).status == 503
     assert (await checked(api, "GET", "/contacts")).status == 500
