@@ -148,7 +148,14 @@ class ActivityQueue:
     async def _run(self) -> None:
         while True:
             activity = await self._queue.get()
-            await self._process(activity)
+            try:
+                await self._process(activity)
+            except Exception as exc:  # one broken activity must not stop the others
+                activity.state = "failed"
+                activity.completed_at = activity.updated_at = self.clock()
+                activity.errors.append(
+                    f"The sandbox failed to process the activity: {type(exc).__name__}."
+                )
 
     async def _process(self, activity: Activity) -> None:
         wait = activity.created_at + self.pace.delay - self.clock()
