@@ -1,0 +1,355 @@
+"""The Constant Contact client against the sandbox over real HTTP: every call it offers,
+and each error class the issue names (throttled, quota, 5xx, resets, 401, other 4xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.constant_contact import ConstantContactClient, RetryPolicy, api_messages, error_key
+from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
+from shared.pacing import QUOTA_MESSAGE, Pacer
+from tests.ctct_support import FAST, SandboxTokens
+from tests.sandbox_api import people
+from tests.sandbox_service import RunningSandbox
+
+Factory = Callable[..., RunningSandbox]
+UNLIMITED = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}
+
+
+def body(list_ids: list[str], contacts: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"import_data": contacts, "list_ids": list_ids})
+
+
+@pytest.fixture
+async def client(sandbox: RunningSandbox) -> AsyncIterator[ConstantContactClient]:
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=FAST
+    ) as made:
+        yield made
+
+
+def count(stats: dict[str, Any], key: str, status: str | None = None) -> int:
+    codes = stats["requests"].get(key, {})
+    return sum(codes.values()) if status is None else int(codes.get(status, 0))
+
+
+# --- the calls ------------------------------------------------------------------------
+
+
+async def test_json_import_polls_pages_and_finds_contacts(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    list_id = sandbox.create_list()
+    domain = f"{list_id[:8]}.example.com"
+    started = [
+        await client.import_json(body([list_id], people(600, 0, domain))),
+        await client.import_json(body([list_id], people(600, 600, domain))),
+    ]
+    ids = [a.activity_id for a in started]
+    before = sandbox.stats()
+    deadline = time.monotonic() + 20
+    while True:
+        polled = await client.poll_imports(ids)
+        if all(a.done for a in polled.values()):
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    after = sandbox.stats()
+    # Every poll round is one listing request, never one GET per activity.
+    rounds = count(after, "GET /v3/activities") - count(before, "GET /v3/activities")
+    assert rounds >= 1
+    assert count(after, "GET /v3/activities/{activity_id}") == count(
+        before, "GET /v3/activities/{activity_id}"
+    )
+    assert [a.state for a in polled.values()] == ["completed", "completed"]
+    assert sum(a.status.person_count for a in polled.values()) == 1200
+
+    members = [c async for c in client.contacts_by_list(list_id)]
+    assert len(members) == 1200  # three pages of 500, 500, 200 through the next links
+    assert len({c.contact_id for c in members}) == 1200
+    assert {c.email for c in members} == {p["email"] for p in people(1200, 0, domain)}
+    found = await client.contact_by_email(f"person7@{domain}")
+    assert found is not None
+    assert found.contact_id in {c.contact_id for c in members}
+    assert await client.contact_by_email(f"nobody@{domain}") is None
+
+
+async def test_poll_falls_back_to_single_gets_only_for_ids_not_listed(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    list_id = sandbox.create_list()
+    activity = await client.import_json(body([list_id], people(3, 0, f"{list_id[:8]}.example")))
+    single = await client.poll_imports([activity.activity_id])
+    assert list(single) == [activity.activity_id]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with pytest.raises(RemoteError) as caught:
+        await client.poll_imports([activity.activity_id, unknown])
+    assert caught.value.status == 404
+
+
+async def test_csv_import_is_multipart_without_our_own_content_type(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    list_id = sandbox.create_list()
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["email", "first_name"])
+    writer.writerows([[f"csv{i}@{list_id[:8]}.example.com", f"F{i}"] for i in range(25)])
+    started = await client.import_csv(text.getvalue().encode(), [list_id])
+    done = await client.wait_for(started.activity_id, poll_interval=0.05, timeout=20)
+    assert done.state == "completed"
+    assert done.status.person_count == 25
+    assert len(sandbox.members(list_id)) == 25
+
+
+async def test_lists_create_get_check_and_page(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    made = await client.create_list(f"client-{time.time_ns()}")
+    assert (await client.get_list(made.list_id)).name == made.name
+    everything = await client.lists()
+    assert made.list_id in {lst.list_id for lst in everything}
+    missing = "00000000-0000-4000-8000-00000000abcd"
+    assert await client.check_lists([made.list_id]) == []
+    assert await client.check_lists([missing]) == [missing]
+    assert await client.check_lists([made.list_id, missing]) == [missing]
+    with pytest.raises(RemoteError) as caught:
+        await client.get_list(missing)
+    assert caught.value.status == 404
+    assert "was not found" in str(caught.value)  # the API's own message
+
+
+async def test_memberships_are_batched_by_500_and_exports_download_the_csv(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    source, target = sandbox.create_list(), sandbox.create_list()
+    domain = f"{source[:8]}.example.com"
+    started = await client.import_json(body([source], people(700, 0, domain)))
+    await client.wait_for(started.activity_id, poll_interval=0.05, timeout=20)
+    ids = [c.contact_id async for c in client.contacts_by_list(source)]
+    assert len(ids) == 700
+
+    added = await client.add_list_memberships(ids, [target])
+    assert len(added) == 2  # 500 + 200
+    for activity in added:
+        assert (await client.wait_for(activity.activity_id, poll_interval=0.05)).done
+    assert len(sandbox.members(target)) == 700
+
+    exported = await client.export_contacts([target], poll_interval=0.05, timeout=20)
+    rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8-sig"))))
+    assert len(rows) == 700
+    assert {r["email_address"] for r in rows} == {p["email"] for p in people(700, 0, domain)}
+
+    removed = await client.remove_list_memberships(ids, [target])
+    assert len(removed) == 2
+    for activity in removed:
+        await client.wait_for(activity.activity_id, poll_interval=0.05)
+    assert sandbox.members(target) == []
+    with pytest.raises(InputError):
+        await client.add_list_memberships(ids, [target] * 51)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+async def test_400_carries_the_api_message(client: ConstantContactClient) -> None:
+    with pytest.raises(RemoteError) as caught:
+        await client.create_list("")
+    assert caught.value.status == 400
+    assert "name is required" in str(caught.value)
+    with pytest.raises(RemoteError, match="not valid JSON"):
+        await client.import_json(b"{not json")
+
+
+def test_error_bodies_in_both_shapes_and_emails_scrubbed() -> None:
+    array = b'[{"error_key":"contacts.api.conflict","error_message":"a@b.example exists"}]'
+    assert api_messages(array) == "<email> exists"
+    assert error_key(array) == "contacts.api.conflict"
+    single = b'{"error_key":"quota_exceeded","error_message":"Limit Exceeded"}'
+    assert (api_messages(single), error_key(single)) == ("Limit Exceeded", "quota_exceeded")
+    assert api_messages(b"<html>oops</html>") == "a non-JSON error body"
+
+
+async def test_5xx_is_retried_then_succeeds(sandbox_factory: Factory) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    list_id = sandbox.create_list()
+    sandbox.faults(http_503={"rate": 1, "count": 2}, http_500={"rate": 1, "count": 1})
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=FAST
+    ) as client:
+        assert (await client.get_list(list_id)).list_id == list_id
+        assert client.stats.retries == 3
+    assert sandbox.requests("GET /v3/contact_lists/{list_id}") == {"503": 2, "500": 1, "200": 1}
+
+
+async def test_5xx_gives_up_after_the_bounded_attempts(sandbox_factory: Factory) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    list_id = sandbox.create_list()
+    sandbox.faults(http_503={"rate": 1})
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=FAST
+    ) as client:
+        with pytest.raises(RemoteError, match=r"503.*gave up after 4 attempts") as caught:
+            await client.get_list(list_id)
+    assert caught.value.status == 503
+    assert sandbox.requests("GET /v3/contact_lists/{list_id}") == {"503": 4}
+
+
+async def test_connection_resets_are_retried_and_import_resends_counted(
+    sandbox_factory: Factory,
+) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    list_id = sandbox.create_list()
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=FAST
+    ) as client:
+        sandbox.faults(reset={"rate": 1, "count": 2})
+        assert (await client.get_list(list_id)).list_id == list_id
+        # aiohttp itself resends an idempotent request once when a connection drops
+        # (RFC 9112 §9.3.1), so two resets may cost one retry of ours or two.
+        assert 1 <= client.stats.retries <= 2
+        assert client.stats.import_resends == 0
+        # Reset after the import was accepted: the resend creates a second activity.
+        sandbox.faults(reset={"rate": 1, "count": 1, "after": True})
+        started = await client.import_json(body([list_id], people(10, 0, "reset.example")))
+        assert client.stats.import_resends == 1
+        await client.wait_for(started.activity_id, poll_interval=0.05)
+        sandbox.faults(reset={"rate": 1, "count": None, "after": False})
+        with pytest.raises(RemoteError, match=r"connection error .*gave up after 4 attempts"):
+            await client.get_list(list_id)
+    assert sandbox.stats()["activities"].get("completed", 0) == 2
+    assert len(sandbox.members(list_id)) == 10  # idempotent per email
+
+
+async def test_401_refreshes_once_then_succeeds(sandbox: RunningSandbox) -> None:
+    tokens = SandboxTokens(sandbox, bogus=1)
+    list_id = sandbox.create_list()
+    async with ConstantContactClient(sandbox.api_base, tokens, Pacer(200), retry=FAST) as client:
+        assert (await client.get_list(list_id)).list_id == list_id
+        assert tokens.forced == 1
+        assert client.stats.token_refreshes == 1
+    never = SandboxTokens(sandbox, bogus=5)
+    async with ConstantContactClient(sandbox.api_base, never, Pacer(200), retry=FAST) as client:
+        with pytest.raises(RemoteError, match="even after a refresh") as caught:
+            await client.get_list(list_id)
+    assert caught.value.status == 401
+    assert never.forced == 1  # one refresh, not a loop
+
+
+async def test_throttled_requests_back_off_and_all_succeed(sandbox_factory: Factory) -> None:
+    sandbox = sandbox_factory(rate_limit=3, daily_quota=0, token_rate_limit=0)
+    list_id = sandbox.create_list()
+    policy = RetryPolicy(throttled_attempts=12, backoff_base=0.1, backoff_cap=1.0)
+    # A pacer far above the server's limit, as when other processes share the key.
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(100), retry=policy
+    ) as client:
+        got = await asyncio.gather(*(client.get_list(list_id) for _ in range(10)))
+        assert [g.list_id for g in got] == [list_id] * 10
+        assert client.stats.throttled > 0
+    assert sandbox.stats()["throttled"] == client.stats.throttled
+
+
+async def test_throttled_gives_up_with_a_clear_error(sandbox_factory: Factory) -> None:
+    # One queued activity at most, held for a while: every further import is 429 throttled.
+    sandbox = sandbox_factory(**{**UNLIMITED, "max_queued_activities": 1, "activity_delay": 30})
+    list_id = sandbox.create_list()
+    policy = RetryPolicy(attempts=3, throttled_attempts=3, backoff_base=0.01, backoff_cap=0.02)
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=policy
+    ) as client:
+        await client.import_json(body([list_id], people(1, 0, "q.example")))
+        with pytest.raises(ThrottledGiveUp, match=r"1,000 queued activities.*after 3 attempts"):
+            await client.import_json(body([list_id], people(1, 1, "q.example")))
+    assert sandbox.requests("POST /v3/activities/contacts_json_import") == {"201": 1, "429": 3}
+
+
+async def test_quota_exceeded_stops_every_caller_without_a_retry_storm(
+    sandbox_factory: Factory,
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, daily_quota=5, token_rate_limit=0)
+    list_id = sandbox.create_list()
+    callers = 20
+    pacer = Pacer(100)
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), pacer, retry=FAST
+    ) as client:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(client.get_list(list_id) for _ in range(callers)), return_exceptions=True
+        )
+        elapsed = time.monotonic() - started
+        # Another client sharing the pacer (the same API key) fails without sending.
+        async with ConstantContactClient(
+            sandbox.api_base, SandboxTokens(sandbox), pacer, retry=FAST
+        ) as other:
+            with pytest.raises(QuotaExhausted):
+                await other.get_list(list_id)
+            assert other.stats.requests == 0
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, QuotaExhausted)]
+    assert len(ok) == 5
+    assert len(failed) == callers - 5
+    stats = sandbox.stats()
+    sent = count(stats, "GET /v3/contact_lists/{list_id}")
+    # Requests sent after the first quota 429: at most those already in flight.
+    assert stats["quota_exceeded"] >= 1
+    assert sent - 5 == stats["quota_exceeded"] <= callers
+    assert sent - 5 < callers / 2  # the one that learnt it and the few already in flight
+    assert elapsed < 2
+    error = failed[0]
+    assert str(error) == QUOTA_MESSAGE
+    midnight = (datetime.now(UTC) + timedelta(days=1)).date()
+    assert error.resets_at == f"{midnight.isoformat()}T00:00:00Z"
+
+
+async def test_quota_stop_ends_at_utc_midnight() -> None:
+    wall = [datetime(2026, 3, 1, 23, 59, tzinfo=UTC).timestamp()]
+    pacer = Pacer(1000, wall_clock=lambda: wall[0])
+    error = pacer.stop_for_the_day()
+    assert error.resets_at == "2026-03-02T00:00:00Z"
+    with pytest.raises(QuotaExhausted):
+        await pacer.wait()
+    wall[0] += 61
+    await pacer.wait()  # a new UTC day
+
+
+# --- pacing ----------------------------------------------------------------------------------
+
+
+async def test_pacing_spaces_requests_across_concurrent_tasks(sandbox: RunningSandbox) -> None:
+    list_id = sandbox.create_list()
+    tokens = SandboxTokens(sandbox)
+    await tokens()  # minted before the clock starts
+    async with ConstantContactClient(sandbox.api_base, tokens, Pacer(4), retry=FAST) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(client.get_list(list_id) for _ in range(9)))
+        elapsed = time.monotonic() - started
+    # N requests at 4/s: the last one starts (N-1)/4 s after the first.
+    assert 8 / 4 <= elapsed < 8 / 4 + 1.0
+
+
+async def test_two_clients_sharing_a_pacer_share_its_rate(sandbox: RunningSandbox) -> None:
+    list_id = sandbox.create_list()
+    one_tokens, two_tokens = SandboxTokens(sandbox), SandboxTokens(sandbox)
+    await asyncio.gather(one_tokens(), two_tokens())
+    pacer = Pacer(20)
+    async with (
+        ConstantContactClient(sandbox.api_base, one_tokens, pacer) as one,
+        ConstantContactClient(sandbox.api_base, two_tokens, pacer) as two,
+    ):
+        started = time.monotonic()
+        await asyncio.gather(
+            *(one.get_list(list_id) for _ in range(5)), *(two.get_list(list_id) for _ in range(5))
+        )
+        elapsed = time.monotonic() - started
+    assert elapsed >= 9 / 20  # ten requests at 20/s between them, not 20/s each
