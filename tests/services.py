@@ -67,7 +67,7 @@ def running(
     cmd: Sequence[str], port: int, *, cwd: Path = ROOT, env: dict[str, str] | None = None
 ) -> Iterator[int]:
     """Run cmd (which must listen on port) for the duration of the block; yield its PID."""
-    proc = subprocess.Popen(  # noqa: S603 - fixed commands from this repository
+    proc = subprocess.Popen(  # fixed commands from this repository
         list(cmd),
         cwd=cwd,
         stdout=subprocess.PIPE,
