@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--in-flight", type=int, default=2)
-    args = parser.parse_args(argv)
+    args, _unknown = parser.parse_known_args(argv)  # bench.run passes its own flags to all
     port = free_port()
     cmd = [
         sys.executable, "-m", "sandbox", f"--port={port}", "--rate-limit=0", "--daily-quota=0",
