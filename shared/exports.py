@@ -9,12 +9,20 @@ JSON form (``--config FILE``, and what the HTTP API stores)::
       "list_ids": ["3fa85f64-5717-4562-b3fc-2c963f66afa6"],
       "mapping": {"email": "PrimaryEmail", "first_name": "FirstName", "cf:tier": "Tier"},
       "max_profiles": 1000000,
-      "encoding": "utf-8"
+      "encoding": "utf-8",
+      "connection": "default",
+      "segments": [{"export": "BlobExport", "table": "HighValue*"}],
+      "enabled": true
     }
+
+``connection``, ``segments`` and ``enabled`` are what the function app needs to run a
+definition on its own: which Constant Contact account it sends with, which inbox
+files belong to it, and whether the schedule and blob events may start it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,11 +34,24 @@ import orjson
 
 from shared.contacts import validate_mapping
 from shared.errors import ConfigError
+from shared.tokens import check_connection
 
 DEFAULT_MAX_PROFILES = 1_000_000
 MAX_LISTS = 50
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_FIELDS = {"name", "list_ids", "mapping", "max_profiles", "encoding", "description"}
+_FIELDS = {
+    "name",
+    "list_ids",
+    "mapping",
+    "max_profiles",
+    "encoding",
+    "description",
+    "connection",
+    "segments",
+    "enabled",
+}
+_SEGMENT_FIELDS = ("export", "table", "prefix")
+_MAX_PATTERN = 256
 
 
 def check_list_id(value: str) -> str:
@@ -44,6 +65,58 @@ def check_list_id(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class SegmentMatch:
+    """Which inbox files belong to an export.
+
+    Customer Insights writes ``<root>/<Export>/<Table>/yyyy/MM/dd/HHmm/<Table>_N.csv``.
+    ``export`` and ``table`` are shell-style patterns (``*``, ``?``, ``[...]``) matched
+    without regard to case, because people type these names from the Customer
+    Insights portal; ``prefix`` is a path in the inbox container that
+    ``<root>/<Export>/<Table>/`` must start with, for exports kept in their own folder.
+    """
+
+    export: str = "*"
+    table: str = "*"
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        for field_name, value in (("export", self.export), ("table", self.table)):
+            if not value or len(value) > _MAX_PATTERN or "/" in value:
+                raise ConfigError(
+                    f"segment {field_name} {value[:80]!r}: a folder name or pattern "
+                    f"(1-{_MAX_PATTERN} characters, no '/')"
+                )
+        if (
+            len(self.prefix) > _MAX_PATTERN
+            or self.prefix.startswith("/")
+            or (".." in self.prefix.split("/"))
+        ):
+            raise ConfigError(
+                f"segment prefix {self.prefix[:80]!r}: a path inside the inbox container, "
+                "without a leading '/' or '..'"
+            )
+        if (self.export, self.table, self.prefix) == ("*", "*", ""):
+            raise ConfigError(
+                "a segment must name an export, a table or a prefix; one matching every "
+                "file in the inbox is almost certainly a mistake"
+            )
+
+    def matches(self, root: str, export: str, table: str) -> bool:
+        """Whether the table folder ``<root><export>/<table>/`` belongs to this segment."""
+        folder = f"{root}{export}/{table}/"
+        return (
+            folder.startswith(self.prefix)
+            and fnmatch.fnmatchcase(export.casefold(), self.export.casefold())
+            and fnmatch.fnmatchcase(table.casefold(), self.table.casefold())
+        )
+
+    def to_json(self) -> dict[str, str]:
+        data = {"export": self.export, "table": self.table, "prefix": self.prefix}
+        defaults = {"export": "*", "table": "*", "prefix": ""}
+        return {k: v for k, v in data.items() if v != defaults[k]}
+
+
+@dataclass(frozen=True)
 class ExportDefinition:
     list_ids: tuple[str, ...]
     mapping: Mapping[str, str]
@@ -51,6 +124,9 @@ class ExportDefinition:
     max_profiles: int = DEFAULT_MAX_PROFILES
     encoding: str | None = None
     description: str = ""
+    connection: str | None = None
+    segments: tuple[SegmentMatch, ...] = ()
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if not self.list_ids:
@@ -68,6 +144,12 @@ class ExportDefinition:
                 f"max_profiles must be a positive whole number, not {self.max_profiles!r}"
             )
         validate_mapping(self.mapping)
+        if self.connection is not None:
+            check_connection(self.connection)
+
+    def matches(self, root: str, export: str, table: str) -> bool:
+        """Whether files of this Customer Insights export and table belong to it."""
+        return any(segment.matches(root, export, table) for segment in self.segments)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -81,6 +163,12 @@ class ExportDefinition:
             data["encoding"] = self.encoding
         if self.description:
             data["description"] = self.description
+        if self.connection:
+            data["connection"] = self.connection
+        if self.segments:
+            data["segments"] = [segment.to_json() for segment in self.segments]
+        if not self.enabled:
+            data["enabled"] = False
         return data
 
     def with_overrides(
@@ -118,6 +206,12 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
     encoding = data.get("encoding")
     if encoding is not None and not isinstance(encoding, str):
         raise ConfigError(f'{where}: encoding must be a string such as "utf-8"')
+    connection = data.get("connection")
+    if connection is not None and not isinstance(connection, str):
+        raise ConfigError(f"{where}: connection must be the name of a connection")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: enabled must be true or false")
     return ExportDefinition(
         list_ids=tuple(dict.fromkeys(check_list_id(v) for v in raw_lists)),
         mapping=dict(mapping),
@@ -125,7 +219,35 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
         max_profiles=data.get("max_profiles", DEFAULT_MAX_PROFILES),
         encoding=encoding,
         description=str(data.get("description", "")),
+        connection=connection,
+        segments=_segments(data.get("segments", []), where),
+        enabled=enabled,
     )
+
+
+def _segments(raw: Any, where: str) -> tuple[SegmentMatch, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: segments must be a list of objects")
+    found: list[SegmentMatch] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: segments[{index}] must be an object")
+        unknown = sorted(set(item) - set(_SEGMENT_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where}: segments[{index}]: unknown field(s) {', '.join(unknown)}")
+        if not all(isinstance(item.get(k, ""), str) for k in _SEGMENT_FIELDS):
+            raise ConfigError(f"{where}: segments[{index}]: export, table and prefix are strings")
+        try:
+            found.append(
+                SegmentMatch(
+                    export=item.get("export", "*"),
+                    table=item.get("table", "*"),
+                    prefix=item.get("prefix", ""),
+                )
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: segments[{index}]: {exc}") from None
+    return tuple(dict.fromkeys(found))
 
 
 def load(path: Path) -> ExportDefinition:

@@ -95,3 +95,80 @@ def _base_url(name: str, value: str) -> str:
     if not value.startswith(("https://", "http://")):
         raise ConfigError(f"{name} must be an http(s) URL, not {value[:80]!r}")
     return value.rstrip("/")
+
+
+# --- the function app's storage layout --------------------------------------------------
+
+STORAGE_CONNECTION = "CCEXPORT_STORAGE"
+"""The connection name of the blob trigger and of the app's own data: either a setting
+holding a connection string (locally) or ``CCEXPORT_STORAGE__blobServiceUri`` with
+``__credential=managedidentity`` and ``__clientId`` (in Azure)."""
+DEFAULT_QUIET_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Containers, timing and the storage connection of the function app.
+
+    | setting                   | default  |
+    |---------------------------|----------|
+    | INBOX_CONTAINER           | inbox    |
+    | STAGING_CONTAINER         | staging  |
+    | REPORTS_CONTAINER         | reports  |
+    | EXPORTS_CONTAINER         | exports  |
+    | RUN_QUIET_SECONDS         | 120: a run folder unchanged this long counts as complete |
+    | CCEXPORT_STORAGE          | a connection string (local); else the identity settings |
+    | CCEXPORT_STORAGE__blobServiceUri, __clientId | identity-based connection (Azure) |
+    | CCEXPORT_STORAGE_CONNECTION_STRING, AzureWebJobsStorage | fallback connection strings |
+    """
+
+    inbox_container: str = "inbox"
+    staging_container: str = "staging"
+    reports_container: str = "reports"
+    exports_container: str = "exports"
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
+    connection_string: str | None = field(default=None, repr=False)
+    blob_service_uri: str | None = None
+    identity_client_id: str | None = None
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> AppSettings:
+        def text(name: str, default: str = "") -> str:
+            return env.get(name, "").strip() or default
+
+        quiet_text = text("RUN_QUIET_SECONDS", str(DEFAULT_QUIET_SECONDS))
+        try:
+            quiet = float(quiet_text)
+        except ValueError:
+            quiet = -1.0
+        if not 0 <= quiet <= 86_400:
+            raise ConfigError(
+                f"RUN_QUIET_SECONDS must be a number of seconds from 0 to 86400, not {quiet_text!r}"
+            )
+        direct = text(STORAGE_CONNECTION)
+        uri = text(f"{STORAGE_CONNECTION}__blobServiceUri") or None
+        fallback = next(
+            (
+                text(name)
+                for name in ("CCEXPORT_STORAGE_CONNECTION_STRING", "AzureWebJobsStorage")
+                if "=" in text(name)
+            ),
+            None,
+        )
+        return cls(
+            inbox_container=text("INBOX_CONTAINER", "inbox"),
+            staging_container=text("STAGING_CONTAINER", "staging"),
+            reports_container=text("REPORTS_CONTAINER", "reports"),
+            exports_container=text("EXPORTS_CONTAINER", "exports"),
+            quiet_seconds=quiet,
+            connection_string=direct if "=" in direct else (None if uri else fallback),
+            blob_service_uri=uri,
+            identity_client_id=text(f"{STORAGE_CONNECTION}__clientId") or None,
+        )
+
+    def require_storage(self) -> None:
+        if not self.connection_string and not self.blob_service_uri:
+            raise ConfigError(
+                f"no storage connection: set {STORAGE_CONNECTION}__blobServiceUri (Azure) or "
+                f"{STORAGE_CONNECTION} / CCEXPORT_STORAGE_CONNECTION_STRING (a connection string)"
+            )
