@@ -1,32 +1,40 @@
 """The prepare stage: segment files in, import request bodies and an account of every row out.
 
-One streaming pass: read a row, map and validate it, drop it as a duplicate or pack it
-into the current request body. Every row read ends in exactly one place, so
+The parts are cut into blocks (shared/blocks.py); worker processes map, validate and
+serialise the blocks (shared/block_contacts.py) while this process takes their results
+in file order: it finds duplicates across blocks, packs the contacts into request
+bodies and writes the rejects. Every row read ends in exactly one place, so
 
     rows_read == contacts + rejected + duplicates
 
-holds for every summary; ``prepare`` checks it before it reports success.
+holds for every summary; ``prepare`` checks it before it reports success. A small
+input (one block) never starts a process; ``workers=1`` keeps everything in-process.
 """
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-
+from shared.block_contacts import BlockResult, init_worker, map_block, map_block_in_worker
+from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks
 from shared.chunks import DEFAULT_MAX_BODY_BYTES, ChunkInfo, JsonChunker
 from shared.contacts import DUPLICATE, ContactMapper
 from shared.errors import CcexportError, InputError
 from shared.exports import ExportDefinition
 from shared.outputs import PreparedOutput, RejectsWriter, chunk_name
-from shared.segments import Segment, SegmentReader
+from shared.segments import Segment
 
 ProgressCallback = Callable[[int], None]
-PROGRESS_EVERY = 50_000
+MAX_WORKERS = 2  # the Constant Contact side, not CPU, bounds a run past two cores
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,10 @@ class PrepareResult:
     location: str
 
 
+def default_workers() -> int:
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 def prepare(
     segment: Segment,
     export: ExportDefinition,
@@ -43,11 +55,17 @@ def prepare(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> PrepareResult:
     """Run the stage; on any error nothing is left in output and the error is raised."""
     started = time.perf_counter()
     try:
-        summary, chunks = _run(segment, export, output, max_body_bytes, progress)
+        summary, chunks = _run(
+            segment, export, output, max_body_bytes=max_body_bytes, progress=progress,
+            workers=default_workers() if workers is None else max(1, workers),
+            block_bytes=block_bytes,
+        )  # fmt: skip
         summary["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         location = output.commit(summary)
     except BaseException:
@@ -56,104 +74,212 @@ def prepare(
     return PrepareResult(summary, chunks, location)
 
 
+class _SegmentBlocks:
+    """The blocks of every part in order, each marked when its first record is a header.
+
+    ``columns`` is known once the first block has been taken: from model.json, or
+    from the first part's header row when there is no model.json.
+    """
+
+    def __init__(self, segment: Segment, size: int) -> None:
+        self.segment = segment
+        self.columns: tuple[str, ...] | None = segment.columns
+        self.parts = {segment.store.describe(p.name): 0 for p in segment.parts}
+        self._blocks = self._all(size)
+
+    def __iter__(self) -> Iterator[Block]:
+        return self._blocks
+
+    def _all(self, size: int) -> Iterator[Block]:
+        for part in self.segment.parts:
+            blocks = part_blocks(self.segment, part, size)
+            first = next(blocks, None)
+            if first is None:
+                continue  # an empty part
+            yield replace(first, skip_header=self._is_header(first, part.header))
+            yield from blocks
+
+    def _is_header(self, block: Block, declared: bool | None) -> bool:
+        first = first_record(block)
+        if first is None:
+            return False
+        if self.segment.columns is None:  # no model.json: each part has its own header row
+            names = tuple(v.strip() for v in first)
+            if self.columns is None:
+                self.columns = names
+            elif names != self.columns:
+                raise InputError(f"{block.where}: its header row differs from the first part's")
+            return True
+        columns = self.segment.columns
+        if len(first) != len(columns):
+            raise InputError(
+                f"{block.where} has {len(first)} columns but {self.segment.model} lists "
+                f"{len(columns)} for {self.segment.entity}: the file and model.json do not match"
+            )
+        if declared is not None:
+            return declared
+        return [v.strip().lower() for v in first] == [c.lower() for c in columns]
+
+
+def _ordered_results(
+    blocks: Iterator[Block], mapper: ContactMapper, pool: ProcessPoolExecutor | None, depth: int
+) -> Iterator[tuple[Block, BlockResult]]:
+    """Block results in file order, at most depth blocks in flight."""
+
+    def start(block: Block) -> tuple[Block, Future[BlockResult] | None]:
+        return block, (pool.submit(map_block_in_worker, block) if pool else None)
+
+    def finish(block: Block, handle: Future[BlockResult] | None) -> BlockResult:
+        return handle.result() if handle is not None else map_block(mapper, block)
+
+    window = deque(start(b) for b in itertools.islice(blocks, depth))
+    while window:
+        block, handle = window.popleft()
+        result = finish(block, handle)
+        while result.open_quote:  # the cut fell inside quotes: join with the next block
+            following = window.popleft()[0] if window else next(blocks)
+            block = block.join(following)
+            result = finish(*start(block))
+        yield block, result
+        for nxt in itertools.islice(blocks, 1):
+            window.append(start(nxt))
+
+
+class _Merge:
+    """Takes block results in order: cross-block duplicates, chunks, rejects, counts."""
+
+    def __init__(
+        self, export: ExportDefinition, chunker: JsonChunker, rejects: RejectsWriter,
+        parts: dict[str, int], progress: ProgressCallback | None,
+    ) -> None:  # fmt: skip
+        self.limit = export.max_profiles
+        self.chunker = chunker
+        self.rejects = rejects
+        self.parts = parts
+        self.progress = progress
+        self.seen: dict[str, int] = {}  # email -> the row that carries it
+        self.rows_read = self.rejected = self.duplicates = 0
+        self.reasons: Counter[str] = Counter()
+        self.truncated: Counter[str] = Counter()
+        self.invalid: Counter[str] = Counter()
+
+    def add(self, block: Block, result: BlockResult) -> None:
+        if result.error is not None:
+            raise result.error
+        base = self.rows_read
+        if base + result.records > self.limit:
+            raise InputError(
+                f"the export has more than {self.limit:,} profiles, its limit: raise "
+                "max_profiles in the export definition (or --max-profiles), or split the segment"
+            )
+        keys = result.emails.split("\n") if result.emails else []
+        rows: list[tuple[int, int, str, str, str]] = []
+        for r in result.rejects:
+            detail = f"same email as row {base + r.duplicate_of}" if r.duplicate_of else r.detail
+            rows.append((base + r.record, r.line, r.email, r.reason, detail))
+        items, ends, numbers = result.items, result.ends, result.rows
+        if not self.seen.keys().isdisjoint(keys):  # rare: C speed for the common case
+            items, ends, keys, numbers = self._drop_seen(keys, result, base, rows)
+        self.seen.update(zip(keys, map(base.__add__, numbers), strict=True))
+        for row, line, email, reason, detail in sorted(rows):
+            self.rejects.write(row=row, file=block.where, line=line, email=email,
+                               reason=reason, detail=detail)  # fmt: skip
+            if reason == DUPLICATE:
+                self.duplicates += 1
+            else:
+                self.rejected += 1
+                self.reasons[reason] += 1
+        self.chunker.add_items(items, ends)
+        self.truncated.update(result.truncated)
+        self.invalid.update(result.invalid)
+        self.rows_read += result.records
+        self.parts[block.where] += result.records
+        if self.progress is not None:
+            self.progress(self.rows_read)
+
+    def _drop_seen(
+        self, keys: list[str], result: BlockResult, base: int,
+        rows: list[tuple[int, int, str, str, str]],
+    ) -> tuple[bytes, array[int], list[str], array[int]]:  # fmt: skip
+        """Take out contacts whose email an earlier block already had."""
+        kept, ends, kept_keys, numbers = bytearray(), array("q"), [], array("q")
+        start = 0
+        for key, end, number, line in zip(
+            keys, result.ends, result.rows, result.lines, strict=True
+        ):
+            first = self.seen.get(key)
+            if first is not None:
+                rows.append((base + number, line, key, DUPLICATE, f"same email as row {first}"))
+            else:
+                kept += result.items[start:end]
+                ends.append(len(kept))
+                kept_keys.append(key)
+                numbers.append(number)
+            start = end
+        return bytes(kept), ends, kept_keys, numbers
+
+
 def _run(
     segment: Segment,
     export: ExportDefinition,
     output: PreparedOutput,
+    *,
     max_body_bytes: int,
     progress: ProgressCallback | None,
+    workers: int,
+    block_bytes: int,
 ) -> tuple[dict[str, Any], list[ChunkInfo]]:
-    reader = SegmentReader(segment)
-    columns, parts = reader.open()
-    if not columns:
-        # Every part is empty and no model.json names columns: there is no row to map,
-        # and an empty segment is a valid export, so check the mapping against itself.
-        columns = tuple(dict.fromkeys(export.mapping.values()))
+    source = _SegmentBlocks(segment, block_bytes)
+    blocks = iter(source)
+    head = list(itertools.islice(blocks, 2))  # enough to know the columns, and the size
+    # Every part empty and no model.json: no row to map, and an empty segment is a valid
+    # export, so the mapping is checked against itself.
+    columns = source.columns or tuple(dict.fromkeys(export.mapping.values()))
     mapper = ContactMapper(columns, export.mapping)  # fails here on a missing column
     chunker = JsonChunker(export.list_ids, output.write_chunk, max_bytes=max_body_bytes)
-    rejects = RejectsWriter(output.rejects_stream())
-    seen: dict[str, int] = {}  # email -> the row that carries it
-    reasons: Counter[str] = Counter()
-    part_stats: list[dict[str, Any]] = []
-    rows_read = rejected = duplicates = 0
-    limit = export.max_profiles
-    report_every = PROGRESS_EVERY if progress is not None else limit + 1
-    checkpoint = min(limit + 1, report_every)  # one comparison a row covers both
-    # The hot loop: locals only, no per-row objects beyond the contact itself.
-    to_contact, add, dumps, setdefault = mapper.map, chunker.add, orjson.dumps, seen.setdefault
-    for part in parts:
-        where = part.where
-        part_first_row = rows_read + 1
-        with part:
-            line = 1
-            for values in part.records:
-                start_line, line = line, part.line + 1
-                if not values:
-                    continue  # a blank line is not a record
-                rows_read += 1
-                if rows_read >= checkpoint:
-                    if rows_read > limit:
-                        raise InputError(
-                            f"the export has more than {limit:,} profiles, its limit: raise "
-                            "max_profiles in the export definition (or --max-profiles), "
-                            "or split the segment"
-                        )
-                    if progress is not None:
-                        progress(rows_read)
-                    checkpoint = min(limit + 1, rows_read + report_every)
-                contact = to_contact(values)
-                if contact is None:
-                    rejected += 1
-                    reasons[mapper.reason or ""] += 1
-                    rejects.write(
-                        row=rows_read,
-                        file=where,
-                        line=start_line,
-                        email=mapper.email,
-                        reason=mapper.reason or "",
-                        detail=mapper.detail,
-                    )
-                    continue
-                first = setdefault(mapper.email, rows_read)
-                if first != rows_read:
-                    duplicates += 1
-                    rejects.write(
-                        row=rows_read,
-                        file=where,
-                        line=start_line,
-                        email=mapper.email,
-                        reason=DUPLICATE,
-                        detail=f"same email as row {first}",
-                    )
-                    continue
-                add(dumps(contact))
-        part_stats.append({"name": where, "rows": rows_read - part_first_row + 1})
+    merge = _Merge(export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress)
+    pool = None
+    if workers > 1 and len(head) > 1:
+        pool = ProcessPoolExecutor(
+            workers,
+            # forkserver: never fork a process that has threads (the Functions worker,
+            # the local engine's gRPC); the server forks clean copies of itself.
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=init_worker,
+            initargs=(columns, dict(export.mapping)),
+        )
+    try:
+        stream = itertools.chain(head, blocks)
+        for block, result in _ordered_results(stream, mapper, pool, depth=2 * workers):
+            merge.add(block, result)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     chunks = chunker.close()
-    if progress is not None:
-        progress(rows_read)
-    contacts = chunker.contacts
-    if rows_read != contacts + rejected + duplicates:  # an invariant, not user input
+    rows_read, contacts = merge.rows_read, chunker.contacts
+    if rows_read != contacts + merge.rejected + merge.duplicates:  # an invariant, not input
         raise CcexportError(
             f"internal error: {rows_read} rows read but {contacts} contacts, "
-            f"{rejected} rejected and {duplicates} duplicates"
+            f"{merge.rejected} rejected and {merge.duplicates} duplicates"
         )
     summary: dict[str, Any] = {
         "source": segment.describe(),
         "model": segment.store.describe(segment.model) if segment.model else None,
         "entity": segment.entity,
-        "parts": part_stats,
+        "parts": [{"name": name, "rows": rows} for name, rows in source.parts.items()],
         "list_ids": list(export.list_ids),
         "rows_read": rows_read,
         "contacts": contacts,
-        "duplicates": duplicates,
-        "rejected": rejected,
-        "reject_reasons": dict(sorted(reasons.items())),
-        "truncated": dict(sorted(mapper.truncated.items())),
-        "invalid_values": dict(sorted(mapper.invalid.items())),
+        "duplicates": merge.duplicates,
+        "rejected": merge.rejected,
+        "reject_reasons": dict(sorted(merge.reasons.items())),
+        "truncated": dict(sorted(merge.truncated.items())),
+        "invalid_values": dict(sorted(merge.invalid.items())),
         "chunks": len(chunks),
         "fewest_chunks_possible": chunker.fewest_possible(),
         "largest_chunk_bytes": max((c.bytes for c in chunks), default=0),
         "max_body_bytes": max_body_bytes,
+        "workers": workers if pool is not None else 1,
         "chunk_files": [
             {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
         ],

@@ -7,20 +7,12 @@ Layout (Customer Insights data-out export to Blob Storage):
 
 model.json names the columns, in order; the CSV parts may have no header row (the CDM
 default is ``columnHeaders: false``). A SOURCE may be one file, one run folder, or a
-table folder (its newest run is taken). Rows are streamed: memory does not grow with
-the file size.
+table folder (its newest run is taken). Reading the parts is shared/blocks.py's job.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
-import io
-import itertools
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +28,6 @@ _RUN_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{4})$")
 _PART_NUMBER = re.compile(r"_(\d+)\.csv(?:\.gz)?$", re.IGNORECASE)
 # How far above a run folder model.json may sit (run folder, 4 date levels, table, export).
 _MODEL_SEARCH_DEPTH = 7
-# A single field may be this large; past it the file is malformed (often an unbalanced
-# quote swallowing the rest of the file), and reading stops with an error instead of
-# holding the rest of the file in one string.
-FIELD_SIZE_LIMIT = 16 * 1024 * 1024
-csv.field_size_limit(FIELD_SIZE_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -191,192 +178,3 @@ def _format_settings(entity: dict[str, Any]) -> dict[str, Any]:
         if isinstance(settings, dict):
             return settings
     return {}
-
-
-# -- reading ------------------------------------------------------------------------------
-
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-def _byte_stream(raw: io.BufferedReader) -> tuple[io.BufferedReader | gzip.GzipFile, bytes]:
-    """The file's bytes, gunzipped when they are gzip (whatever the file is called)."""
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        unzipped = gzip.GzipFile(fileobj=raw)
-        return unzipped, unzipped.peek(4)[:4]
-    return raw, raw.peek(4)[:4]
-
-
-def _encoding_for(head: bytes, encoding: str | None) -> str:
-    if encoding is None:
-        return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8-sig")
-    if encoding.replace("_", "-").lower() in {"utf-8", "utf8"}:
-        return "utf-8-sig"  # a BOM is never part of the first column's name
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise InputError(f'unknown encoding "{encoding}" in the export definition') from None
-
-
-def _text_stream(raw: io.BufferedReader, encoding: str | None) -> io.TextIOWrapper:
-    stream, head = _byte_stream(raw)
-    chosen = _encoding_for(head, encoding)
-    return io.TextIOWrapper(stream, encoding=chosen, errors="strict", newline="")
-
-
-def decode_error_line(raw: io.BufferedReader, encoding: str | None) -> int | None:
-    """The line of the first byte that does not decode.
-
-    The text layer decodes ahead of the CSV reader in large blocks, so when decoding
-    fails the reader's line is not where the bad byte is. This slow path, run only
-    for the error message, reads the file again and counts.
-    """
-    stream, head = _byte_stream(raw)
-    decoder = codecs.getincrementaldecoder(_encoding_for(head, encoding))("strict")
-    line = 1
-    with stream:
-        while block := stream.read(1 << 20):
-            try:
-                text = decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                return line + block[: max(exc.start, 0)].count(b"\n")
-            line += text.count("\n")
-    return None
-
-
-class OpenPart:
-    """One part being read: ``records`` yields each CSV record's values.
-
-    Used as a context manager, it closes the file and turns decoding and CSV errors
-    into one-line InputErrors that say which file and line. ``line`` is the physical
-    line the reader has reached (records may span lines inside quoted values).
-    """
-
-    def __init__(
-        self,
-        part: Part,
-        where: str,
-        text: io.TextIOWrapper,
-        *,
-        delimiter: str,
-        encoding: str | None,
-        reopen: Callable[[], io.BufferedReader],
-    ) -> None:
-        self.part = part
-        self._reopen = reopen
-        self.where = where
-        self._text = text
-        self._encoding = encoding
-        self._reader = csv.reader(text, delimiter=delimiter, strict=False)
-        self.records: Iterator[list[str]] = self._reader
-
-    @property
-    def line(self) -> int:
-        return self._reader.line_num
-
-    def first(self) -> list[str] | None:
-        with self._errors():
-            return next(self._reader, None)
-
-    def push_back(self, record: list[str]) -> None:
-        self.records = itertools.chain((record,), self._reader)
-
-    def __enter__(self) -> OpenPart:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        self._text.close()
-        if exc is not None:
-            self._translate(exc)
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (UnicodeDecodeError, csv.Error) as exc:
-            self._text.close()
-            self._translate(exc)
-
-    def _translate(self, exc: BaseException) -> None:
-        line = self.line + 1
-        if isinstance(exc, UnicodeDecodeError):
-            line = decode_error_line(self._reopen(), self._encoding) or line
-            raise InputError(
-                f"{self.where}: cannot decode line {line} as {self._encoding or 'UTF-8'} "
-                f'({exc.reason}); set "encoding" in the export definition (for example "cp1252")'
-            ) from None
-        if isinstance(exc, csv.Error):
-            raise InputError(f"{self.where}: line {line}: {exc} (an unbalanced quote?)") from None
-
-
-class SegmentReader:
-    """Opens the parts of a segment run in order, each positioned at its first data row.
-
-    ``open()`` reads just far enough to know the columns (model.json, or the first
-    part's header row), so a mapping can be checked before any row is processed. The
-    caller iterates each part's records itself: this is the hot loop of prepare, and
-    a generator layer per row would cost a third of its time.
-    """
-
-    def __init__(self, segment: Segment) -> None:
-        self.segment = segment
-
-    def open(self) -> tuple[tuple[str, ...], Iterator[OpenPart]]:
-        parts = iter(self.segment.parts)
-        columns = self.segment.columns
-        ready: list[OpenPart] = []  # parts already opened while looking for the header
-        if columns is None:
-            # No model.json: every part starts with a header row; the first one found
-            # names the columns (empty parts before it are still reported, with 0 rows).
-            columns = ()
-            for part in parts:
-                opened = self._open(part)
-                ready.append(opened)
-                first = opened.first()
-                if first is not None:
-                    columns = tuple(v.strip() for v in first)
-                    break
-        return columns, self._parts(columns, parts, ready)
-
-    def _parts(
-        self, columns: tuple[str, ...], parts: Iterator[Part], ready: list[OpenPart]
-    ) -> Iterator[OpenPart]:
-        yield from ready
-        for part in parts:
-            opened = self._open(part)
-            first = opened.first()
-            if first is not None and not self._is_header(part, first, columns):
-                opened.push_back(first)
-            yield opened
-
-    def _open(self, part: Part) -> OpenPart:
-        stream = _text_stream(self.segment.store.open(part.name), self.segment.encoding)
-        where = self.segment.store.describe(part.name)
-        return OpenPart(
-            part,
-            where,
-            stream,
-            delimiter=self.segment.delimiter,
-            encoding=self.segment.encoding,
-            reopen=lambda: self.segment.store.open(part.name),
-        )
-
-    def _is_header(self, part: Part, first: list[str], columns: tuple[str, ...]) -> bool:
-        where = self.segment.store.describe(part.name)
-        if self.segment.columns is None:  # no model.json: each part has its own header row
-            if tuple(v.strip() for v in first) != columns:
-                raise InputError(f"{where}: its header row differs from the first part's")
-            return True
-        if len(first) != len(columns):
-            raise InputError(
-                f"{where} has {len(first)} columns but {self.segment.model} lists "
-                f"{len(columns)} for {self.segment.entity}: the file and model.json do not match"
-            )
-        if part.header is not None:
-            return part.header
-        return [v.strip().lower() for v in first] == [c.lower() for c in columns]

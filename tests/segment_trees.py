@@ -25,11 +25,10 @@ def csv_bytes(rows: Iterable[Sequence[str]], *, newline: str = "\r\n") -> bytes:
     """Rows as CSV, quoting only where needed (as Customer Insights' CsvStyle allows)."""
     out = []
     for row in rows:
-        cells = []
-        for cell in row:
-            if any(c in cell for c in ',"\r\n'):
-                cell = '"' + cell.replace('"', '""') + '"'
-            cells.append(cell)
+        cells = [
+            '"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"\r\n') else cell
+            for cell in row
+        ]
         out.append(",".join(cells) + newline)
     return "".join(out).encode()
 

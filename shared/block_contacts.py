@@ -1,0 +1,120 @@
+"""One block of records in, its contacts serialised and its rejects listed out.
+
+This is the per-row work of prepare (parse, map, validate, de-duplicate within the
+block, serialise) and it runs in worker processes, one block each, so a 2-core machine
+prepares about twice as fast. What comes back is compact: the contacts as one bytes
+object with their end offsets, the emails as one string, the rejects as a short list.
+Duplicates across blocks are the caller's to find, in order.
+"""
+
+from __future__ import annotations
+
+import csv
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from shared.blocks import Block, csv_error, records
+from shared.contacts import DUPLICATE, ContactMapper
+from shared.errors import InputError
+
+
+@dataclass
+class Reject:
+    record: int  # 1-based record number within the block
+    line: int  # physical line in the part where the record starts
+    email: str
+    reason: str
+    detail: str = ""
+    duplicate_of: int = 0  # record number (within the block) that carries the email
+
+
+@dataclass
+class BlockResult:
+    records: int = 0  # data records read (blank lines and the header row not counted)
+    items: bytes = b""  # each contact's JSON followed by a comma
+    ends: array[int] = field(default_factory=lambda: array("q"))  # end offset of each item
+    emails: str = ""  # the kept contacts' emails, "\n"-separated, unique in the block
+    rows: array[int] = field(default_factory=lambda: array("q"))  # record number of each item
+    lines: array[int] = field(default_factory=lambda: array("q"))  # line where each item starts
+    rejects: list[Reject] = field(default_factory=list)
+    truncated: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    open_quote: bool = False  # the block ended inside a quoted value: join it with the next
+    error: InputError | None = None
+
+
+def map_block(mapper: ContactMapper, block: Block) -> BlockResult:
+    """Map every record of the block; errors come back in the result, not raised."""
+    result = BlockResult()
+    try:
+        _map(mapper, block, result)
+    except InputError as exc:
+        result.error = exc
+    return result
+
+
+def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
+    reader = records(block)
+    to_contact, dumps = mapper.map, orjson.dumps
+    seen: dict[str, int] = {}
+    setdefault = seen.setdefault
+    items = bytearray()
+    ends, rows, lines, rejects = result.ends, result.rows, result.lines, result.rejects
+    emails: list[str] = []
+    mapper.truncated.clear()
+    mapper.invalid.clear()
+    n = 0
+    line = block.first_line
+    values: list[str] = []
+    try:
+        if block.skip_header:
+            next(reader, None)
+            line = block.first_line + reader.line_num
+        for values in reader:
+            start, line = line, block.first_line + reader.line_num
+            if not values:
+                continue  # a blank line is not a record
+            n += 1
+            contact = to_contact(values)
+            if contact is None:
+                rejects.append(Reject(n, start, mapper.email, mapper.reason or "", mapper.detail))
+                continue
+            email = mapper.email
+            first = setdefault(email, n)
+            if first != n:
+                rejects.append(Reject(n, start, email, DUPLICATE, duplicate_of=first))
+                continue
+            items += dumps(contact)
+            items += b","
+            ends.append(len(items))
+            rows.append(n)
+            lines.append(start)
+            emails.append(email)
+    except csv.Error as exc:
+        raise csv_error(block, line, exc) from None
+    # A cut inside quotes leaves the block's last line end inside the last value.
+    result.open_quote = not block.last and bool(values) and values[-1].endswith(("\n", "\r"))
+    result.records = n
+    result.items = bytes(items)
+    result.emails = "\n".join(emails)
+    result.truncated = dict(mapper.truncated)
+    result.invalid = dict(mapper.invalid)
+
+
+# -- worker processes -----------------------------------------------------------------------
+
+_worker_mapper: ContactMapper | None = None
+
+
+def init_worker(columns: Sequence[str], mapping: Mapping[str, str]) -> None:
+    """Pool initializer: each worker builds its mapper once."""
+    global _worker_mapper  # noqa: PLW0603 - one mapper per worker process, by design
+    _worker_mapper = ContactMapper(columns, mapping)
+
+
+def map_block_in_worker(block: Block) -> BlockResult:
+    assert _worker_mapper is not None, "init_worker was not run"
+    return map_block(_worker_mapper, block)

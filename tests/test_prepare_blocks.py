@@ -1,0 +1,112 @@
+"""Blocks and workers change nothing: prepare cut into tiny blocks, in worker processes,
+writes byte for byte what one in-process pass over each whole file writes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared import files, segments
+from shared.errors import InputError
+from shared.exports import ExportDefinition
+from shared.outputs import LocalOutput
+from shared.prepare import prepare
+from tests.segment_trees import RUN, csv_bytes, gz, model_json
+
+LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
+COLUMNS = ("CustomerId", "Email", "FirstName", "Notes")
+MAPPING = {"email": "Email", "first_name": "FirstName", "cf:notes": "Notes"}
+
+
+def tricky_rows(n: int, seed: int) -> list[tuple[str, ...]]:
+    """Rows with quoted line breaks, quotes, commas, bad and repeated emails."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        email = f"p{i}@example.com"
+        roll = rng.random()
+        if roll < 0.05:
+            email = f"P{rng.randrange(max(i, 1))}@Example.com"  # a duplicate, maybe far back
+        elif roll < 0.08:
+            email = "broken"
+        notes = rng.choice(["", "plain", 'say "hi"', "a,b", "two\nlines", "three\r\nline\nbreaks"])
+        rows.append((str(i), email, rng.choice(["Zoë", "Anaïs", "Bob", ""]), notes))
+    return rows
+
+
+def write(root: Path, tree: dict[str, bytes]) -> None:
+    for name, data in tree.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
+def outcome(root: Path, source: str, out: Path, **kw: Any) -> dict[str, Any]:
+    store, name = files.resolve(str(root / source), None)
+    segment = segments.locate(store, name)
+    export = ExportDefinition(list_ids=(LIST,), mapping=MAPPING)
+    summary = prepare(segment, export, LocalOutput(out), max_body_bytes=3000, **kw).summary
+    for volatile in ("elapsed_seconds", "workers"):
+        summary.pop(volatile)
+    return {
+        "summary": summary,
+        "chunks": [p.read_bytes() for p in sorted((out / "chunks").iterdir())],
+        "rejects": (out / "rejects.csv").read_bytes(),
+    }
+
+
+@pytest.mark.parametrize("block_bytes", [64, 301, 4096])
+def test_blocks_in_workers_match_one_pass(tmp_path: Path, block_bytes: int) -> None:
+    rows = tricky_rows(1500, seed=block_bytes)
+    tree = {
+        "ci/BlobExport/model.json": model_json(COLUMNS, parts=3),
+        f"{RUN}/Seg_1.csv": b"\xef\xbb\xbf" + csv_bytes(rows[:700]),
+        f"{RUN}/Seg_2.csv.gz": gz(csv_bytes(rows[700:1400], newline="\n")),
+        f"{RUN}/Seg_3.csv": csv_bytes(rows[1400:]),
+    }
+    write(tmp_path / "in", tree)
+    one_pass = outcome(tmp_path / "in", RUN, tmp_path / "a", workers=1, block_bytes=1 << 30)
+    blocks = outcome(tmp_path / "in", RUN, tmp_path / "b", workers=2, block_bytes=block_bytes)
+    assert blocks == one_pass
+    s = one_pass["summary"]
+    assert s["rows_read"] == 1500 == s["contacts"] + s["rejected"] + s["duplicates"]
+    assert s["duplicates"] > 30
+    sent = [c for body in one_pass["chunks"] for c in orjson.loads(body)["import_data"]]
+    assert len(sent) == s["contacts"]
+    assert len({c["email"] for c in sent}) == len(sent)
+    assert any("\n" in c.get("cf:notes", "") for c in sent)
+
+
+def test_header_rows_in_every_part_with_small_blocks(tmp_path: Path) -> None:
+    rows = tricky_rows(400, seed=9)
+    tree = {
+        "s/a_1.csv": csv_bytes([COLUMNS, *rows[:200]]),
+        "s/a_2.csv": csv_bytes([COLUMNS, *rows[200:]]),
+    }
+    write(tmp_path / "in", tree)
+    one_pass = outcome(tmp_path / "in", "s", tmp_path / "a", workers=1, block_bytes=1 << 30)
+    blocks = outcome(tmp_path / "in", "s", tmp_path / "b", workers=2, block_bytes=100)
+    assert blocks == one_pass
+    assert one_pass["summary"]["rows_read"] == 400
+
+
+def test_errors_from_a_worker_name_the_line(tmp_path: Path) -> None:
+    rows = csv_bytes([COLUMNS, *tricky_rows(300, seed=4)])
+    write(tmp_path / "in", {"s.csv": rows + "x,bad@example.com,Zoë,x\n".encode("cp1252")})
+    lines = rows.count(b"\n")
+    with pytest.raises(InputError, match=f"cannot decode line {lines + 1} as UTF-8"):
+        outcome(tmp_path / "in", "s.csv", tmp_path / "o", workers=2, block_bytes=500)
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_profile_limit_with_workers(tmp_path: Path) -> None:
+    write(tmp_path / "in", {"s.csv": csv_bytes([COLUMNS, *tricky_rows(300, seed=5)])})
+    store, name = files.resolve(str(tmp_path / "in" / "s.csv"), None)
+    export = ExportDefinition(list_ids=(LIST,), mapping=MAPPING, max_profiles=299)
+    with pytest.raises(InputError, match="more than 299 profiles"):
+        prepare(segments.locate(store, name), export, LocalOutput(tmp_path / "o"),
+                workers=2, block_bytes=200)  # fmt: skip
+    assert list((tmp_path / "o").iterdir()) == []
