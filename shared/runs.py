@@ -582,6 +582,8 @@ class RunTally:
         self.resets_at: str | None = None
         self.requests = RequestCounts()
         self.final: RunStatus | None = None
+        self.poll_failures = 0
+        """Status polls in a row that failed (after their retries)."""
 
     # -- steps ---------------------------------------------------------------------
 
@@ -644,6 +646,7 @@ class RunTally:
             poll_requests=requests.poll_requests + result.requests,
             polls_in_one_request=requests.polls_in_one_request + (result.requests == 1),
         )
+        self.poll_failures = 0
         by_id = {state.activity_id: state for state in result.imports}
         for index, outcome in self.outcomes.items():
             state = by_id.get(outcome.activity_id or "")
@@ -660,6 +663,11 @@ class RunTally:
         if result.resets_at is not None:
             self.quota_exhausted(result.resets_at)
 
+    def poll_failed(self) -> None:
+        """A status poll failed for good; the imports may still be running."""
+        self.poll_failures += 1
+        self.requests = replace(self.requests, status_polls=self.requests.status_polls + 1)
+
     def stop_waiting(self, why: str) -> None:
         """No more polls: imports still running are reported unconfirmed."""
         for index, outcome in self.outcomes.items():
@@ -668,7 +676,6 @@ class RunTally:
 
     # -- questions -----------------------------------------------------------------
 
-    @property
     def stopped(self) -> bool:
         """Nothing more may be sent: the input failed or the quota is gone."""
         return self.error is not None or self.resets_at is not None

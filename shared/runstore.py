@@ -45,14 +45,12 @@ from shared.outputs import (
 )
 from shared.runs import check_run_id
 from shared.secrets import ccexport_home
+from shared.settings import AppSettings
 
 REPORT_FILE = "report.json"
 ACCEPTED_FOLDER = "accepted"
 STAGING_CONTAINER = "staging"
 REPORTS_CONTAINER = "reports"
-# The identity-based storage settings the function app gets from infra (no keys).
-STORAGE_URI_SETTING = "CCEXPORT_STORAGE__blobServiceUri"
-STORAGE_CLIENT_ID_SETTING = "CCEXPORT_STORAGE__clientId"
 
 
 def accepted_name(index: int) -> str:
@@ -324,22 +322,19 @@ class BlobRunStore:
 
 
 def blob_service_from_settings(env: Mapping[str, str]) -> BlobServiceClient | None:
-    """The app's Blob Storage, or None when none is configured (then runs stay local).
+    """The app's Blob Storage (shared.settings.AppSettings), or None when none is set.
 
-    A connection string (CCEXPORT_STORAGE_CONNECTION_STRING or AzureWebJobsStorage, as
-    Azurite and local runs use) comes first; in Azure the app has the identity-based
-    ``CCEXPORT_STORAGE__blobServiceUri`` and its managed identity, never a key.
+    A connection string (Azurite, local runs) comes first; in Azure the app has the
+    identity-based ``CCEXPORT_STORAGE__blobServiceUri`` and its managed identity.
     """
-    conn = storage.connection_string(env)
-    if conn:
-        return storage.blob_service(conn)
-    uri = env.get(STORAGE_URI_SETTING, "").strip()
-    if not uri:
+    app = AppSettings.from_mapping(env)
+    if app.connection_string:
+        return storage.blob_service(app.connection_string)
+    if not app.blob_service_uri:
         return None
-    client_id = env.get(STORAGE_CLIENT_ID_SETTING) or env.get("AZURE_CLIENT_ID") or None
     return BlobServiceClient(
-        uri,
-        credential=ManagedIdentityCredential(client_id=client_id),
+        app.blob_service_uri,
+        credential=ManagedIdentityCredential(client_id=app.identity_client_id),
         max_single_get_size=storage.RANGE_BYTES,
         max_chunk_get_size=storage.RANGE_BYTES,
     )
@@ -352,8 +347,5 @@ def open_run_store(
     blob = service if service is not None else blob_service_from_settings(env)
     if blob is None:
         return LocalRunStore(ccexport_home(env) / "runs")
-    return BlobRunStore(
-        blob,
-        staging=env.get("STAGING_CONTAINER", "").strip() or STAGING_CONTAINER,
-        reports=env.get("REPORTS_CONTAINER", "").strip() or REPORTS_CONTAINER,
-    )
+    app = AppSettings.from_mapping(env)
+    return BlobRunStore(blob, staging=app.staging_container, reports=app.reports_container)

@@ -1,0 +1,149 @@
+"""The export run as a durable orchestration: ``segment_export``.
+
+Prepare, then upload the chunks in bounded windows (each upload retried by Durable),
+then wait on durable timers and ask about every pending import with one status poll
+at a time, then finish with the report. Deterministic on purpose: no I/O, no clock
+but the context's, no settings; it carries references and counts only (shared/runs.py
+keeps the bookkeeping, shared/run_activities.py does the work).
+
+A chunk that fails does not stop the others: the run ends ``completed_with_errors``
+and the report names the contacts that did not go. An exhausted daily quota stops
+further uploads; the run ends ``quota_exhausted`` and can be started again with the
+same run id after 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import timedelta
+from typing import Any
+
+from azure.durable_functions import Blueprint, RetryOptions
+
+from functions.activities import FINISH_RUN, POLL_IMPORTS, PREPARE_SEGMENT, UPLOAD_CHUNK
+from shared.runs import (
+    ChunkRef,
+    Phase,
+    PollRequest,
+    PollResult,
+    PreparedRun,
+    RunInput,
+    RunTally,
+    UploadRequest,
+    UploadResult,
+    iso,
+)
+
+bp = Blueprint()
+
+MAX_POLL_FAILURES = 5
+"""Status polls in a row that may fail (each after its retries) before waiting stops."""
+
+Steps = Generator[Any, Any, None]
+
+
+def failure_reason(exc: Exception) -> str:
+    """The first line of an activity failure: the same text on Azure and locally."""
+    return str(exc).split(" \n ", 1)[0]
+
+
+def segment_export(context: Any) -> Generator[Any, Any, dict[str, Any]]:
+    run = RunInput.from_json(context.get_input())
+    retry = RetryOptions(int(run.options.retry_seconds * 1000), run.options.attempts)
+    tally = RunTally(run, iso(context.current_utc_datetime))
+    context.set_custom_status(tally.progress())
+    try:
+        prepared = yield context.call_activity_with_retry(PREPARE_SEGMENT, retry, run.to_json())
+        tally.prepared_run(PreparedRun.from_json(prepared))
+    except Exception as exc:
+        tally.fail(failure_reason(exc))
+    context.set_custom_status(tally.progress())
+    if not tally.stopped():
+        yield from _upload(context, tally, retry)
+        yield from _wait(context, tally, retry)
+    finish = tally.finish_request(iso(context.current_utc_datetime))
+    context.set_custom_status(tally.progress())
+    finished = yield context.call_activity_with_retry(FINISH_RUN, retry, finish.to_json())
+    outcome = tally.outcome(finished["report"])
+    context.set_custom_status(tally.progress())
+    return outcome.to_json()
+
+
+def _upload_request(tally: RunTally, chunk: ChunkRef) -> dict[str, Any]:
+    return UploadRequest(tally.run.run_id, tally.run.connection, chunk).to_json()
+
+
+def _upload(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
+    """Send every staged chunk, a window at a time, within the activity-queue budget."""
+    options = tally.run.options
+    while not tally.stopped():
+        window = tally.pending_chunks()[: options.upload_window]
+        if not window:
+            return
+        while len(tally.awaiting()) + len(window) > options.max_pending_imports:
+            # Constant Contact queues at most 1,000 activities per account: let some finish.
+            yield from _poll(context, tally, retry)
+            if tally.stopped() or tally.poll_failures >= MAX_POLL_FAILURES:
+                return
+        uploads = [
+            context.call_activity_with_retry(UPLOAD_CHUNK, retry, _upload_request(tally, chunk))
+            for chunk in window
+        ]
+        try:
+            results = yield context.task_all(uploads)
+        except Exception:
+            results = None
+        if results is not None:
+            for result in results:
+                tally.uploaded(UploadResult.from_json(result))
+        else:
+            # One upload failed for good, and task_all says no more. Ask again one by
+            # one: a chunk that was accepted answers from its mark without sending.
+            for chunk in window:
+                if tally.stopped():
+                    break
+                try:
+                    result = yield context.call_activity_with_retry(
+                        UPLOAD_CHUNK, retry, _upload_request(tally, chunk)
+                    )
+                    tally.uploaded(UploadResult.from_json(result))
+                except Exception as exc:
+                    tally.upload_failed(chunk.index, failure_reason(exc))
+        context.set_custom_status(tally.progress())
+
+
+def _poll(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
+    """Wait one poll interval on a durable timer, then ask about every pending import."""
+    options = tally.run.options
+    yield context.create_timer(
+        context.current_utc_datetime + timedelta(seconds=options.poll_seconds)
+    )
+    request = PollRequest(tally.run.run_id, tally.run.connection, tuple(tally.awaiting()))
+    try:
+        result = yield context.call_activity_with_retry(POLL_IMPORTS, retry, request.to_json())
+        tally.polled(PollResult.from_json(result))
+    except Exception:
+        tally.poll_failed()
+    context.set_custom_status(tally.progress())
+
+
+def _wait(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
+    """Poll until every accepted import has finished, or the wait is over."""
+    options = tally.run.options
+    if tally.awaiting():
+        tally.phase = Phase.WAITING
+        context.set_custom_status(tally.progress())
+    deadline = context.current_utc_datetime + timedelta(seconds=options.max_wait_seconds)
+    while tally.awaiting():
+        if tally.resets_at is not None:
+            tally.stop_waiting("the daily quota ran out before the import's end could be read")
+        elif tally.poll_failures >= MAX_POLL_FAILURES:
+            tally.stop_waiting(f"{tally.poll_failures} status polls in a row failed")
+        elif context.current_utc_datetime >= deadline:
+            tally.stop_waiting(f"not finished after {options.max_wait_seconds:g} s of waiting")
+        else:
+            yield from _poll(context, tally, retry)
+
+
+SEGMENT_EXPORT = bp.orchestration_trigger(context_name="context")(segment_export)
+"""The orchestrator as the function app registers it (what the host calls)."""

@@ -1,0 +1,338 @@
+"""What the export run's four activities do; functions/activities.py only binds them.
+
+The same object serves Azure Functions (built once per worker from its app settings)
+and ``ccexport run`` (built from the environment, registered on the local engine),
+so the code that touches files, blobs and Constant Contact is the same in both.
+
+What each activity promises, so Durable's retries stay safe:
+
+- ``prepare_segment`` writes the run's staging area whole or not at all; when an
+  earlier attempt of the run finished it, the staged result is used as it is. Input
+  a person must fix is a result (``error``), not an exception: retrying cannot help.
+- ``upload_chunk`` sends one staged body and records the accepted import's activity
+  id beside it; an upload that finds that record sends nothing. A refusal that a
+  retry cannot cure (4xx, a connection that needs reconnecting) and an exhausted daily
+  quota are results; connection errors and 5xx that outlast the client's own retries
+  are raised, for Durable to retry.
+- ``poll_imports`` asks about every pending import with one request where it can.
+- ``finish_run`` writes the report, deletes delivered bodies, and keeps the rest (and
+  the marks of accepted imports) so the run can be started again with the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
+from azure.storage.blob import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
+from shared import files, segments
+from shared.constant_contact import Activity, ConstantContactClient, RetryPolicy, scrub
+from shared.errors import (
+    InputError,
+    QuotaExhausted,
+    ReauthorizationRequired,
+    RemoteError,
+    ThrottledGiveUp,
+)
+from shared.locks import BlobLeaseLocks, FileLocks, Locks
+from shared.pacing import Pacer
+from shared.prepare import prepare
+from shared.run_report import build_report
+from shared.runs import (
+    MAX_ACTIVITY_ERRORS,
+    ChunkFate,
+    ChunkRef,
+    FinishRequest,
+    ImportState,
+    PollRequest,
+    PollResult,
+    PreparedRun,
+    RunInput,
+    RunStatus,
+    UploadRequest,
+    UploadResult,
+    UploadVerdict,
+)
+from shared.runstore import RunStore, blob_service_from_settings, open_run_store
+from shared.secrets import SecretStore, open_secret_store
+from shared.settings import AppSettings, Settings
+from shared.tokens import Connections, OAuthClient, TokenManager
+
+log = logging.getLogger(__name__)
+
+RowsCallback = Callable[[str, int], None]
+"""Told ``(run_id, rows read so far)`` while a segment is prepared (local progress bars)."""
+
+# Statuses that a retry cannot change: the request itself is wrong, or not allowed.
+_PERMANENT = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422})
+
+
+@dataclass
+class RunServices:
+    """Everything the activities use, built once at the edge and passed in."""
+
+    settings: Settings
+    runs: RunStore
+    blob_service: BlobServiceClient | None
+    secrets: SecretStore
+    locks: Locks
+    pacer: Pacer
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunServices:
+        """From app settings or the environment (see shared/settings.py, shared/runstore.py).
+
+        One pacer per process: Constant Contact's limits are per API key, so every
+        activity of the process shares it.
+        """
+        settings = Settings.from_mapping(env)
+        blob = blob_service_from_settings(env)
+        return cls(
+            settings=settings,
+            runs=open_run_store(env, blob),
+            blob_service=blob,
+            secrets=open_secret_store(settings.store_settings),
+            locks=locks_from_settings(env, settings),
+            pacer=Pacer(settings.requests_per_second),
+        )
+
+
+def locks_from_settings(env: Mapping[str, str], settings: Settings) -> Locks:
+    """Token-refresh locks that everyone sharing the connection's tokens respects.
+
+    Tokens in Key Vault are shared by every instance of the function app (and its HTTP
+    API's connect flow): blob leases in the exports container, as functions/services.py
+    takes them. Tokens in files under CCEXPORT_HOME: the file locks ``ccexport
+    connect`` and ``check`` take.
+    """
+    app = AppSettings.from_mapping(env)
+    if not settings.key_vault_url or not (app.connection_string or app.blob_service_uri):
+        return FileLocks(settings.home)
+    if app.connection_string:
+        service = AsyncBlobServiceClient.from_connection_string(app.connection_string)
+    else:
+        assert app.blob_service_uri is not None
+        credential = AsyncManagedIdentityCredential(client_id=app.identity_client_id)
+        service = AsyncBlobServiceClient(app.blob_service_uri, credential=credential)
+    return BlobLeaseLocks(service.get_container_client(app.exports_container))
+
+
+def _prepared(run_id: str, summary: Mapping[str, Any], staging: str, reused: bool) -> PreparedRun:
+    chunks = tuple(
+        ChunkRef(index, str(c["name"]), int(c["contacts"]), int(c["bytes"]))
+        for index, c in enumerate(summary.get("chunk_files", []), start=1)
+    )
+    return PreparedRun(
+        run_id=run_id,
+        chunks=chunks,
+        source=str(summary.get("source", "")),
+        staging=staging,
+        rows_read=int(summary.get("rows_read", 0)),
+        contacts=int(summary.get("contacts", 0)),
+        duplicates=int(summary.get("duplicates", 0)),
+        rejected=int(summary.get("rejected", 0)),
+        reject_reasons=dict(summary.get("reject_reasons", {})),
+        fewest_chunks_possible=int(summary.get("fewest_chunks_possible", 0)),
+        reused=reused,
+    )
+
+
+def import_state(activity: Activity) -> ImportState:
+    """An import as the report keeps it: counts, and at most a few scrubbed error lines."""
+    status = activity.status
+    return ImportState(
+        activity_id=activity.activity_id,
+        state=activity.state,
+        percent_done=activity.percent_done,
+        items_total_count=status.items_total_count,
+        person_count=status.person_count,
+        error_count=status.error_count,
+        correctable_count=status.correctable_count,
+        cannot_add_to_list_count=status.cannot_add_to_list_count,
+        activity_errors=tuple(scrub(e)[:300] for e in activity.errors[:MAX_ACTIVITY_ERRORS]),
+    )
+
+
+def resume_hint(run_id: str) -> str:
+    return (
+        f"start the run again with run id {run_id} (ccexport run ... --run-id {run_id}); "
+        "chunks Constant Contact already accepted are not sent again"
+    )
+
+
+class RunActivities:
+    """The four activities over one set of services."""
+
+    def __init__(self, services: RunServices, *, on_rows: RowsCallback | None = None) -> None:
+        self.services = services
+        self.on_rows = on_rows
+        self._session: aiohttp.ClientSession | None = None
+        self._connections: Connections | None = None
+        self._managers: dict[str, TokenManager] = {}
+        self._setup: asyncio.Lock | None = None
+
+    # -- prepare_segment ----------------------------------------------------------------
+
+    def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        run = RunInput.from_json(data)
+        runs = self.services.runs
+        staging = runs.staging_location(run.run_id)
+        try:
+            export = run.definition()
+            staged = runs.staged_summary(run.run_id)
+            if staged is not None and staged.get("list_ids") == list(export.list_ids):
+                log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
+                return _prepared(run.run_id, staged, staging, reused=True).to_json()
+            store, name = files.resolve(run.source, self.services.blob_service)
+            segment = segments.locate(store, name, encoding=export.encoding)
+            progress = None
+            if self.on_rows is not None:
+                on_rows, run_id = self.on_rows, run.run_id
+                progress = lambda rows: on_rows(run_id, rows)  # noqa: E731
+            result = prepare(
+                segment,
+                export,
+                runs.staging_output(run.run_id),
+                max_body_bytes=run.options.max_body_bytes,
+                progress=progress,
+            )
+        except InputError as exc:
+            return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
+        return _prepared(run.run_id, result.summary, staging, reused=False).to_json()
+
+    # -- upload_chunk ---------------------------------------------------------------------
+
+    async def upload_chunk(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = UploadRequest.from_json(data)
+        run_id, chunk, runs = request.run_id, request.chunk, self.services.runs
+        known = await asyncio.to_thread(runs.accepted, run_id, chunk.index)
+        if known is not None:
+            return UploadResult(
+                chunk.index, UploadVerdict.ACCEPTED, activity_id=known, already_accepted=True
+            ).to_json()
+        body = await asyncio.to_thread(runs.read_chunk, run_id, chunk.name)
+        try:
+            client = await self._client(request.connection)
+        except ReauthorizationRequired as exc:
+            return UploadResult(chunk.index, UploadVerdict.REFUSED, error=str(exc)).to_json()
+        try:
+            activity = await client.import_json(body)
+        except QuotaExhausted as exc:
+            return UploadResult(
+                chunk.index,
+                UploadVerdict.QUOTA_EXHAUSTED,
+                requests=client.stats.requests,
+                error=str(exc),
+                resets_at=exc.resets_at,
+            ).to_json()
+        except ThrottledGiveUp:
+            raise  # a busy account (or a full activity queue): later may work
+        except ReauthorizationRequired as exc:
+            return UploadResult(
+                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
+            ).to_json()
+        except RemoteError as exc:
+            if exc.status not in _PERMANENT:
+                raise
+            return UploadResult(
+                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
+            ).to_json()
+        await asyncio.to_thread(runs.mark_accepted, run_id, chunk.index, activity.activity_id)
+        return UploadResult(
+            chunk.index,
+            UploadVerdict.ACCEPTED,
+            activity_id=activity.activity_id,
+            requests=client.stats.requests,
+            resends=client.stats.import_resends,
+        ).to_json()
+
+    # -- poll_imports ---------------------------------------------------------------------
+
+    async def poll_imports(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = PollRequest.from_json(data)
+        if not request.activity_ids:
+            return PollResult().to_json()
+        client = await self._client(request.connection)
+        try:
+            found = await client.poll_imports(request.activity_ids)
+        except QuotaExhausted as exc:
+            return PollResult(
+                requests=client.stats.requests, error=str(exc), resets_at=exc.resets_at
+            ).to_json()
+        states = tuple(import_state(activity) for activity in found.values())
+        return PollResult(imports=states, requests=client.stats.requests).to_json()
+
+    # -- finish_run -----------------------------------------------------------------------
+
+    def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = FinishRequest.from_json(data)
+        runs, run_id = self.services.runs, request.run.run_id
+        for outcome in request.outcomes:
+            if outcome.fate is ChunkFate.IMPORTED:
+                runs.delete_chunk(run_id, outcome.chunk.name)
+            elif outcome.fate is ChunkFate.IMPORT_FAILED:
+                runs.forget_accepted(run_id, outcome.chunk.index)  # send it again next time
+        rejects = runs.publish_rejects(run_id)
+        report = build_report(
+            request,
+            staging=runs.staging_location(run_id),
+            rejects_file=rejects,
+            resume_hint=resume_hint(run_id),
+        )
+        location = runs.write_report(run_id, report)
+        nothing_held = not report["not_delivered"]["chunks"]
+        if request.status is RunStatus.COMPLETED or (
+            nothing_held and request.status is RunStatus.FAILED
+        ):
+            runs.clear_staging(run_id)
+        return {"report": location, "status": request.status.value}
+
+    # -- Constant Contact ------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.services.retry.request_timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def _tokens(self, connection: str) -> TokenManager:
+        manager = self._managers.get(connection)
+        if manager is not None:
+            return manager
+        if self._setup is None:
+            self._setup = asyncio.Lock()
+        async with self._setup:
+            if self._connections is None:
+                settings = self.services.settings
+                secret = await settings.resolve_client_secret(self.services.secrets)
+                oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
+                self._connections = Connections(self.services.secrets, self.services.locks, oauth)
+            manager = self._managers.setdefault(connection, self._connections.tokens(connection))
+        return manager
+
+    async def _client(self, connection: str) -> ConstantContactClient:
+        """A client of its own per call (its stats are this call's), sharing the session,
+        the token manager and the process's pacer."""
+        manager = await self._tokens(connection)
+        return ConstantContactClient(
+            self.services.settings.api_base,
+            manager.access_token,
+            self.services.pacer,
+            retry=self.services.retry,
+            session=self._http(),
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP session and the secret store (on the loop that used them)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.services.secrets.close()
