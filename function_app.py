@@ -2,8 +2,10 @@
 
 import azure.functions as func
 
-from functions import activities, orchestrator
+from functions import activities, http_api, orchestrator, triggers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orchestrator.bp)
 app.register_functions(activities.bp)
+app.register_functions(triggers.bp)
+app.register_functions(http_api.bp)

@@ -25,10 +25,10 @@ from shared.errors import CcexportError, ConfigError
 from shared.exports import ExportDefinition
 from shared.inbox import Inbox, RunFolder, completeness, newest_complete, parse_blob_name, run_key
 from shared.run_index import RunIndex, RunRecord
+from shared.runs import DEFAULT_CONNECTION, RunInput
 
 log = logging.getLogger(__name__)
 
-ORCHESTRATOR = "segment_export"
 # Durable runtime statuses (OrchestrationRuntimeStatus values).
 ACTIVE = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
 DONE = frozenset({"Completed"})
@@ -68,15 +68,15 @@ class StartResult:
 def run_input(
     run_id: str, definition: ExportDefinition, folder: RunFolder, trigger: str, now: datetime
 ) -> dict[str, Any]:
-    """The orchestrator's input (the ``RunInput`` contract of ``segment_export``)."""
-    return {
-        "run_id": run_id,
-        "export": definition.to_json(),
-        "source": folder.source,
-        "connection": definition.connection,
-        "trigger": trigger,
-        "requested_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-    }
+    """The orchestrator's input: shared.runs.RunInput, as JSON."""
+    return RunInput.create(
+        run_id,
+        definition,
+        folder.source,
+        connection=definition.connection or DEFAULT_CONNECTION,
+        trigger=trigger,
+        requested_at=now,
+    ).to_json()
 
 
 def _utcnow() -> datetime:

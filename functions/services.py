@@ -1,0 +1,113 @@
+"""What the triggers and the HTTP API work with, built from app settings per invocation.
+
+Settings are read here, at the edge, and nowhere below. Clients are made per
+invocation and closed after it: an aio client belongs to the event loop that made
+it, and these functions are called a few times a minute at most, so the cost of a
+new connection is nothing next to a broken shared one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import azure.durable_functions as df
+from azure.identity.aio import ManagedIdentityCredential
+from azure.storage.blob.aio import BlobServiceClient
+
+from shared.catalog import Catalog
+from shared.documents import BlobDocuments
+from shared.inbox import Inbox
+from shared.locks import BlobLeaseLocks
+from shared.run_index import RunIndex
+from shared.run_starts import Launcher
+from shared.runs import ORCHESTRATOR
+from shared.runstore import open_run_store
+from shared.secrets import SecretStore, open_secret_store
+from shared.settings import AppSettings, Settings
+from shared.tokens import Connections, OAuthClient
+
+
+class DurableEngine:
+    """The Durable Functions client as the engine shared.run_starts starts runs on."""
+
+    def __init__(self, client: df.DurableOrchestrationClient) -> None:
+        self.client = client
+
+    async def runtime_status(self, run_id: str) -> str | None:
+        status = await self.client.get_status(run_id)
+        runtime = status.runtime_status if status else None
+        return None if runtime is None else str(runtime.value)
+
+    async def start(self, run_id: str, run_input: dict[str, Any]) -> None:
+        await self.client.start_new(ORCHESTRATOR, run_id, run_input)
+
+
+@dataclass
+class Services:
+    env: Mapping[str, str]
+    app: AppSettings
+    blob: BlobServiceClient
+    secrets: SecretStore
+    catalog: Catalog
+    inbox: Inbox
+    runs: RunIndex
+
+    def launcher(self, client: df.DurableOrchestrationClient) -> Launcher:
+        return Launcher(
+            self.catalog,
+            self.inbox,
+            self.runs,
+            DurableEngine(client),
+            quiet_seconds=self.app.quiet_seconds,
+        )
+
+    async def connections(self) -> Connections:
+        """The OAuth side: tokens in the secret store, one refresh at a time by lease."""
+        settings = Settings.from_mapping(self.env)
+        client_id = settings.require_client_id()
+        secret = await settings.resolve_client_secret(self.secrets)
+        locks = BlobLeaseLocks(self.blob.get_container_client(self.app.exports_container))
+        return Connections(self.secrets, locks, OAuthClient(settings.auth_base, client_id, secret))
+
+    def read_report(self, run_id: str) -> dict[str, Any] | None:
+        """The finished run's report from the run store (blocking: call in a thread)."""
+        store = open_run_store(self.env)
+        return store.read_report(run_id)
+
+
+def _blob_service(app: AppSettings) -> tuple[BlobServiceClient, ManagedIdentityCredential | None]:
+    app.require_storage()
+    if app.connection_string:
+        return BlobServiceClient.from_connection_string(app.connection_string), None
+    credential = ManagedIdentityCredential(client_id=app.identity_client_id)
+    assert app.blob_service_uri is not None  # require_storage
+    return BlobServiceClient(app.blob_service_uri, credential=credential), credential
+
+
+@asynccontextmanager
+async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Services]:
+    """Everything one invocation needs, closed when it ends."""
+    settings = dict(os.environ) if env is None else env
+    app = AppSettings.from_mapping(settings)
+    async with AsyncExitStack() as stack:
+        blob, credential = _blob_service(app)
+        stack.push_async_callback(blob.close)
+        if credential is not None:
+            stack.push_async_callback(credential.close)
+        secrets = open_secret_store(settings)
+        stack.push_async_callback(secrets.close)
+        exports = blob.get_container_client(app.exports_container)
+        documents = BlobDocuments(exports)
+        yield Services(
+            env=settings,
+            app=app,
+            blob=blob,
+            secrets=secrets,
+            catalog=Catalog(documents, secrets),
+            inbox=Inbox(blob.get_container_client(app.inbox_container)),
+            runs=RunIndex(documents),
+        )
