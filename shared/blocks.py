@@ -21,11 +21,14 @@ import gzip
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from shared.errors import InputError
-from shared.segments import Part, Segment
 
-BLOCK_BYTES = 4 << 20
+if TYPE_CHECKING:  # at run time only attributes are read: worker processes stay light
+    from shared.segments import Part, Segment
+
+BLOCK_BYTES = 1 << 20  # small blocks keep what is in flight (and peak memory) small
 # A single field may be this large; past it the file is malformed (often an unbalanced
 # quote swallowing the rest of the file), and reading stops with an error instead of
 # holding the rest of the file in one string.

@@ -83,7 +83,11 @@ def _prepare(args: argparse.Namespace) -> int:
     store, name = files.resolve(args.source, service)
     segment = segments.locate(store, name, encoding=export.encoding)
     result = prepare(
-        segment, export, _output(args.out, service), max_body_bytes=args.max_body_bytes
+        segment,
+        export,
+        _output(args.out, service),
+        max_body_bytes=args.max_body_bytes,
+        workers=args.workers,
     )
     if args.json:
         sys.stdout.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -138,6 +142,10 @@ def _prepare_command(argv: Sequence[str]) -> int:
         "--out", required=True, metavar="DIR", help="output folder (or az://CONTAINER/PREFIX)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes that parse and map in parallel (default: 2 when there are 2 cores)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS
     )

@@ -39,7 +39,7 @@ from shared.errors import (
 from shared.exports import check_list_id
 from shared.locks import FileLocks
 from shared.pacing import Pacer
-from shared.secrets import SecretStore, open_secret_store
+from shared.secrets import SecretStore, open_secret_store, storage_name
 from shared.settings import Settings
 from shared.tokens import (
     DEFAULT_CONNECTION,
@@ -71,6 +71,12 @@ async def _connections(settings: Settings) -> AsyncIterator[Connections]:
         yield Connections(store, FileLocks(settings.home), oauth)
     finally:
         await store.close()
+
+
+def shared_pacer(settings: Settings) -> Pacer:
+    """The API-key budget shared by every command under this CCEXPORT_HOME."""
+    name = storage_name(f"ctct-pace-{settings.client_id}")
+    return Pacer(settings.requests_per_second, state_file=settings.home / "pacing" / f"{name}.json")
 
 
 # --- connect ---------------------------------------------------------------------------
@@ -240,7 +246,7 @@ async def check(settings: Settings, connection: str, list_id: str) -> dict[str, 
         manager = connections.tokens(connection)
         await manager.access_token()
         source = manager.source
-        pacer = Pacer(settings.requests_per_second)
+        pacer = shared_pacer(settings)
         async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
             try:
                 found = await client.get_list(list_id)

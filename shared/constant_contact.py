@@ -178,7 +178,7 @@ class RetryPolicy:
     attempts: int = 5  # tries for 5xx and connection errors, the first included
     throttled_attempts: int = 10  # tries while answered 429 throttled
     backoff_base: float = 0.5  # seconds before the first retry (doubling, capped)
-    backoff_cap: float = 30.0
+    backoff_cap: float = 8.0  # a throttle lasts a second; a 5xx outage, longer retries won't fix
     request_timeout: float = 120.0  # seconds for one request, body included
 
     def delay(self, retry: int) -> float:

@@ -1,4 +1,4 @@
-"""How fast, and whether at all, a process may send requests to one API key.
+"""How fast, and whether at all, requests may go to one API key.
 
 Constant Contact counts 4 requests/s and 10,000 a day per API key, for every worker
 together. A ``Pacer`` is shared by everything in a process that talks to one key:
@@ -7,15 +7,24 @@ token, so there is no burst the server could see as five in one second), lets a
 throttled caller push everyone back, and, once the daily quota is gone, refuses
 every further request until the quota resets instead of letting each task find out
 with a request of its own.
+
+With a ``state_file`` the same budget holds across processes on one machine (every
+``ccexport`` command sharing a CCEXPORT_HOME): the next free slot and the quota stop
+live in a small file updated under ``flock``, so 24 commands started at once still
+send at 4/s instead of finding the limit by 429s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from shared.errors import QuotaExhausted
 
@@ -27,39 +36,45 @@ def next_utc_midnight(now: float | None = None) -> datetime:
     return (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 class Pacer:
     """At most ``rate`` request starts per second for all tasks that share it.
 
-    Reservations are taken under a thread lock, so event loops in several threads
-    (as the Functions worker may run) still share one budget.
+    Reservations are taken under a thread lock (and the file's flock when shared),
+    so event loops in several threads, or several processes, share one budget.
+    Slots are kept on the wall clock when shared between processes, on the
+    monotonic clock otherwise.
     """
 
     def __init__(
         self,
         rate: float = 4.0,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        state_file: Path | None = None,
+        clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self._interval = 1.0 / rate
-        self._clock = clock
+        self._file = state_file
+        self._clock = clock or (wall_clock if state_file is not None else time.monotonic)
         self._wall = wall_clock
-        self._next = 0.0
         self._lock = threading.Lock()
-        self._stopped: QuotaExhausted | None = None
-        self._stopped_until = 0.0
+        self._next = 0.0  # in memory; the file holds it when shared
+        self._stopped_until = 0.0  # wall clock
         self.waits = 0  # how many starts had to wait for their slot
 
     async def wait(self) -> None:
         """Wait for this request's slot; raises QuotaExhausted once the quota is gone."""
         self.check_quota()
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
+        now = self._clock()
+        slot = self._update(lambda nxt, _q: (max(now, nxt) + self._interval, None))
+        slot -= self._interval
         if slot > now:
             self.waits += 1
             await asyncio.sleep(slot - now)
@@ -67,23 +82,71 @@ class Pacer:
 
     def hold_off(self, seconds: float) -> None:
         """Push every later start back by at least ``seconds`` (after a 429 throttled)."""
-        with self._lock:
-            self._next = max(self._next, self._clock() + seconds)
+        later = self._clock() + seconds
+        self._update(lambda nxt, _q: (max(nxt, later), None))
 
     def stop_for_the_day(self) -> QuotaExhausted:
         """Record that the daily quota is gone; returns the error every caller gets now."""
         midnight = next_utc_midnight(self._wall())
-        error = QuotaExhausted(QUOTA_MESSAGE, resets_at=midnight.isoformat().replace("+00:00", "Z"))
-        with self._lock:
-            self._stopped = error
-            self._stopped_until = midnight.timestamp()
-        return error
+        until = midnight.timestamp()
+        self._update(lambda nxt, q: (nxt, max(q, until)))
+        return QuotaExhausted(QUOTA_MESSAGE, resets_at=_iso(midnight))
 
     def check_quota(self) -> None:
-        stopped = self._stopped
-        if stopped is None:
-            return
-        if self._wall() >= self._stopped_until:
-            self._stopped = None  # a new UTC day, a new budget
-            return
-        raise QuotaExhausted(str(stopped), resets_at=stopped.resets_at)
+        until = self._quota_until()
+        if until and self._wall() < until:
+            midnight = datetime.fromtimestamp(until, tz=UTC)
+            raise QuotaExhausted(QUOTA_MESSAGE, resets_at=_iso(midnight))
+
+    # -- state: in memory, or in the shared file --------------------------------------
+
+    def _quota_until(self) -> float:
+        if self._file is None:
+            return self._stopped_until
+        return self._read_file()[1]
+
+    def _update(self, change: Callable[[float, float], tuple[float, float | None]]) -> float:
+        """Apply ``change(next, quota_until)`` atomically; returns the new next slot."""
+        with self._lock:
+            if self._file is None:
+                self._next, quota = change(self._next, self._stopped_until)
+                if quota is not None:
+                    self._stopped_until = quota
+                return self._next
+            return self._update_file(change)
+
+    def _open(self) -> int:
+        assert self._file is not None
+        self._file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(self._file, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @staticmethod
+    def _parse(raw: bytes) -> tuple[float, float]:
+        try:
+            doc = json.loads(raw)
+            return float(doc["next"]), float(doc["quota_until"])
+        except (ValueError, KeyError, TypeError):
+            return 0.0, 0.0  # empty or torn by a crash: start afresh
+
+    def _read_file(self) -> tuple[float, float]:
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # held for microseconds by any writer
+            return self._parse(os.pread(fd, 256, 0))
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _update_file(self, change: Callable[[float, float], tuple[float, float | None]]) -> float:
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            nxt, quota = self._parse(os.pread(fd, 256, 0))
+            nxt, new_quota = change(nxt, quota)
+            data = json.dumps(
+                {"next": nxt, "quota_until": quota if new_quota is None else new_quota}
+            )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data.encode(), 0)
+            return nxt
+        finally:
+            os.close(fd)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.block_contacts import BlockResult, init_worker, map_block, map_block_in_worker
-from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks
+from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
 from shared.chunks import DEFAULT_MAX_BODY_BYTES, ChunkInfo, JsonChunker
 from shared.contacts import DUPLICATE, ContactMapper
 from shared.errors import CcexportError, InputError
@@ -179,7 +179,7 @@ class _Merge:
             rows.append((base + r.record, r.line, r.email, r.reason, detail))
         items, ends, numbers = result.items, result.ends, result.rows
         if not self.seen.keys().isdisjoint(keys):  # rare: C speed for the common case
-            items, ends, keys, numbers = self._drop_seen(keys, result, base, rows)
+            items, ends, keys, numbers = self._drop_seen(keys, result, block, base, rows)
         self.seen.update(zip(keys, map(base.__add__, numbers), strict=True))
         for row, line, email, reason, detail in sorted(rows):
             self.rejects.write(row=row, file=block.where, line=line, email=email,
@@ -198,18 +198,18 @@ class _Merge:
             self.progress(self.rows_read)
 
     def _drop_seen(
-        self, keys: list[str], result: BlockResult, base: int,
+        self, keys: list[str], result: BlockResult, block: Block, base: int,
         rows: list[tuple[int, int, str, str, str]],
     ) -> tuple[bytes, array[int], list[str], array[int]]:  # fmt: skip
-        """Take out contacts whose email an earlier block already had."""
+        """Take out contacts whose email an earlier block already had (rare)."""
         kept, ends, kept_keys, numbers = bytearray(), array("q"), [], array("q")
+        starts = _record_lines(block)
         start = 0
-        for key, end, number, line in zip(
-            keys, result.ends, result.rows, result.lines, strict=True
-        ):
+        for key, end, number in zip(keys, result.ends, result.rows, strict=True):
             first = self.seen.get(key)
             if first is not None:
-                rows.append((base + number, line, key, DUPLICATE, f"same email as row {first}"))
+                detail = f"same email as row {first}"
+                rows.append((base + number, starts[number], key, DUPLICATE, detail))
             else:
                 kept += result.items[start:end]
                 ends.append(len(kept))
@@ -217,6 +217,22 @@ class _Merge:
                 numbers.append(number)
             start = end
         return bytes(kept), ends, kept_keys, numbers
+
+
+def _record_lines(block: Block) -> dict[int, int]:
+    """Record number -> the line it starts on, by parsing the block again (rare path)."""
+    reader = records(block)
+    starts: dict[int, int] = {}
+    line, n = block.first_line, 0
+    if block.skip_header:
+        next(reader, None)
+        line = block.first_line + reader.line_num
+    for values in reader:
+        start, line = line, block.first_line + reader.line_num
+        if values:
+            n += 1
+            starts[n] = start
+    return starts
 
 
 def _run(
@@ -240,11 +256,14 @@ def _run(
     merge = _Merge(export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress)
     pool = None
     if workers > 1 and len(head) > 1:
+        # forkserver: never fork a process that has threads (the Functions worker, the
+        # local engine's gRPC); a clean server process forks the workers. It preloads
+        # only the worker's module, not this program's (Azure SDKs and all).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["shared.block_contacts"])
         pool = ProcessPoolExecutor(
             workers,
-            # forkserver: never fork a process that has threads (the Functions worker,
-            # the local engine's gRPC); the server forks clean copies of itself.
-            mp_context=multiprocessing.get_context("forkserver"),
+            mp_context=context,
             initializer=init_worker,
             initargs=(columns, dict(export.mapping)),
         )

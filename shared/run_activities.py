@@ -331,8 +331,9 @@ class RunActivities:
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP session and the secret store (on the loop that used them)."""
+        """Close the HTTP session and the secret store, on the loop that used them."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._connections, self._managers, self._setup = None, {}, None
         await self.services.secrets.close()

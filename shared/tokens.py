@@ -132,10 +132,10 @@ class TokenBundle:
     issued_at: float = 0.0
 
     def fresh(self, now: float, margin: float) -> bool:
-        """Usable without a refresh: more than ``margin`` left (or half its lifetime,
-        for tokens that live shorter than twice the margin)."""
+        """Usable without a refresh: more than ``margin`` left (or a tenth of its
+        lifetime, for tokens that live shorter than ten margins, as in tests)."""
         lifetime = max(self.expires_at - self.issued_at, 0.0)
-        return self.expires_at - now > min(margin, lifetime / 2)
+        return self.expires_at - now > min(margin, lifetime / 10)
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -222,6 +222,11 @@ class OAuthClient:
         self._backoff = backoff_base
         self._timeout = timeout
         self.requests = 0
+
+    @property
+    def min_interval(self) -> float:
+        """Seconds between two token requests, with a margin for arrival jitter."""
+        return 1.0 / self._pacer.rate + 0.1
 
     @property
     def token_url(self) -> str:
@@ -410,6 +415,11 @@ class TokenManager:
                 raise ReauthorizationRequired(
                     self.connection, "its tokens have no refresh token (offline_access missing?)"
                 )
+            # The token endpoint allows 1 request/s per client, whoever sends it: the
+            # last token request of this connection is in the store, so wait out the gap.
+            gap = stored.issued_at + self._oauth.min_interval - self._clock()
+            if gap > 0:
+                await asyncio.sleep(gap)
             held.ensure_held()  # never spend a rotating refresh token without the lock
             try:
                 fresh = await self._oauth.refresh(stored.refresh_token)
