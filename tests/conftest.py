@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests import services
+from tests.function_harness import AppEnv, DurableFake, new_app_env
 from tests.keyvault_fake import KeyVaultFake
 from tests.sandbox_service import RunningSandbox, running_sandbox
 
@@ -82,3 +83,25 @@ def sandbox() -> Iterator[RunningSandbox]:
             yield running
     except services.ServiceError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture
+async def durable_fake() -> AsyncIterator[DurableFake]:
+    """The Durable HTTP management API on 127.0.0.1; ``.client()`` is a real client."""
+    fake = DurableFake()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def app_env(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppEnv:
+    """The function app's settings for one test: its own containers, its own home."""
+    env = new_app_env(azurite, tmp_path / "home")
+    for name in ("KEY_VAULT_URL", "AZURE_CLIENT_ID", "CCEXPORT_STORAGE__blobServiceUri"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.settings().items():
+        monkeypatch.setenv(name, value)
+    return env

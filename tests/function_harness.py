@@ -1,0 +1,259 @@
+"""Call the function app's handlers without a Functions host, with real binding objects.
+
+- ``DurableFake``: a small aiohttp server on 127.0.0.1 speaking the part of the
+  Durable Functions HTTP management API that a client binding uses (start an
+  orchestration under an instance id, read an instance's status), and a real
+  ``DurableOrchestrationClient`` built from the binding JSON that points at it.
+- ``blob_binding``: the ``BlobClient`` the blob extension's converter makes from the
+  model binding data the host sends for an Event Grid blob trigger.
+- ``timer_request``: a ``TimerRequest`` decoded from the JSON the host sends.
+- ``http_request``: a ``func.HttpRequest``; ``principal`` an Easy Auth header.
+- ``AppEnv``: the app settings of one test (its own containers in Azurite, its own
+  CCEXPORT_HOME), and blob helpers to write Customer Insights run folders.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from aiohttp import web
+from azure.durable_functions.models.utils import http_utils
+from azure.functions import meta
+from azure.functions.timer import TimerRequestConverter
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azurefunctions.extensions.base import Datum
+from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
+
+SYSTEM_KEY = "durable-system-key-for-tests"
+TASK_HUB = "ccexporttests"
+
+
+@dataclass
+class Instance:
+    name: str
+    instance_id: str
+    input: Any
+    runtime_status: str = "Pending"
+    custom_status: Any = None
+    output: Any = None
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+class DurableFake:
+    """The Durable extension's management endpoints, as far as a client binding uses them."""
+
+    def __init__(self) -> None:
+        self.instances: dict[str, Instance] = {}
+        self.starts: list[Instance] = []
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/durabletask/orchestrators/{name}/{instance_id}", self._start)
+        app.router.add_get("/durabletask/instances/{instance_id}", self._status)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        # The SDK keeps one module-level aiohttp session; it belongs to this test's loop.
+        await http_utils._close_session()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _start(self, request: web.Request) -> web.Response:
+        raw = await request.json()
+        instance = Instance(
+            request.match_info["name"],
+            request.match_info["instance_id"],
+            json.loads(raw) if isinstance(raw, str) else raw,
+        )
+        self.instances[instance.instance_id] = instance
+        self.starts.append(instance)
+        return web.json_response({"id": instance.instance_id}, status=202)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        instance = self.instances.get(request.match_info["instance_id"])
+        if instance is None:
+            return web.Response(status=404, text="")
+        body = {
+            "name": instance.name,
+            "instanceId": instance.instance_id,
+            "runtimeStatus": instance.runtime_status,
+            "customStatus": instance.custom_status,
+            "output": instance.output,
+            "createdTime": instance.created,
+            "lastUpdatedTime": instance.created,
+        }
+        return web.json_response(body, status=200 if instance.runtime_status != "Running" else 202)
+
+    def set_status(self, instance_id: str, status: str, **values: Any) -> None:
+        instance = self.instances[instance_id]
+        instance.runtime_status = status
+        instance.custom_status = values.get("custom_status", instance.custom_status)
+        instance.output = values.get("output", instance.output)
+
+    def binding_json(self) -> str:
+        """The client binding's JSON, as the host passes it to a durable-client function."""
+        hooks = f"{self.base_url}/runtime/webhooks/durabletask"
+        query = f"taskHub={TASK_HUB}&connection=Storage&code={SYSTEM_KEY}"
+        instance = f"{hooks}/instances/INSTANCEID"
+        return json.dumps(
+            {
+                "taskHubName": TASK_HUB,
+                "creationUrls": {
+                    "createNewInstancePostUri": f"{hooks}/orchestrators/{{functionName}}"
+                    f"[/{{instanceId}}]?{query}",
+                },
+                "managementUrls": {
+                    "id": "INSTANCEID",
+                    "statusQueryGetUri": f"{instance}?{query}",
+                    "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
+                    "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
+                    "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
+                    "purgeHistoryDeleteUri": f"{instance}?{query}",
+                    "restartPostUri": f"{instance}/restart?{query}",
+                    "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
+                    "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
+                },
+                "baseUrl": hooks,
+                "requiredQueryStringParameters": f"code={SYSTEM_KEY}",
+                "rpcBaseUrl": f"{self.base_url}/durabletask/",
+                "httpBaseUrl": "",
+            }
+        )
+
+    def client(self) -> df.DurableOrchestrationClient:
+        return df.DurableOrchestrationClient(self.binding_json())
+
+
+@dataclass(frozen=True)
+class _ModelBindingData:
+    """The fields of the worker's ModelBindingData message the blob extension reads."""
+
+    content: bytes
+    version: str = "1.0"
+    source: str = "AzureStorageBlobs"
+    content_type: str = "application/json"
+
+
+def blob_binding(connection: str, container: str, name: str) -> Any:
+    """The BlobClient an Event Grid blob trigger hands over: built by the extension's
+    converter from the host's model binding data (no blob content is read)."""
+    content = json.dumps({"Connection": connection, "ContainerName": container, "BlobName": name})
+    datum = Datum(value=_ModelBindingData(content.encode()), type="model_binding_data")
+    return BlobClientConverter.decode(datum, trigger_metadata={}, pytype=BlobClient)
+
+
+def timer_request(*, past_due: bool = False) -> func.TimerRequest:
+    info = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": past_due}
+    timer: func.TimerRequest = TimerRequestConverter.decode(
+        meta.Datum(json.dumps(info), "json"), trigger_metadata={}
+    )
+    return timer
+
+
+def principal(roles: Iterable[str], object_id: str | None = None) -> dict[str, str]:
+    """Easy Auth headers of a signed-in user with these app roles."""
+    oid = object_id or str(uuid.uuid4())
+    doc = {
+        "auth_typ": "aad",
+        "name_typ": "name",
+        "role_typ": "roles",
+        "claims": [
+            {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+            {"typ": "name", "val": "Test User"},
+            *({"typ": "roles", "val": role} for role in roles),
+        ],
+    }
+    encoded = base64.b64encode(json.dumps(doc).encode()).decode()
+    return {"x-ms-client-principal": encoded, "x-ms-client-principal-id": oid}
+
+
+def http_request(
+    method: str,
+    path: str,
+    *,
+    route_params: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    body: Any = None,
+) -> func.HttpRequest:
+    raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    query = "&".join(f"{k}={v}" for k, v in (params or {}).items())
+    return func.HttpRequest(
+        method,
+        f"https://ccexport-test.azurewebsites.net/api/{path}" + (f"?{query}" if query else ""),
+        headers=dict(headers or {}),
+        params=dict(params or {}),
+        route_params=dict(route_params or {}),
+        body=raw,
+    )
+
+
+def response_json(response: func.HttpResponse) -> Any:
+    return json.loads(response.get_body() or b"null")
+
+
+@dataclass
+class AppEnv:
+    """One test's app settings and storage: its own containers, its own home folder."""
+
+    connection_string: str
+    home: Path
+    inbox: str
+    exports: str
+    reports: str
+    staging: str
+
+    @property
+    def service(self) -> BlobServiceClient:
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        return {
+            "CCEXPORT_STORAGE": self.connection_string,
+            "CCEXPORT_STORAGE_CONNECTION_STRING": self.connection_string,
+            "INBOX_CONTAINER": self.inbox,
+            "EXPORTS_CONTAINER": self.exports,
+            "REPORTS_CONTAINER": self.reports,
+            "STAGING_CONTAINER": self.staging,
+            "CCEXPORT_HOME": str(self.home),
+            "RUN_QUIET_SECONDS": "120",
+            **extra,
+        }
+
+    def container(self, name: str) -> ContainerClient:
+        return self.service.get_container_client(name)
+
+    def write(self, name: str, data: bytes = b"a,b\n") -> None:
+        self.container(self.inbox).upload_blob(name, data, overwrite=True)
+
+
+def new_app_env(connection_string: str, home: Path) -> AppEnv:
+    tag = uuid.uuid4().hex[:10]
+    env = AppEnv(
+        connection_string,
+        home,
+        f"inbox-{tag}",
+        f"exports-{tag}",
+        f"reports-{tag}",
+        f"staging-{tag}",
+    )
+    service = env.service
+    for name in (env.inbox, env.exports, env.reports, env.staging):
+        service.create_container(name)
+    return env
