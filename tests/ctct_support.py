@@ -56,8 +56,8 @@ def cli_env(sandbox: RunningSandbox, home: Path, **extra: str) -> dict[str, str]
         CTCT_API_BASE=sandbox.api_base,
         CTCT_AUTH_BASE=sandbox.auth_base,
         CCEXPORT_HOME=str(home),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
