@@ -10,7 +10,8 @@ one blob at a time, with no completion marker. A run covers a whole run folder, 
 file's arrival only says "look at its folder". The folder counts as complete when
 
 1. ``model.json`` of its export was written after every part in it (Customer Insights
-   writes model.json last), or
+   writes model.json last). Blob times have one-second resolution, so a tie is not
+   taken as "after": such a folder waits for the quiet time instead; or
 2. nothing in it changed for the quiet time (``RUN_QUIET_SECONDS``): for exports
    whose model.json comes first or not at all.
 
@@ -149,7 +150,7 @@ def completeness(
     newest = folder.last_modified
     if newest is None:
         return Completeness(False, "no part files yet")
-    if model is not None and model.last_modified >= newest:
+    if model is not None and model.last_modified > newest:
         return Completeness(True, "model.json was written after the parts")
     quiet_for = (now - newest).total_seconds()
     if quiet_for >= quiet_seconds:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -241,6 +242,12 @@ class AppEnv:
 
     def write(self, name: str, data: bytes = b"a,b\n") -> None:
         self.container(self.inbox).upload_blob(name, data, overwrite=True)
+
+    def write_later(self, name: str, data: bytes = b"{}") -> None:
+        """Write once the clock has passed the next whole second: blob times have
+        one-second resolution, and model.json must be seen as written after the parts."""
+        time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+        self.write(name, data)
 
 
 def new_app_env(connection_string: str, home: Path) -> AppEnv:

@@ -74,6 +74,8 @@ def test_complete_when_model_json_is_written_after_the_parts() -> None:
     model_before = BlobInfo("m", '"0xm"', T0 + timedelta(seconds=4))
     soon = T0 + timedelta(seconds=10)
     assert completeness(run, model_after, soon, 120).complete
+    model_same_second = BlobInfo("m", '"0xm"', T0 + timedelta(seconds=5))
+    assert not completeness(run, model_same_second, soon, 120).complete  # a tie proves nothing
     waiting = completeness(run, model_before, soon, 120)
     assert not waiting.complete
     assert "quiet time 120s" in waiting.reason
@@ -164,10 +166,9 @@ async def test_listings_on_azurite(app_env: AppEnv) -> None:
         model = await inbox.model(f"{ROOT}BlobExport")
         assert model is not None
         assert run.last_modified is not None
-        assert model.last_modified >= run.last_modified
+        assert model.last_modified >= run.last_modified  # written in the same second
         assert await inbox.model("Nowhere") is None
         folders, models = await inbox.scan()
         assert sorted(f.table for f in folders) == ["HighValue", "Lapsed"]
         assert list(models) == [f"{ROOT}BlobExport"]
-        now = datetime.now(UTC)
-        assert completeness(run, model, now, 3600).complete
+        assert completeness(run, model, datetime.now(UTC) + timedelta(seconds=2), 1).complete

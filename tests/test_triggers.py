@@ -1,0 +1,185 @@
+"""The blob trigger and the scheduled refresh, called without a host: real binding
+objects, the inbox and catalog on Azurite, a real Durable client against a local fake
+of the management API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from azure.storage.blob.aio import BlobServiceClient
+
+from functions import triggers
+from shared import exports
+from shared.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
+from shared.documents import BlobDocuments
+from shared.inbox import BlobInfo, RunFolder, group_folders, run_key
+from shared.runs import ORCHESTRATOR, RunInput
+from shared.settings import STORAGE_CONNECTION
+from tests.function_harness import AppEnv, DurableFake, blob_binding, timer_request
+
+pytestmark = pytest.mark.azurite
+
+LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+EXPORT = "CustomerInsights_abcd/BlobExport"
+RUN = f"{EXPORT}/HighValue/2026/11/28/0930"
+MODEL = f"{EXPORT}/model.json"
+
+
+def definition(name: str = "high-value", **changes: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "list_ids": [LIST_ID],
+        "mapping": {"email": "PrimaryEmail"},
+        "connection": "acme",
+        "segments": [{"export": "BlobExport", "table": "HighValue"}],
+        **changes,
+    }
+
+
+async def seed(app_env: AppEnv, *definitions: dict[str, Any]) -> None:
+    async with BlobServiceClient.from_connection_string(app_env.connection_string) as service:
+        catalog = Catalog(BlobDocuments(service.get_container_client(app_env.exports)))
+        consent = PrivacyConsent("oid-admin", "2026-11-01T00:00:00Z")
+        connected = ConnectionStatus.CONNECTED
+        await catalog.save_connection(Connection("acme", "Acme", (), consent, connected))
+        await catalog.save_connection(Connection("no-consent", "No consent", (), None, connected))
+        for doc in definitions or (definition(),):
+            await catalog.save_export(exports.from_json(doc))
+
+
+async def blob_event(app_env: AppEnv, durable: DurableFake, name: str) -> None:
+    handler = triggers.segment_blob_created.build().get_user_function().client_function
+    await handler(
+        client=blob_binding(STORAGE_CONNECTION, app_env.inbox, name), durable=durable.client()
+    )
+
+
+async def tick(durable: DurableFake, *, past_due: bool = False) -> None:
+    handler = triggers.scheduled_refresh.build().get_user_function().client_function
+    await handler(timer=timer_request(past_due=past_due), durable=durable.client())
+
+
+def folder_now(app_env: AppEnv, path: str) -> RunFolder:
+    blobs = [
+        BlobInfo(b.name, str(b.etag), b.last_modified)
+        for b in app_env.container(app_env.inbox).list_blobs(name_starts_with=f"{path}/")
+    ]
+    [found] = group_folders(app_env.inbox, blobs)
+    return found
+
+
+async def test_the_same_event_five_times_starts_one_run(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await seed(app_env)
+    app_env.write(f"{RUN}/HighValue_1.csv", b"id1,a@example.com\n")
+    app_env.write(f"{RUN}/HighValue_2.csv", b"id2,b@example.com\n")
+    app_env.write_later(MODEL)
+    for _ in range(5):
+        await blob_event(app_env, durable_fake, MODEL)
+    for n in (1, 2):
+        await blob_event(app_env, durable_fake, f"{RUN}/HighValue_{n}.csv")
+    assert len(durable_fake.starts) == 1
+    started = durable_fake.starts[0]
+    assert started.name == ORCHESTRATOR
+    expected_id = run_key("high-value", folder_now(app_env, RUN))
+    assert started.instance_id == expected_id
+    run = RunInput.from_json(started.input)
+    assert run.run_id == expected_id
+    assert run.source == f"az://{app_env.inbox}/{RUN}"
+    assert (run.connection, run.trigger) == ("acme", "blob")
+    assert run.definition().name == "high-value"
+    assert "example.com" not in json.dumps(started.input)  # references only, no contact data
+
+    durable_fake.set_status(expected_id, "Completed")
+    await blob_event(app_env, durable_fake, MODEL)
+    assert len(durable_fake.starts) == 1  # sent already: not again
+    durable_fake.set_status(expected_id, "Failed")
+    await blob_event(app_env, durable_fake, MODEL)
+    assert len(durable_fake.starts) == 2  # a failed run may be started again
+    assert durable_fake.starts[1].instance_id == expected_id
+
+
+async def test_a_folder_with_some_parts_starts_nothing_until_it_is_complete(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await seed(app_env)
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    await blob_event(app_env, durable_fake, f"{RUN}/HighValue_1.csv")
+    app_env.write(f"{RUN}/HighValue_2.csv")
+    await blob_event(app_env, durable_fake, f"{RUN}/HighValue_2.csv")
+    assert durable_fake.starts == []  # no model.json, not quiet for 120 s
+    app_env.write_later(MODEL)
+    await blob_event(app_env, durable_fake, MODEL)
+    await blob_event(app_env, durable_fake, f"{RUN}/HighValue_2.csv")  # a late duplicate
+    [started] = durable_fake.starts
+    assert started.instance_id == run_key("high-value", folder_now(app_env, RUN))
+
+
+async def test_model_json_written_first_waits_for_the_quiet_time(
+    app_env: AppEnv, durable_fake: DurableFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await seed(app_env)
+    app_env.write(MODEL, b"{}")  # from the previous run, or written first
+    await blob_event(app_env, durable_fake, MODEL)
+    for n in (1, 2):
+        app_env.write(f"{RUN}/HighValue_{n}.csv")
+        await blob_event(app_env, durable_fake, f"{RUN}/HighValue_{n}.csv")
+    assert durable_fake.starts == []  # the parts are newer than model.json
+    monkeypatch.setenv("RUN_QUIET_SECONDS", "0")  # the quiet time has passed
+    await blob_event(app_env, durable_fake, f"{RUN}/HighValue_2.csv")
+    [started] = durable_fake.starts
+    assert started.instance_id == run_key("high-value", folder_now(app_env, RUN))
+
+
+async def test_only_matching_enabled_exports_with_consent_start(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await seed(
+        app_env,
+        definition(),
+        definition("pattern", segments=[{"table": "high*"}]),
+        definition("other-table", segments=[{"table": "Lapsed"}]),
+        definition("disabled", enabled=False),
+        definition("no-consent", connection="no-consent"),
+        definition("elsewhere", segments=[{"prefix": "Other/"}]),
+    )
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    app_env.write(f"{RUN}/notes.txt")
+    app_env.write_later(MODEL)
+    await blob_event(app_env, durable_fake, f"{RUN}/notes.txt")
+    assert durable_fake.starts == []  # not part of a run: ignored
+    await blob_event(app_env, durable_fake, MODEL)
+    started = sorted(
+        RunInput.from_json(s.input).definition().name or "" for s in durable_fake.starts
+    )
+    assert started == ["high-value", "pattern"]
+
+
+async def test_the_schedule_sends_each_newest_complete_folder_once(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await seed(app_env, definition(segments=[{"export": "BlobExport"}]))
+    older = f"{EXPORT}/HighValue/2026/11/27/0930"
+    lapsed = f"{EXPORT}/Lapsed/2026/11/28/0930"
+    for path in (older, RUN, lapsed):
+        app_env.write(f"{path}/{path.split('/')[2]}_1.csv")
+    app_env.write_later(MODEL)
+    await tick(durable_fake, past_due=True)
+    sources = sorted(RunInput.from_json(s.input).source for s in durable_fake.starts)
+    assert sources == [f"az://{app_env.inbox}/{p}" for p in (RUN, lapsed)]
+    assert {RunInput.from_json(s.input).trigger for s in durable_fake.starts} == {"timer"}
+    await tick(durable_fake)
+    assert len(durable_fake.starts) == 2  # running: not again
+    for started in durable_fake.starts:
+        durable_fake.set_status(started.instance_id, "Completed")
+    await tick(durable_fake)
+    assert len(durable_fake.starts) == 2  # sent: not again
+    newest = f"{EXPORT}/HighValue/2026/11/29/0930"
+    app_env.write(f"{newest}/HighValue_1.csv")
+    app_env.write_later(MODEL)
+    await tick(durable_fake)
+    assert len(durable_fake.starts) == 3
+    assert RunInput.from_json(durable_fake.starts[2].input).source.endswith(newest)
