@@ -1,0 +1,350 @@
+"""The HTTP API, each handler called without a host: real ``func.HttpRequest``s, the
+catalog and inbox on Azurite, a real Durable client against a local fake of the
+management API, and the sandbox's authorize and token endpoints for OAuth."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import azure.functions as func
+import pytest
+from azure.storage.blob.aio import BlobServiceClient
+
+from functions import http_api
+from shared.catalog import Catalog
+from shared.documents import BlobDocuments
+from shared.runs import RunInput
+from shared.runstore import BlobRunStore
+from shared.secrets import LocalFileSecretStore
+from shared.tokens import pending_secret, tokens_secret
+from tests.function_harness import AppEnv, DurableFake, http_request, principal, response_json
+from tests.sandbox_service import RunningSandbox
+
+pytestmark = pytest.mark.azurite
+
+LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+EXPORT = "CustomerInsights_abcd/BlobExport"
+RUN = f"{EXPORT}/HighValue/2026/11/28/0930"
+DEFINITION: dict[str, Any] = {
+    "list_ids": [LIST_ID],
+    "mapping": {"email": "PrimaryEmail"},
+    "connection": "acme",
+    "segments": [{"export": "BlobExport", "table": "HighValue"}],
+}
+ADMIN: dict[str, str] = {}  # the function key alone: an operator
+MARKETING = principal(["marketing"])
+SALES = principal(["sales"])
+
+
+async def call(
+    handler: Any,
+    method: str,
+    path: str,
+    *,
+    durable: DurableFake | None = None,
+    **request: Any,
+) -> func.HttpResponse:
+    """Build the request from the path's route parameters and call the handler."""
+    route: dict[str, str] = {}
+    parts = path.split("/")
+    if parts[0] in ("exports", "connections", "runs") and len(parts) > 1:
+        route["run_id" if parts[0] == "runs" else "name"] = parts[1]
+    req = http_request(method, path, route_params=route, **request)
+    user = handler.build().get_user_function()
+    if durable is not None:
+        response: func.HttpResponse = await user.client_function(req=req, client=durable.client())
+    else:
+        response = await user(req=req)
+    return response
+
+
+async def put_connection(
+    body: dict[str, Any], name: str = "acme", headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    return await call(
+        http_api.connection_item, "PUT", f"connections/{name}", body=body, headers=headers or ADMIN
+    )
+
+
+async def mark_connected(app_env: AppEnv, name: str = "acme") -> None:
+    async with BlobServiceClient.from_connection_string(app_env.connection_string) as service:
+        await Catalog(BlobDocuments(service.get_container_client(app_env.exports))).mark_connected(
+            name
+        )
+
+
+def consent(accepted: bool = True) -> dict[str, Any]:
+    return {"privacy_consent": {"accepted": accepted}}
+
+
+async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv) -> None:
+    created = await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    assert created.status_code == 201
+    assert response_json(created)["privacy_consent"]["accepted_by"] == "function-key"
+    put = http_api.export_item
+
+    bad = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "list_ids": ["x"]})
+    assert bad.status_code == 400
+    assert "is not a UUID" in response_json(bad)["error"]
+    assert (await call(put, "GET", "exports/high-value")).status_code == 404  # nothing saved
+    missing = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "connection": "zz"})
+    assert missing.status_code == 400
+    assert "connection 'zz' does not exist" in response_json(missing)["error"]
+    other_name = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "name": "x"})
+    assert other_name.status_code == 400
+    not_json = await call(put, "PUT", "exports/high-value", body=b"{nope")
+    assert response_json(not_json) == {"error": "the body is not valid JSON"}
+
+    saved = await call(put, "PUT", "exports/high-value", body=DEFINITION)
+    assert saved.status_code == 201
+    etag = saved.headers["ETag"]
+    assert response_json(saved)["name"] == "high-value"
+    again = await call(put, "PUT", "exports/high-value", body=DEFINITION)
+    assert again.status_code == 409
+    assert "If-Match" in response_json(again)["error"]
+    changed = {**DEFINITION, "description": "gold customers"}
+    updated = await call(put, "PUT", "exports/high-value", body=changed, headers={"If-Match": etag})
+    assert updated.status_code == 200
+    stale = await call(
+        put, "PUT", "exports/high-value", body=DEFINITION, headers={"If-Match": etag}
+    )
+    assert stale.status_code == 412
+
+    got = await call(put, "GET", "exports/high-value")
+    assert response_json(got)["description"] == "gold customers"
+    assert got.headers["ETag"] == updated.headers["ETag"]
+    listed = response_json(await call(http_api.exports_list, "GET", "exports"))
+    assert [e["name"] for e in listed["exports"]] == ["high-value"]
+
+    assert (
+        await call(put, "DELETE", "exports/high-value", headers={"If-Match": etag})
+    ).status_code == 412
+    assert (await call(put, "DELETE", "exports/high-value")).status_code == 204
+    assert (await call(put, "GET", "exports/high-value")).status_code == 404
+    assert (await call(put, "DELETE", "exports/high-value")).status_code == 404
+
+
+async def test_roles_decide_who_may_use_a_connection(app_env: AppEnv) -> None:
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    await put_connection({"display_name": "Sales", "roles": ["sales"], **consent()}, "sales-cc")
+    put = http_api.export_item
+    mine = await call(put, "PUT", "exports/mine", body=DEFINITION, headers=MARKETING)
+    assert mine.status_code == 201
+    theirs = {**DEFINITION, "connection": "sales-cc"}
+    refused = await call(put, "PUT", "exports/theirs", body=theirs, headers=MARKETING)
+    assert refused.status_code == 403
+    assert "sales-cc" in response_json(refused)["error"]
+    assert (await call(put, "PUT", "exports/theirs", body=theirs, headers=SALES)).status_code == 201
+    # No taking over: pointing someone else's export at your own connection is refused.
+    etag = (await call(put, "GET", "exports/theirs", headers=SALES)).headers["ETag"]
+    hijack = await call(
+        put, "PUT", "exports/theirs", body=DEFINITION, headers={**MARKETING, "If-Match": etag}
+    )
+    assert hijack.status_code == 403
+    assert (await call(put, "GET", "exports/theirs", headers=MARKETING)).status_code == 403
+    assert (await call(put, "DELETE", "exports/theirs", headers=MARKETING)).status_code == 403
+    listed = response_json(await call(http_api.exports_list, "GET", "exports", headers=MARKETING))
+    assert [e["name"] for e in listed["exports"]] == ["mine"]
+    everything = response_json(await call(http_api.exports_list, "GET", "exports"))
+    assert sorted(e["name"] for e in everything["exports"]) == ["mine", "theirs"]
+
+    # Connections: only admins change them; others see those they may use.
+    denied = await put_connection({"display_name": "x"}, "new-cc", MARKETING)
+    assert denied.status_code == 403
+    assert response_json(denied) == {"error": "only an admin may create or change connections"}
+    connections = http_api.connection_item
+    assert (
+        await call(connections, "DELETE", "connections/acme", headers=MARKETING)
+    ).status_code == 403
+    assert (
+        await call(connections, "GET", "connections/acme", headers=MARKETING)
+    ).status_code == 200
+    assert (
+        await call(connections, "GET", "connections/sales-cc", headers=MARKETING)
+    ).status_code == 404
+    connect = http_api.connection_connect
+    assert (await call(connect, "GET", "connections/acme", headers=MARKETING)).status_code == 403
+    admin_user = await put_connection({"display_name": "New"}, "new-cc", principal(["Admin"]))
+    assert admin_user.status_code == 201
+    seen = response_json(await call(http_api.connections_list, "GET", "connections", headers=SALES))
+    assert [c["name"] for c in seen["connections"]] == ["sales-cc"]
+
+    nobody = await call(put, "GET", "exports/mine", headers=principal([]))
+    assert nobody.status_code == 403
+    forged = await call(put, "GET", "exports/mine", headers={"x-ms-client-principal": "%%%"})
+    assert forged.status_code == 401
+
+
+async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: DurableFake) -> None:
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    await mark_connected(app_env)
+    for n in (1, 2):
+        app_env.write(f"{RUN}/HighValue_{n}.csv")
+    app_env.write_later(f"{EXPORT}/model.json")
+    await call(http_api.export_item, "PUT", "exports/high-value", body=DEFINITION)
+    runs = http_api.export_runs
+
+    started = await call(
+        runs, "POST", "exports/high-value/runs", durable=durable_fake, headers=MARKETING
+    )
+    assert started.status_code == 202
+    [instance] = durable_fake.starts
+    run_id = instance.instance_id
+    links = response_json(started)
+    assert links["id"] == run_id
+    assert started.headers["Location"] == links["statusQueryGetUri"]
+    assert f"/instances/{run_id}" in links["statusQueryGetUri"]
+    assert RunInput.from_json(instance.input).trigger == "http"
+
+    again = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
+    assert again.status_code == 409
+    assert response_json(again)["error"] == f"run {run_id} is already running"
+
+    status = http_api.run_item
+    progress = {"phase": "uploading", "chunks_total": 3, "chunks_uploaded": 1}
+    durable_fake.set_status(run_id, "Running", custom_status=progress)
+    running = response_json(
+        await call(status, "GET", f"runs/{run_id}", durable=durable_fake, headers=MARKETING)
+    )
+    assert (running["runtime_status"], running["custom_status"]) == ("Running", progress)
+    assert running["report"] is None
+
+    report = {"run_id": run_id, "status": "completed", "contacts_delivered": 2}
+    BlobRunStore(app_env.service, reports=app_env.reports, staging=app_env.staging).write_report(
+        run_id, report
+    )
+    durable_fake.set_status(run_id, "Completed", output={"status": "completed"})
+    done = response_json(await call(status, "GET", f"runs/{run_id}", durable=durable_fake))
+    assert done["runtime_status"] == "Completed"
+    assert done["report"] == report
+    assert done["export"] == "high-value"
+    denied = await call(status, "GET", f"runs/{run_id}", durable=durable_fake, headers=SALES)
+    assert denied.status_code == 403
+    unknown = await call(status, "GET", "runs/high-value." + "0" * 32, durable=durable_fake)
+    assert unknown.status_code == 404
+
+    sent = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
+    assert sent.status_code == 409
+    assert "already sent" in response_json(sent)["error"]
+    forced = await call(
+        runs, "POST", "exports/high-value/runs", durable=durable_fake, body={"force": True}
+    )
+    assert forced.status_code == 202
+    assert len(durable_fake.starts) == 2
+
+    listed = response_json(
+        await call(
+            http_api.runs_list, "GET", "runs", durable=durable_fake, params={"export": "high-value"}
+        )
+    )
+    assert [(r["run_id"], r["trigger"]) for r in listed["runs"]] == [(run_id, "http")]
+    everyone = response_json(await call(http_api.runs_list, "GET", "runs", durable=durable_fake))
+    assert [r["run_id"] for r in everyone["runs"]] == [run_id]
+    bad_limit = await call(
+        http_api.runs_list, "GET", "runs", durable=durable_fake, params={"limit": "0"}
+    )
+    assert bad_limit.status_code == 400
+
+    nowhere = await call(
+        runs,
+        "POST",
+        "exports/high-value/runs",
+        durable=durable_fake,
+        body={"folder": "No/Such/Run"},
+    )
+    assert nowhere.status_code == 400
+    refused = await call(
+        runs, "POST", "exports/high-value/runs", durable=durable_fake, headers=SALES
+    )
+    assert refused.status_code == 403
+    assert len(durable_fake.starts) == 2
+
+
+async def test_consent_and_connection_state_gate_runs(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    created = await put_connection({"display_name": "Acme", "roles": ["marketing"]})
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    app_env.write_later(f"{EXPORT}/model.json")
+    await call(http_api.export_item, "PUT", "exports/high-value", body=DEFINITION)
+    runs = http_api.export_runs
+
+    no_consent = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
+    assert no_consent.status_code == 409
+    assert "data-privacy consent has not been accepted" in response_json(no_consent)["error"]
+    accepted = await put_connection(consent(), headers={"If-Match": created.headers["ETag"]})
+    assert accepted.status_code == 200
+    not_connected = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
+    assert not_connected.status_code == 409
+    assert "not connected" in response_json(not_connected)["error"]
+    assert durable_fake.starts == []
+    await mark_connected(app_env)
+    ok = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
+    assert ok.status_code == 202
+    assert len(durable_fake.starts) == 1
+
+
+async def test_connect_callback_and_delete(
+    app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "CTCT_CLIENT_ID": sandbox.client_id,
+        "CTCT_CLIENT_SECRET": sandbox.client_secret,
+        "CTCT_AUTH_BASE": sandbox.auth_base,
+        "CTCT_API_BASE": sandbox.api_base,
+    }.items():
+        monkeypatch.setenv(name, value)
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    assert connect.status_code == 302
+    authorize = connect.headers["Location"]
+    assert authorize.startswith(sandbox.authorize_url)
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["redirect_uri"] == ["https://ccexport-test.azurewebsites.net/api/oauth/callback"]
+    state = query["state"][0]
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(authorize, allow_redirects=False) as approved,
+    ):
+        back = parse_qs(urlsplit(approved.headers["Location"]).query)
+    assert back["state"] == [state]
+    code = back["code"][0]
+
+    callback = http_api.oauth_callback
+    forged = await call(callback, "GET", "oauth/callback", params={"state": "forged", "code": code})
+    assert forged.status_code == 400
+    assert "unknown, expired or already used" in response_json(forged)["error"]
+    done = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
+    assert done.status_code == 200
+    assert response_json(done) == {"connection": "acme", "status": "connected"}
+    replay = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
+    assert replay.status_code == 400
+
+    store = LocalFileSecretStore(app_env.home)
+    tokens = await store.get(tokens_secret("acme"))
+    assert tokens is not None
+    access_token = json.loads(tokens)["access_token"]
+    got = await call(http_api.connection_item, "GET", "connections/acme")
+    body = got.get_body().decode()
+    assert response_json(got)["status"] == "connected"
+    for secret in (access_token, code, state):
+        assert secret not in body
+        assert secret not in done.get_body().decode()
+
+    etag = got.headers["ETag"]
+    await put_connection({"display_name": "Acme 2"}, headers={"If-Match": etag})
+    stale = await call(
+        http_api.connection_item, "DELETE", "connections/acme", headers={"If-Match": etag}
+    )
+    assert stale.status_code == 412
+    assert await store.get(tokens_secret("acme")) is not None
+    deleted = await call(http_api.connection_item, "DELETE", "connections/acme")
+    assert deleted.status_code == 204
+    assert await store.get(tokens_secret("acme")) is None
+    assert await store.get(pending_secret("acme")) is None
+    assert (await call(http_api.connection_item, "GET", "connections/acme")).status_code == 404
