@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import webbrowser
@@ -213,7 +214,16 @@ def connect_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _logs(env: Mapping[str, str]) -> None:
+    """Errors reach the user as one line from the CLI; log lines only when debugging."""
+    if env.get("CCEXPORT_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    elif not logging.getLogger().handlers:
+        logging.getLogger("shared").addHandler(logging.NullHandler())
+
+
 def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _logs(env)
     settings = Settings.from_mapping(env)
     bundle = asyncio.run(
         connect(
@@ -286,6 +296,7 @@ def check_parser() -> argparse.ArgumentParser:
 
 
 def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _logs(env)
     try:
         list_id = check_list_id(args.list_id)
         report = asyncio.run(check(Settings.from_mapping(env), args.name, list_id))

@@ -294,6 +294,9 @@ class ConstantContactClient:
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 await self._transient(call, tries, f"connection error ({type(exc).__name__})")
                 continue
+            except aiohttp.ClientError as exc:
+                # Not transient (e.g. an invalid URL); its text may hold the URL's query.
+                raise RemoteError(f"{call.template}: {type(exc).__name__}") from None
             log.debug("%s -> %d (attempt %d)", call.template, status, tries.attempt)
             if 200 <= status < 300:
                 return raw

@@ -231,6 +231,18 @@ async def test_connection_resets_are_retried_and_import_resends_counted(
     assert len(sandbox.members(list_id)) == 10  # idempotent per email
 
 
+async def test_a_slow_answer_times_out_and_is_retried(sandbox_factory: Factory) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    list_id = sandbox.create_list()
+    sandbox.faults(latency={"rate": 1, "count": 1, "seconds": 2})
+    policy = RetryPolicy(attempts=3, backoff_base=0.01, backoff_cap=0.02, request_timeout=0.5)
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=policy
+    ) as client:
+        assert (await client.get_list(list_id)).list_id == list_id
+        assert client.stats.retries == 1
+
+
 async def test_401_refreshes_once_then_succeeds(sandbox: RunningSandbox) -> None:
     tokens = SandboxTokens(sandbox, bogus=1)
     list_id = sandbox.create_list()

@@ -17,10 +17,11 @@ import pytest
 from aiohttp import web
 
 from shared.constant_contact import ConstantContactClient
-from shared.errors import AuthorizationError, ReauthorizationRequired, RemoteError
+from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequired, RemoteError
 from shared.locks import FileLocks
 from shared.pacing import Pacer
 from shared.secrets import KeyVaultSecretStore, LocalFileSecretStore, SecretStore
+from shared.settings import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, Settings
 from shared.tokens import (
     Connections,
     InvalidGrant,
@@ -370,12 +371,15 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_no_token_secret_code_or_email_in_any_log_line(
-    rotating: RunningSandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    rotating: RunningSandbox,
+    keyvault: KeyVaultFake,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # the root: shared.*, aiohttp.*, azure.*, everything
     for name in ("aiohttp", "aiohttp.client", "aiohttp.access", "aiohttp.server", "azure"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    store = LocalFileSecretStore(tmp_path)
+    store = kv_store(keyvault)  # tokens through the real Key Vault SDK and its logging
     conns = connections(rotating, store, tmp_path)
     url, pending = await conns.start_authorization("default", REDIRECT)
     params = await authorize(url)
@@ -413,6 +417,7 @@ async def test_no_token_secret_code_or_email_in_any_log_line(
     current = await store.get(tokens_secret("default"))
     assert current is not None
     latest = TokenBundle.from_json(current)
+    await store.close()
 
     assert len(errors) == 2
     forbidden = [
@@ -421,7 +426,32 @@ async def test_no_token_secret_code_or_email_in_any_log_line(
     ]  # fmt: skip
     texts = [r.getMessage() for r in caplog.records] + [r.exc_text or "" for r in caplog.records]
     assert any("POST /token" in t for t in texts), "the token client should have logged"
+    assert any(r.name.startswith("azure") for r in caplog.records), "the SDK should have logged"
     assert any("-> 503" in t or "HTTP 503" in t for t in texts)
     for text in texts + errors:
         for value in forbidden:
             assert value not in text
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+async def test_settings_defaults_validation_and_the_client_secret_in_the_vault(
+    keyvault: KeyVaultFake, tmp_path: Path
+) -> None:
+    plain = Settings.from_mapping({"CTCT_CLIENT_ID": "cid", "CCEXPORT_HOME": str(tmp_path)})
+    assert (plain.api_base, plain.auth_base) == (DEFAULT_API_BASE, DEFAULT_AUTH_BASE)
+    assert (plain.requests_per_second, plain.home, plain.client_secret) == (4.0, tmp_path, None)
+    assert await plain.resolve_client_secret(LocalFileSecretStore(tmp_path)) is None
+    with pytest.raises(ConfigError, match="CTCT_CLIENT_ID"):
+        Settings.from_mapping({}).require_client_id()
+    with pytest.raises(ConfigError, match="CTCT_REQUESTS_PER_SECOND"):
+        Settings.from_mapping({"CTCT_REQUESTS_PER_SECOND": "5"})
+    with pytest.raises(ConfigError, match="CTCT_API_BASE"):
+        Settings.from_mapping({"CTCT_API_BASE": "api.cc.email/v3"})
+    secret = "kv-client-secret-value"
+    vaulted = Settings.from_mapping({"CTCT_CLIENT_ID": "cid", "KEY_VAULT_URL": keyvault.url})
+    assert secret not in repr(Settings.from_mapping({"CTCT_CLIENT_SECRET": secret}))
+    async with kv_store(keyvault) as store:
+        await store.set("ctct-client-secret", secret)
+        assert await vaulted.resolve_client_secret(store) == secret
