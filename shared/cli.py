@@ -174,8 +174,16 @@ def _check(argv: Sequence[str]) -> int:
     return guarded(lambda a: connection_commands.run_check(a, os.environ))(args)
 
 
+def _run(argv: Sequence[str]) -> int:
+    # Lazily: the run command loads the function app's orchestrator and activities.
+    from shared import run_command  # noqa: PLC0415
+
+    return run_command.main(argv)
+
+
 COMMANDS = {
     "prepare": (_prepare_command, "map, validate and chunk a segment export (dry run)"),
+    "run": (_run, "export a segment end to end: prepare, import, wait, report"),
     "sandbox": (_sandbox, "run the local Constant Contact V3 stand-in"),
     "connect": (_connect, "connect a Constant Contact account (OAuth) and store its tokens"),
     "check": (_check, "prove a connection works: a valid token and an existing list"),

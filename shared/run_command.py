@@ -1,0 +1,164 @@
+"""``ccexport run``: one export run end to end on this machine, with a progress bar.
+
+The same orchestrator and activities as the function app, on the local Durable Task
+engine (shared/local_run.py), against local files or blobs and against Constant
+Contact or the sandbox, whichever the settings name. Before anything is prepared it
+checks that the connection has a usable token and that the lists exist, so a typo
+costs one request instead of a whole run.
+
+Exit status: 0 when every contact was delivered; 3 when some were not (the report
+says which, and where their request bodies are kept); 1 when the run failed; 2 for
+input to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+
+from shared.chunks import DEFAULT_MAX_BODY_BYTES
+from shared.cli import EXIT_FAILED, _export_from_args, guarded
+from shared.constant_contact import ConstantContactClient
+from shared.errors import InputError, ReauthorizationRequired
+from shared.exports import DEFAULT_MAX_PROFILES
+from shared.local_run import run_locally
+from shared.progress import ProgressBar
+from shared.run_activities import RunActivities, RunServices
+from shared.run_report import render
+from shared.runs import RunInput, RunOptions, RunStatus, check_run_id, new_run_id
+from shared.secrets import open_secret_store
+from shared.tokens import (
+    DEFAULT_CONNECTION,
+    Connections,
+    OAuthClient,
+    check_connection,
+    read_status,
+)
+
+EXIT_NOT_DELIVERED = 3
+LOCAL_EXPORT_NAME = "local"
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccexport run",
+        description="Export a segment to Constant Contact lists: prepare, import, wait, report.",
+    )
+    add = parser.add_argument
+    add(
+        "source",
+        metavar="SOURCE",
+        help="a CSV file, a Customer Insights run or table folder, or az://CONTAINER/PATH",
+    )
+    add("--list-id", action="append", metavar="UUID", help="Constant Contact list id (repeatable)")
+    add(
+        "--map",
+        action="append",
+        metavar="FIELD=COLUMN",
+        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable)",
+    )
+    add("--config", metavar="EXPORT.json", help="an export definition file")
+    add(
+        "--max-profiles",
+        type=int,
+        metavar="N",
+        help=f"refuse exports with more rows (default {DEFAULT_MAX_PROFILES:,})",
+    )
+    add(
+        "--connection",
+        default=DEFAULT_CONNECTION,
+        metavar="NAME",
+        help=f"the connected account to import into (default {DEFAULT_CONNECTION!r})",
+    )
+    add(
+        "--run-id",
+        metavar="ID",
+        help="resume this run (after the daily quota reset, or to resend what failed): "
+        "what it already delivered is not sent again",
+    )
+    add("--json", action="store_true", help="print the report as JSON on stdout")
+    add(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between two status polls (default 2)",
+    )
+    add("--timeout", type=float, metavar="S", help="give up waiting for the run after S seconds")
+    add("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS)
+    return parser  # fmt: skip
+
+
+async def preflight(services: RunServices, connection: str, list_ids: Sequence[str]) -> None:
+    """A usable token and existing lists, or a one-line error before any work."""
+    settings = services.settings
+    store = open_secret_store(settings.store_settings)  # its own: this loop ends here
+    try:
+        marked = await read_status(store, connection)
+        if marked is not None:
+            raise ReauthorizationRequired(connection, marked)
+        secret = await settings.resolve_client_secret(store)
+        oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
+        manager = Connections(store, services.locks, oauth).tokens(connection)
+        async with ConstantContactClient(
+            settings.api_base, manager.access_token, services.pacer, retry=services.retry
+        ) as client:
+            missing = await client.check_lists(list_ids)
+    finally:
+        await store.close()
+    if missing:
+        raise InputError(
+            f"list(s) {', '.join(missing)} do not exist in the account of connection {connection!r}"
+        )
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    export = _export_from_args(args)
+    if export.name is None:
+        export = replace(export, name=LOCAL_EXPORT_NAME)
+    now = datetime.now(UTC)
+    run_id = check_run_id(args.run_id) if args.run_id else new_run_id(export.name, now)
+    options = RunOptions(max_body_bytes=args.max_body_bytes, poll_seconds=args.poll_seconds)
+    run_input = RunInput.create(
+        run_id,
+        export,
+        args.source,
+        connection=check_connection(args.connection),
+        trigger="cli",
+        requested_at=now,
+        options=options,
+    )
+    services = RunServices.from_env(os.environ)
+    asyncio.run(preflight(services, run_input.connection, export.list_ids))
+    bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty())
+    if bar.enabled:
+        print(f"run {run_id}", file=sys.stderr)
+    activities = RunActivities(services, on_rows=bar.rows)
+    timeout = args.timeout or options.max_wait_seconds + 3600
+    try:
+        result = run_locally(run_input, activities, timeout=timeout, on_progress=bar.status)
+    finally:
+        bar.close()
+    report = result.report
+    if args.json:
+        document = report if report is not None else result.outcome.to_json()
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif report is not None:
+        print(render(report))
+        print(f"  report          {result.outcome.report}")
+    status = result.outcome.status
+    if status is RunStatus.COMPLETED:
+        return 0
+    return EXIT_FAILED if status is RunStatus.FAILED else EXIT_NOT_DELIVERED
+
+
+def main(argv: Sequence[str]) -> int:
+    return run(parser().parse_args(list(argv)))

@@ -1,0 +1,366 @@
+"""Export runs end to end: the function app's orchestrator and activities on the local
+Durable Task engine, a Customer Insights segment in Azurite, the Constant Contact
+sandbox, and the sandbox's list checked against the segment contact by contact.
+
+Small exports (2,000 rows, bodies of at most 40 kB) so each run makes several chunks
+and takes a few seconds; polls every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from bench.sample import EXPORT, RUN, TABLE, write_sample
+from functions import activities as bindings
+from shared.contacts import check_email
+from shared.exports import ExportDefinition
+from shared.local_run import run_locally
+from shared.run_activities import RunActivities, RunServices
+from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
+from shared.runstore import BlobRunStore, LocalRunStore
+from shared.secrets import LocalFileSecretStore
+from shared.tokens import TokenBundle, tokens_secret
+from tests.ctct_support import FAST, cli_env, run_cli
+from tests.sandbox_service import RunningSandbox
+
+ROWS = 2_000
+BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks
+OPTIONS = RunOptions(max_body_bytes=BODY_BYTES, poll_seconds=0.2, retry_seconds=0.2)
+MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
+TIMEOUT = 60.0
+
+
+def expected_emails(sample: Path) -> list[str]:
+    """The valid addresses of the sample, normalised and deduplicated, read from its CSV."""
+    found: dict[str, None] = {}
+    for part in sorted((sample / EXPORT / TABLE / RUN).glob("*.csv")):
+        with part.open(encoding="utf-8", newline="") as fh:
+            for row in csv.reader(fh):
+                email, reason = check_email(row[1])
+                if reason is None:
+                    found.setdefault(email)
+    return list(found)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sample")
+    write_sample(out, ROWS, parts=2, bad_every=97, duplicate_every=101)
+    return out
+
+
+@pytest.fixture(scope="module")
+def inbox(azurite: str, sample: Path) -> str:
+    """The sample uploaded to Azurite's inbox container; returns its run folder as az://."""
+    service = BlobServiceClient.from_connection_string(azurite)
+    container = service.get_container_client("inbox")
+    if not container.exists():
+        container.create_container()
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    for path in sorted((sample / EXPORT).rglob("*")):
+        if path.is_file():
+            name = f"{prefix}/{path.relative_to(sample).as_posix()}"
+            container.upload_blob(name, path.read_bytes(), overwrite=True)
+    return f"az://inbox/{prefix}/{EXPORT}/{TABLE}/{RUN}"
+
+
+def connect(sandbox: RunningSandbox, home: Path, connection: str = "default") -> None:
+    """Store tokens as `ccexport connect` would, minted by the sandbox."""
+    bundle = TokenBundle.from_response(sandbox.tokens(), time.time())
+
+    async def store() -> None:
+        async with LocalFileSecretStore(home) as secrets:
+            await secrets.set(tokens_secret(connection), bundle.to_json())
+
+    asyncio.run(store())
+
+
+def env_for(sandbox: RunningSandbox, home: Path, storage: str | None) -> dict[str, str]:
+    env = cli_env(sandbox, home)
+    if storage is not None:
+        env["CCEXPORT_STORAGE_CONNECTION_STRING"] = storage
+    return env
+
+
+def services_for(env: dict[str, str]) -> RunServices:
+    return replace(RunServices.from_env(env), retry=FAST)
+
+
+def run_input(
+    source: str, list_id: str, run_id: str | None = None, options: RunOptions = OPTIONS
+) -> RunInput:
+    export = ExportDefinition(list_ids=(list_id,), mapping=MAPPING, name="e2e")
+    return RunInput.create(
+        run_id or new_run_id("e2e", datetime.now(UTC)),
+        export,
+        source,
+        trigger="cli",
+        requested_at=datetime.now(UTC),
+        options=options,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def imports_accepted(sandbox: RunningSandbox) -> int:
+    return sandbox.requests("POST /v3/activities/contacts_json_import").get("201", 0)
+
+
+# --- in process, on the local engine ------------------------------------------------------
+
+
+def test_a_segment_in_blob_storage_lands_in_the_list_exactly(
+    sandbox: RunningSandbox, azurite: str, inbox: str, sample: Path, home: Path
+) -> None:
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    services = services_for(env_for(sandbox, home, azurite))
+    assert isinstance(services.runs, BlobRunStore)
+    run = run_input(inbox, list_id)
+    seen: list[dict[str, Any]] = []
+
+    result = run_locally(run, RunActivities(services), timeout=TIMEOUT, on_progress=seen.append)
+
+    expected = expected_emails(sample)
+    assert len(expected) == ROWS - 20 - 19  # 20 broken addresses, 19 duplicates
+    assert sorted(sandbox.members(list_id)) == sorted(expected)
+    assert result.outcome.status is RunStatus.COMPLETED
+    assert result.outcome.contacts_delivered == len(expected)
+    report = result.report
+    assert report is not None
+    counts = report["counts"]
+    assert counts["rows_read"] == ROWS
+    assert counts["contacts"] == counts["contacts_delivered"] == counts["person_count"]
+    assert counts["rows_read"] == counts["contacts"] + counts["duplicates"] + counts["rejected"]
+    chunks = report["chunks"]
+    assert chunks["total"] == chunks["imported"] == chunks["fewest_possible"] >= 4
+    requests = report["requests"]
+    assert requests["import_requests"] == chunks["total"]  # one request per chunk
+    assert requests["status_polls"] == requests["polls_in_one_request"] >= 1
+    assert report["mismatches"] == []
+    assert report["not_delivered"] == {
+        "contacts": 0, "chunks": [], "kept_in": None, "how_to_resend": None
+    }  # fmt: skip
+    assert report["rejects"]["file"] == f"az://reports/{run.run_id}/rejects.csv"
+    # staging is empty again; the report and the rejects are in the reports container
+    blobs = BlobServiceClient.from_connection_string(azurite)
+    assert list(blobs.get_container_client("staging").list_blobs(f"{run.run_id}/")) == []
+    rejects = blobs.get_container_client("reports").download_blob(f"{run.run_id}/rejects.csv")
+    assert rejects.readall().decode().count("\r\n") == 1 + 20 + 19  # header, rejects, dups
+    assert services.runs.read_report(run.run_id) == report
+    # progress: every phase in order, ending done with everything counted
+    phases = [s["phase"] for s in seen]
+    order = ["preparing", "uploading", "waiting", "finishing", "done"]
+    assert phases == sorted(phases, key=order.index)
+    assert seen[-1]["contacts_done"] == len(expected)
+    assert seen[-1]["status"] == "completed"
+
+
+def test_a_failed_import_is_kept_reported_and_sent_again_on_resume(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    sandbox.faults(import_failed={"rate": 1, "count": 2})  # the first two imports fail
+    source = str(sample / EXPORT / TABLE / RUN)
+    run = run_input(source, list_id)
+
+    first = run_locally(
+        run, RunActivities(services_for(env_for(sandbox, home, None))), timeout=TIMEOUT
+    )
+
+    report = first.report
+    assert report is not None
+    assert first.outcome.status is RunStatus.COMPLETED_WITH_ERRORS
+    failed = [c for c in report["chunk_outcomes"] if c["fate"] == "import_failed"]
+    assert len(failed) == 2
+    lost = sum(c["contacts"] for c in failed)
+    assert (
+        report["counts"]["contacts_not_delivered"] == first.outcome.contacts_not_delivered == lost
+    )
+    assert report["not_delivered"]["chunks"] == [c["name"] for c in failed]
+    staging = Path(report["not_delivered"]["kept_in"])
+    for entry in failed:  # the bodies that did not go are kept; the others are gone
+        assert entry["kept_at"] == str(staging / entry["name"])
+        assert Path(entry["kept_at"]).is_file()
+    assert sorted(p.name for p in (staging / "chunks").iterdir()) == sorted(
+        Path(c["name"]).name for c in failed
+    )
+    assert len(sandbox.members(list_id)) == len(expected_emails(sample)) - lost
+    accepted_before = imports_accepted(sandbox)
+
+    again = run_locally(
+        run, RunActivities(services_for(env_for(sandbox, home, None))), timeout=TIMEOUT
+    )
+
+    assert again.outcome.status is RunStatus.COMPLETED
+    assert sorted(sandbox.members(list_id)) == sorted(expected_emails(sample))
+    assert imports_accepted(sandbox) - accepted_before == 2  # only the failed ones again
+    assert again.report is not None
+    assert sum(c["already_accepted"] for c in again.report["chunk_outcomes"]) == (
+        again.report["chunks"]["total"] - 2
+    )
+    assert isinstance(services_for(env_for(sandbox, home, None)).runs, LocalRunStore)
+    assert not staging.exists()  # all delivered: staging cleared
+
+
+def test_quota_exhausted_stops_and_the_same_run_resumes_after_the_reset(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, daily_quota=3, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    source = str(sample / EXPORT / TABLE / RUN)
+    run = run_input(source, list_id, options=replace(OPTIONS, upload_window=2))
+
+    first = run_locally(
+        run, RunActivities(services_for(env_for(sandbox, home, None))), timeout=TIMEOUT
+    )
+
+    assert first.outcome.status is RunStatus.QUOTA_EXHAUSTED
+    assert first.outcome.resume_after is not None
+    assert first.outcome.resume_after.endswith("T00:00:00Z")
+    report = first.report
+    assert report is not None
+    assert report["quota"]["resets_at"] == first.outcome.resume_after
+    assert "--run-id " + run.run_id in report["quota"]["resume"]
+    fates = [c["fate"] for c in report["chunk_outcomes"]]
+    assert fates.count("unconfirmed") == 3  # accepted; the quota left no poll to confirm them
+    assert set(fates) == {"unconfirmed", "not_sent"}
+    assert (
+        report["counts"]["contacts_unconfirmed"] + report["counts"]["contacts_not_delivered"]
+        == (report["counts"]["contacts"])
+    )
+    assert sandbox.stats()["quota_exceeded"] == 1  # one refusal, then nothing more was sent
+
+    sandbox.reset_usage()  # 00:00 UTC
+    sandbox.settings(daily_quota=10_000)
+    again = run_locally(
+        run, RunActivities(services_for(env_for(sandbox, home, None))), timeout=TIMEOUT
+    )
+
+    assert again.outcome.status is RunStatus.COMPLETED
+    assert sorted(sandbox.members(list_id)) == sorted(expected_emails(sample))
+    assert imports_accepted(sandbox) == report["chunks"]["total"]  # none sent twice
+
+
+# --- the activities called directly, as the host would ---------------------------------------
+
+
+def test_activity_handlers_prepare_once_and_upload_each_chunk_once(
+    sandbox: RunningSandbox, sample: Path, home: Path
+) -> None:
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    activities = RunActivities(services_for(env_for(sandbox, home, None)))
+    previous = bindings.install(activities)
+    try:
+        prepare = bindings.PREPARE_SEGMENT.build().get_user_function()
+        upload = bindings.UPLOAD_CHUNK.build().get_user_function()
+        poll = bindings.POLL_IMPORTS.build().get_user_function()
+        run = run_input(str(sample / EXPORT / TABLE / RUN), list_id)
+
+        prepared = prepare(run.to_json())
+        again = prepare(run.to_json())
+
+        assert prepared["error"] is None
+        assert not prepared["reused"]
+        assert again["reused"]
+        assert again["chunks"] == prepared["chunks"]
+        chunk = prepared["chunks"][0]
+        request = {"run_id": run.run_id, "connection": "default", "chunk": chunk}
+
+        async def twice() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            first = await upload(request)
+            second = await upload(request)
+            ids = {"run_id": run.run_id, "connection": "default",
+                   "activity_ids": [first["activity_id"]]}  # fmt: skip
+            for _ in range(100):
+                polled = await poll(ids)
+                if polled["imports"][0]["state"] == "completed":
+                    break
+                await asyncio.sleep(0.05)
+            await activities.aclose()
+            return first, second, polled
+
+        before = imports_accepted(sandbox)
+        first, second, polled = asyncio.run(twice())
+    finally:
+        bindings.install(previous)
+
+    assert first["verdict"] == second["verdict"] == "accepted"
+    assert second["activity_id"] == first["activity_id"]
+    assert not first["already_accepted"]
+    assert second["already_accepted"]
+    assert first["requests"] == 1
+    assert second["requests"] == 0
+    assert imports_accepted(sandbox) - before == 1  # the second call sent nothing
+    [state] = polled["imports"]
+    assert state["person_count"] == chunk["contacts"]
+    assert polled["requests"] == 1
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_ccexport_run_from_blob_storage_prints_the_report(
+    sandbox: RunningSandbox, azurite: str, inbox: str, sample: Path, home: Path
+) -> None:
+    list_id = sandbox.create_list()
+    env = env_for(sandbox, home, azurite)
+    connected = run_cli(["connect", "--auto", "--port", "0"], env)
+    assert connected.returncode == 0, connected.stderr
+    args = ["run", inbox, "--list-id", list_id, "--map", "email=PrimaryEmail",
+            "--map", "first_name=FirstName", "--json", "--poll-seconds", "0.2",
+            "--max-body-bytes", str(BODY_BYTES)]  # fmt: skip
+
+    done = run_cli(args, env, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "completed"
+    assert report["trigger"] == "cli"
+    assert report["export"] == "local"
+    assert sorted(sandbox.members(list_id)) == sorted(expected_emails(sample))
+    assert done.stderr == ""  # no progress bar without a terminal, no noise
+
+
+def test_ccexport_run_refuses_an_unknown_list_before_doing_anything(
+    sandbox: RunningSandbox, sample: Path, home: Path
+) -> None:
+    env = env_for(sandbox, home, None)
+    connect(sandbox, home)
+    unknown = str(uuid.uuid4())
+
+    done = run_cli(
+        ["run", str(sample / EXPORT / TABLE / RUN), "--list-id", unknown, "--map",
+         "email=PrimaryEmail"], env,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"ccexport: error: list(s) {unknown} do not exist in the account of connection 'default'"
+    )
+    assert not (home / "runs").exists()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_bindings() -> Iterator[None]:
+    yield
+    assert bindings.install(None) is None  # every test put the activities back
