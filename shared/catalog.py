@@ -16,6 +16,7 @@ document exists (shared.documents).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Collection
@@ -25,7 +26,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from shared import exports
-from shared.documents import Document, DocumentChanged, Documents
+from shared.documents import Document, DocumentChanged, DocumentError, Documents
 from shared.errors import CcexportError, ConfigError
 from shared.exports import ExportDefinition
 from shared.secrets import SecretStore
@@ -38,6 +39,7 @@ from shared.tokens import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFINITIONS = "definitions/"
 CONNECTIONS = "connections/"
@@ -218,11 +220,17 @@ class Catalog:
         return found
 
     async def exports(self) -> list[Stored[ExportDefinition]]:
+        """Every valid definition. One that no longer validates (edited in storage by
+        hand, or older than a rule) is logged and left out, so it cannot stop the
+        others from running."""
         found: list[Stored[ExportDefinition]] = []
         for doc_name in await self.documents.names(DEFINITIONS):
-            doc = await self.documents.get(doc_name)
-            if doc is not None:
-                found.append(Stored(self._definition(doc), doc.etag))
+            try:
+                doc = await self.documents.get(doc_name)
+                if doc is not None:
+                    found.append(Stored(self._definition(doc), doc.etag))
+            except (ConfigError, DocumentError) as exc:
+                log.error("export definition %s skipped: %s", doc_name, exc)
         return found
 
     async def save_export(self, definition: ExportDefinition, etag: str | None = None) -> str:

@@ -173,6 +173,10 @@ async def test_catalog_exports_and_connections(app_env: AppEnv, tmp_path: Path) 
         assert stored.value == definition
         assert stored.etag == etag
         assert [s.value.name for s in await catalog.exports()] == ["high-value"]
+        await catalog.documents.create("definitions/broken.json", {"name": "broken"})
+        assert [s.value.name for s in await catalog.exports()] == ["high-value"]  # skipped
+        with pytest.raises(ConfigError, match="no list id"):
+            await catalog.export("broken")
         with pytest.raises(NotFound):
             await catalog.require_export("nope")
         with pytest.raises(ConfigError):
