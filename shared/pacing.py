@@ -150,3 +150,20 @@ class Pacer:
             return nxt
         finally:
             os.close(fd)
+
+
+_PROCESS_PACERS: dict[str, Pacer] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def process_pacer(api_key: str, rate: float = 4.0) -> Pacer:
+    """The one in-memory pacer of this process for an API key, made on first use.
+
+    Every client of the process that sends with that key should use it: the limits
+    are per key, and a second pacer would double the rate.
+    """
+    with _PROCESS_LOCK:
+        pacer = _PROCESS_PACERS.get(api_key)
+        if pacer is None:
+            pacer = _PROCESS_PACERS[api_key] = Pacer(rate)
+        return pacer

@@ -17,7 +17,7 @@ import pytest
 
 from shared.constant_contact import ConstantContactClient, RetryPolicy, api_messages, error_key
 from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
-from shared.pacing import QUOTA_MESSAGE, Pacer
+from shared.pacing import QUOTA_MESSAGE, Pacer, process_pacer
 from tests.ctct_support import FAST, SandboxTokens
 from tests.sandbox_api import people
 from tests.sandbox_service import RunningSandbox
@@ -380,3 +380,9 @@ async def test_a_state_file_shares_the_rate_and_the_quota_stop_between_pacers(
     with pytest.raises(QuotaExhausted) as caught:
         await two.wait()
     assert caught.value.resets_at == error.resets_at
+
+
+def test_one_process_pacer_per_api_key() -> None:
+    assert process_pacer("key-a") is process_pacer("key-a")
+    assert process_pacer("key-a") is not process_pacer("key-b")
+    assert process_pacer("key-a").rate == 4.0
