@@ -25,7 +25,7 @@ MAPPING = {"email": "Email", "first_name": "FirstName", "cf:notes": "Notes"}
 def tricky_rows(n: int, seed: int) -> list[tuple[str, ...]]:
     """Rows with quoted line breaks, quotes, commas, bad and repeated emails."""
     rng = random.Random(seed)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for i in range(n):
         email = f"p{i}@example.com"
         roll = rng.random()
