@@ -70,6 +70,13 @@ log = logging.getLogger(__name__)
 RowsCallback = Callable[[str, int], None]
 """Told ``(run_id, rows read so far)`` while a segment is prepared (local progress bars)."""
 
+PACING_MARGIN = 0.9
+"""Requests start at 90 % of the allowed rate. Constant Contact counts 4 per sliding
+second where the requests arrive; starts spaced exactly 0.25 s apart arrive bunched by
+network and server delays, and in the end-to-end benchmark about one import in ten
+was answered 429 (then sent again). A tenth under the limit costs about one second
+per 40 requests, and none were throttled."""
+
 # Statuses that a retry cannot change: the request itself is wrong, or not allowed.
 _PERMANENT = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422})
 
@@ -101,7 +108,7 @@ class RunServices:
             blob_service=blob,
             secrets=open_secret_store(settings.store_settings),
             locks=locks_from_settings(env, settings),
-            pacer=Pacer(settings.requests_per_second),
+            pacer=Pacer(settings.requests_per_second * PACING_MARGIN),
         )
 
 

@@ -1,0 +1,211 @@
+"""Benchmark: 1,000,000 profiles end to end with `ccexport run` against the sandbox.
+
+The whole product path on one machine: a Customer Insights export (1M rows in two
+CSV parts plus model.json, with bad rows and duplicates) is prepared, sent as bulk
+imports, polled and reported by the function app's orchestrator and activities on the
+local Durable Task engine — the `ccexport run` command, in a child process. The
+sandbox runs as another child with Constant Contact's real limits (4 requests/s, the
+10,000-a-day quota, 1,000 queued activities) and imports at 200,000 contacts/s after
+0.5 s in the queue: fast, but slow enough that the run must really wait and poll.
+
+Prints wall time, the peak RSS of the run (the command and any processes it starts,
+summed, sampled every 20 ms), the import requests sent against the chunks (one request
+per chunk is the fewest possible), and the status polls with the requests each took.
+Targets (issue 5): at most 60 s and 512 MB, import requests == chunks, every poll one
+request covering every pending import.
+
+    .venv/bin/python -m bench.bench_end_to_end [--rows N] [--poll-seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]  # no stubs pinned
+
+from bench.sample import EXPORT, RUN, TABLE, write_sample
+from shared.secrets import LocalFileSecretStore
+from shared.tokens import TokenBundle, tokens_secret
+from tests.sandbox_service import running_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".bench" / "end-to-end"
+TARGET_SECONDS = 60.0
+TARGET_MB = 512.0
+SANDBOX_FLAGS = {"import_rate": 200_000, "activity_delay": 0.5}  # limits: the real ones
+MAPPING = (
+    "email=PrimaryEmail", "first_name=FirstName", "last_name=LastName", "city=City",
+    "zip=PostalCode", "phone=PrimaryPhone",
+)  # fmt: skip
+
+
+class TreeMemory:
+    """Peak of the summed RSS of a process and its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        self._root = psutil.Process(pid)
+        self._every = every
+        self._stop = threading.Event()
+        self.peak = 0
+        self.peak_at = 0.0
+        self.peak_split: list[int] = []
+        self.most_processes = 0
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            sizes = []
+            for process in tree:
+                try:
+                    sizes.append(process.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    continue
+            if sum(sizes) > self.peak:
+                self.peak, self.peak_split = sum(sizes), sizes
+                self.peak_at = time.perf_counter() - self._started
+            self.most_processes = max(self.most_processes, len(tree))
+            self._stop.wait(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def sample_folder(rows: int) -> Path:
+    folder = DATA / f"sample-{rows}"
+    if not (folder / "export.json").exists():
+        started = time.perf_counter()
+        counts = write_sample(folder, rows, parts=2, bad_every=997, duplicate_every=1009)
+        print(
+            f"wrote the sample: {counts.rows:,} rows, {counts.bad} bad, {counts.duplicates} "
+            f"duplicates in {time.perf_counter() - started:.1f} s (kept in {folder})"
+        )
+    return folder / EXPORT / TABLE / RUN
+
+
+def connect(home: Path, token_response: dict[str, Any]) -> None:
+    """Store the sandbox account's tokens as `ccexport connect` does."""
+    bundle = TokenBundle.from_response(token_response, time.time())
+
+    async def store() -> None:
+        async with LocalFileSecretStore(home) as secrets:
+            await secrets.set(tokens_secret("default"), bundle.to_json())
+
+    asyncio.run(store())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    args, _ = parser.parse_known_args(argv)  # bench/run.py passes every bench its flags
+    source = sample_folder(args.rows)
+    with running_sandbox(**SANDBOX_FLAGS) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        connect(home, sandbox.tokens())
+        list_id = sandbox.create_list("bench-end-to-end")
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("CTCT_", "KEY_VAULT", "AZURE_", "CCEXPORT_", "AzureWebJobs"))
+        }
+        env.update(
+            CTCT_CLIENT_ID=sandbox.client_id,
+            CTCT_CLIENT_SECRET=sandbox.client_secret,
+            CTCT_API_BASE=sandbox.api_base,
+            CTCT_AUTH_BASE=sandbox.auth_base,
+            CCEXPORT_HOME=str(home),
+        )
+        maps = [arg for pair in MAPPING for arg in ("--map", pair)]
+        cmd = [
+            sys.executable, "-m", "shared.cli", "run", str(source), "--list-id", list_id,
+            *maps, "--json", "--poll-seconds", str(args.poll_seconds),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
+            memory = TreeMemory(child.pid)
+            _pid, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - started
+            memory.stop()
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+        if child.returncode not in (0, 3):
+            print(f"ccexport run failed ({child.returncode}):\n{stderr[-3000:]}")
+            return 1
+        report = json.loads(stdout)
+        stats = sandbox.stats()
+        members = len(sandbox.members(list_id))
+        sandbox_rss = psutil.Process(sandbox.pid).memory_info().rss
+    return _print(report, stats, members, wall, memory, usage.ru_maxrss * 1024, sandbox_rss)
+
+
+def _print(  # noqa: PLR0917 - one report line per figure
+    report: dict[str, Any],
+    stats: dict[str, Any],
+    members: int,
+    wall: float,
+    memory: TreeMemory,
+    own_peak: int,
+    sandbox_rss: int,
+) -> int:
+    counts, chunks, requests = report["counts"], report["chunks"], report["requests"]
+    calls = stats["requests"]
+    imports = sum(calls.get("POST /v3/activities/contacts_json_import", {}).values())
+    listings = sum(calls.get("GET /v3/activities", {}).values())
+    one_by_one = sum(calls.get("GET /v3/activities/{activity_id}", {}).values())
+    peak_mb = memory.peak / 2**20
+    quota_used = sum(stats["daily_used"].values())
+    polls_ok = requests["status_polls"] == requests["polls_in_one_request"] == listings
+    lines = [
+        f"status                  {report['status']}",
+        f"rows                    {counts['rows_read']:,} read, {counts['contacts']:,} contacts, "
+        f"{counts['duplicates']:,} duplicates, {counts['rejected']:,} rejected",
+        f"delivered               {counts['contacts_delivered']:,} (Constant Contact counted "
+        f"{counts['person_count']:,}; the list holds {members:,})",
+        f"wall                    {wall:.1f} s (target {TARGET_SECONDS:.0f} s)",
+        f"peak RSS                {peak_mb:.0f} MB run, summed over {memory.most_processes} "
+        f"process(es) (target {TARGET_MB:.0f} MB) at {memory.peak_at:.1f} s: "
+        + " + ".join(f"{size / 2**20:.0f}" for size in memory.peak_split)
+        + f" MB; main process peak {own_peak / 2**20:.0f} MB",
+        f"import requests         {imports} sent (sandbox), {requests['import_requests']} by the "
+        f"run, for {chunks['total']} chunks (fewest possible {chunks['fewest_possible']})",
+        f"status polls            {requests['status_polls']} polls, {requests['poll_requests']} "
+        f"requests; {listings} listings, {one_by_one} single lookups",
+        f"throttled (429)         {stats['throttled']}; daily quota used {quota_used}",
+        f"sandbox RSS             {sandbox_rss / 2**20:.0f} MB (the stand-in, not counted above)",
+    ]
+    print("\n".join(lines))
+    ok = (
+        report["status"] == "completed"
+        and members == counts["contacts"]
+        and imports == requests["import_requests"] == chunks["total"]
+        and polls_ok
+        and one_by_one == 0
+    )
+    within = wall <= TARGET_SECONDS and peak_mb <= TARGET_MB
+    verdict = "ok" if ok else "WRONG"
+    print(f"result                  {verdict}; targets {'met' if within else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
