@@ -28,10 +28,9 @@ from typing import Any, Generic, TypeVar
 from shared import exports
 from shared.documents import Document, DocumentChanged, DocumentError, Documents
 from shared.errors import CcexportError, ConfigError
-from shared.exports import ExportDefinition
+from shared.exports import ExportDefinition, check_connection
 from shared.secrets import SecretStore
 from shared.tokens import (
-    check_connection,
     pending_secret,
     read_status,
     status_secret,

@@ -1,4 +1,8 @@
-"""The `ccexport` command line. Reads flags and the environment once, here at the edge."""
+"""The `ccexport` command line. Reads flags and the environment once, here at the edge.
+
+Each command's module is imported only when that command runs, so a short command
+(`check`, run 24 at a time) does not pay for loading the Azure SDKs it never uses.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from shared import exports, files, segments, storage
-from shared.chunks import DEFAULT_MAX_BODY_BYTES
+from shared import exports
 from shared.errors import CcexportError, InputError
-from shared.outputs import BlobOutput, LocalOutput, PreparedOutput
-from shared.prepare import prepare
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
@@ -63,93 +61,10 @@ def _export_from_args(args: argparse.Namespace) -> exports.ExportDefinition:
     )
 
 
-def _output(target: str, blob_service: Any) -> PreparedOutput:
-    if target.startswith(files.BLOB_SCHEME):
-        container, _, prefix = target[len(files.BLOB_SCHEME) :].partition("/")
-        if blob_service is None:
-            raise InputError(f"{target} is in Blob Storage but no storage connection is set")
-        client = blob_service.get_container_client(container)
-        if not client.exists():
-            client.create_container()
-        return BlobOutput(client, prefix)
-    return LocalOutput(Path(target))
+def _prepare(argv: Sequence[str]) -> int:
+    from shared import prepare_command  # noqa: PLC0415 - loads the prepare stack only when used
 
-
-@guarded
-def _prepare(args: argparse.Namespace) -> int:
-    export = _export_from_args(args)
-    conn = storage.connection_string(os.environ)
-    service = storage.blob_service(conn) if conn else None
-    store, name = files.resolve(args.source, service)
-    segment = segments.locate(store, name, encoding=export.encoding)
-    result = prepare(
-        segment,
-        export,
-        _output(args.out, service),
-        max_body_bytes=args.max_body_bytes,
-        workers=args.workers,
-    )
-    if args.json:
-        sys.stdout.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        _print_summary(result.summary, result.location)
-    return 0
-
-
-def _print_summary(s: dict[str, Any], location: str) -> None:
-    print(f"prepared {s['source']}")
-    print(f"  rows read   {s['rows_read']:>10,}")
-    print(f"  contacts    {s['contacts']:>10,}")
-    print(f"  duplicates  {s['duplicates']:>10,}")
-    print(f"  rejected    {s['rejected']:>10,}  {s['reject_reasons'] or ''}")
-    for key in ("truncated", "invalid_values"):
-        if s[key]:
-            print(f"  {key.replace('_', ' '):<11} {s[key]}")
-    print(
-        f"  chunks      {s['chunks']:>10,}  (fewest possible {s['fewest_chunks_possible']}, "
-        f"largest {s['largest_chunk_bytes']:,} bytes)"
-    )
-    print(f"  output      {location}")
-
-
-def _prepare_command(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ccexport prepare",
-        description="Map, validate and chunk a segment export without sending anything.",
-    )
-    parser.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a CSV file, a Customer Insights run or table folder, or az://CONTAINER/PATH",
-    )
-    parser.add_argument(
-        "--list-id", action="append", metavar="UUID", help="Constant Contact list id (repeatable)"
-    )
-    parser.add_argument(
-        "--map",
-        action="append",
-        metavar="FIELD=COLUMN",
-        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable)",
-    )
-    parser.add_argument("--config", metavar="EXPORT.json", help="an export definition file")
-    parser.add_argument(
-        "--max-profiles",
-        type=int,
-        metavar="N",
-        help=f"refuse exports with more rows (default {exports.DEFAULT_MAX_PROFILES:,})",
-    )
-    parser.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder (or az://CONTAINER/PREFIX)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    parser.add_argument(
-        "--workers", type=int, metavar="N",
-        help="processes that parse and map in parallel (default: 2 when there are 2 cores)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS
-    )
-    return _prepare(parser.parse_args(list(argv)))
+    return prepare_command.main(argv)
 
 
 def _sandbox(argv: Sequence[str]) -> int:
@@ -182,7 +97,7 @@ def _run(argv: Sequence[str]) -> int:
 
 
 COMMANDS = {
-    "prepare": (_prepare_command, "map, validate and chunk a segment export (dry run)"),
+    "prepare": (_prepare, "map, validate and chunk a segment export (dry run)"),
     "run": (_run, "export a segment end to end: prepare, import, wait, report"),
     "sandbox": (_sandbox, "run the local Constant Contact V3 stand-in"),
     "connect": (_connect, "connect a Constant Contact account (OAuth) and store its tokens"),

@@ -37,7 +37,7 @@ from shared.errors import (
     ReauthorizationRequired,
     RemoteError,
 )
-from shared.exports import check_list_id
+from shared.exports import check_connection, check_list_id
 from shared.locks import FileLocks
 from shared.pacing import Pacer
 from shared.secrets import SecretStore, open_secret_store, storage_name
@@ -47,7 +47,6 @@ from shared.tokens import (
     Connections,
     OAuthClient,
     TokenBundle,
-    check_connection,
     read_status,
 )
 

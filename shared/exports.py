@@ -34,7 +34,6 @@ import orjson
 
 from shared.contacts import validate_mapping
 from shared.errors import ConfigError
-from shared.tokens import check_connection
 
 DEFAULT_MAX_PROFILES = 1_000_000
 MAX_LISTS = 50
@@ -52,6 +51,16 @@ _FIELDS = {
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
+
+
+def check_connection(name: str) -> str:
+    """A connection name fit for secret and lock names: lower case, digits, dashes."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid connection name {name[:70]!r}: use 1-63 lower-case letters, digits "
+            "and dashes, starting with a letter or digit"
+        )
+    return name
 
 
 def check_list_id(value: str) -> str:

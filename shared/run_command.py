@@ -27,7 +27,7 @@ from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import EXIT_FAILED, _export_from_args, guarded
 from shared.constant_contact import ConstantContactClient
 from shared.errors import InputError, ReauthorizationRequired
-from shared.exports import DEFAULT_MAX_PROFILES
+from shared.exports import DEFAULT_MAX_PROFILES, check_connection
 from shared.local_run import run_locally
 from shared.progress import ProgressBar
 from shared.run_activities import RunActivities, RunServices
@@ -38,7 +38,6 @@ from shared.tokens import (
     DEFAULT_CONNECTION,
     Connections,
     OAuthClient,
-    check_connection,
     read_status,
 )
 

@@ -25,7 +25,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from shared.errors import (
     ReauthorizationRequired,
     RemoteError,
 )
+from shared.exports import check_connection
 from shared.locks import Locks
 from shared.pacing import Pacer
 from shared.secrets import SecretStore, SecretStoreError
@@ -52,17 +52,6 @@ log = logging.getLogger(__name__)
 SCOPE = "contact_data offline_access"
 DEFAULT_CONNECTION = "default"
 PENDING_TTL = 600.0  # a pending authorization; the code itself lives 5 minutes
-_CONNECTION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-
-def check_connection(name: str) -> str:
-    """A connection name fit for secret and lock names: lower case, digits, dashes."""
-    if not _CONNECTION.match(name):
-        raise ConfigError(
-            f"invalid connection name {name[:70]!r}: use 1-63 lower-case letters, digits "
-            "and dashes, starting with a letter or digit"
-        )
-    return name
 
 
 def tokens_secret(connection: str) -> str:
