@@ -35,12 +35,11 @@ pytest: install
 
 test: install lint typecheck pytest
 
-# Placeholder for the end-to-end run (issue 5): for now it writes a sample
-# Customer Insights export and prepares it (map, validate, chunk) without sending.
+# The export end to end on this machine: Azurite and the Constant Contact sandbox
+# (started here, stopped by PID), a 100,000-profile Customer Insights export dropped
+# into the inbox container, `ccexport connect`, `ccexport run`, the report, the list.
 run: install
-	$(PY) -m bench.sample --rows 100000 --out .run/sample
-	$(VENV)/bin/ccexport prepare .run/sample/BlobExport/HighValueSegment/2026/11/28/0930 \
-	  --config .run/sample/export.json --out .run/prepared
+	$(PY) -m bench.demo
 
 bench: install
 	$(PY) -m bench.run
