@@ -159,6 +159,10 @@ def build_report(
     return report
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a few lines for a terminal."""
     counts, chunks, requests = report["counts"], report["chunks"], report["requests"]
@@ -184,9 +188,11 @@ def render(report: dict[str, Any]) -> str:
             f"  not listed      {counts['cannot_add_to_list']:>10,}  (unsubscribed earlier)"
         )
     lines.append(
-        f"  requests        {requests['import_requests']:>10,}  imports for {chunks['total']} "
-        f"chunks (fewest possible {chunks['fewest_possible']}); {requests['status_polls']} "
-        f"status polls in {requests['poll_requests']} requests"
+        f"  requests        {requests['import_requests']:>10,}  "
+        f"{_plural(requests['import_requests'], 'import')} for "
+        f"{_plural(chunks['total'], 'chunk')} (fewest possible {chunks['fewest_possible']}); "
+        f"{_plural(requests['status_polls'], 'status poll')} in "
+        f"{_plural(requests['poll_requests'], 'request')}"
     )
     for entry in report["chunk_outcomes"]:
         if entry["fate"] != ChunkFate.IMPORTED.value or entry["shortfall"]:

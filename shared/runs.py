@@ -2,7 +2,11 @@
 
 Contract changes (newest first; tell the HTTP API's author when adding one):
 
-- (none yet)
+- Added (nothing changed): resuming. A run whose report says ``quota_exhausted`` or
+  ``completed_with_errors`` may be started again under the SAME run id with the same
+  input (a Durable instance that is no longer running may be replaced): what was
+  already accepted is not sent again (acceptance marks), only what did not go is.
+  The report's ``quota.resets_at`` says when; ``not_delivered.chunks`` says what.
 
 Names. The orchestrator ``segment_export`` (functions/orchestrator.py) calls four
 activities (functions/activities.py): ``prepare_segment``, ``upload_chunk``,
