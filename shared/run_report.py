@@ -84,7 +84,7 @@ def build_report(
     states = [o.import_state for o in imported if o.import_state is not None]
     contacts = prepared.contacts if prepared else 0
     not_delivered = sum(o.chunk.contacts for o in lost) + shortfall
-    held_back = [o for o in [*lost, *unconfirmed] if o.chunk.contacts]
+    held_back = [o for o in outcomes if o in lost or o in unconfirmed]  # in chunk order
     report: dict[str, Any] = {
         "run_id": run.run_id,
         "status": request.status.value,
@@ -188,8 +188,7 @@ def render(report: dict[str, Any]) -> str:
             f"  not listed      {counts['cannot_add_to_list']:>10,}  (unsubscribed earlier)"
         )
     lines.append(
-        f"  requests        {requests['import_requests']:>10,}  "
-        f"{_plural(requests['import_requests'], 'import')} for "
+        f"  requests        {_plural(requests['import_requests'], 'import')} for "
         f"{_plural(chunks['total'], 'chunk')} (fewest possible {chunks['fewest_possible']}); "
         f"{_plural(requests['status_polls'], 'status poll')} in "
         f"{_plural(requests['poll_requests'], 'request')}"
