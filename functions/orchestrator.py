@@ -97,8 +97,10 @@ def _upload(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
             for result in results:
                 tally.uploaded(UploadResult.from_json(result))
         else:
-            # One upload failed for good, and task_all says no more. Ask again one by
+            # One upload failed for good, and task_all tells no more. Ask again one by
             # one: a chunk that was accepted answers from its mark without sending.
+            # (On Azure task_all fails at once; a sibling still sending then may be
+            # sent twice, which Constant Contact takes as an update of the same people.)
             for chunk in window:
                 if tally.stopped():
                     break
