@@ -3,6 +3,7 @@ over real HTTP, secrets in files under a private CCEXPORT_HOME, a file lock betw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import subprocess
@@ -126,7 +127,9 @@ async def test_processes_that_waited_reuse_the_one_refresh(
     list_id = sandbox.create_list()
     store = LocalFileSecretStore(tmp_path)
     old = await stored_bundle(tmp_path)
-    expired = TokenBundle(old.access_token, old.refresh_token, time.time() - 1, old.scope, 0.0)
+    # expired, but still saying when its token request was made: the refresh must keep
+    # the token endpoint's 1 request/s from the connect's own request
+    expired = dataclasses.replace(old, expires_at=time.time() - 1)
     await store.set(tokens_secret("default"), expired.to_json())
 
     reports = checks_at_once(4, list_id, env)
