@@ -188,8 +188,9 @@ def _print(  # noqa: PLR0917 - one report line per figure
         + f" MB; main process peak {own_peak / 2**20:.0f} MB",
         f"import requests         {imports} sent (sandbox), {requests['import_requests']} by the "
         f"run, for {chunks['total']} chunks (fewest possible {chunks['fewest_possible']})",
-        f"status polls            {requests['status_polls']} polls, {requests['poll_requests']} "
-        f"requests; {listings} listings, {one_by_one} single lookups",
+        f"status polls            {requests['status_polls']} (each for every pending import), "
+        f"in {requests['poll_requests']} request(s): {listings} listing(s), {one_by_one} "
+        "single lookups",
         f"throttled (429)         {stats['throttled']}; daily quota used {quota_used}",
         f"sandbox RSS             {sandbox_rss / 2**20:.0f} MB (the stand-in, not counted above)",
     ]
