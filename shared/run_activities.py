@@ -42,7 +42,7 @@ from shared.errors import (
     ThrottledGiveUp,
 )
 from shared.locks import BlobLeaseLocks, FileLocks, Locks
-from shared.pacing import Pacer
+from shared.pacing import Pacer, process_pacer
 from shared.prepare import prepare
 from shared.run_report import build_report
 from shared.runs import (
@@ -97,8 +97,8 @@ class RunServices:
     def from_env(cls, env: Mapping[str, str]) -> RunServices:
         """From app settings or the environment (see shared/settings.py, shared/runstore.py).
 
-        One pacer per process: Constant Contact's limits are per API key, so every
-        activity of the process shares it.
+        The process's pacer for the API key: Constant Contact's limits are per key, so
+        every activity (and every other client of the process) shares it.
         """
         settings = Settings.from_mapping(env)
         blob = blob_service_from_settings(env)
@@ -108,7 +108,7 @@ class RunServices:
             blob_service=blob,
             secrets=open_secret_store(settings.store_settings),
             locks=locks_from_settings(env, settings),
-            pacer=Pacer(settings.requests_per_second * PACING_MARGIN),
+            pacer=process_pacer(settings.client_id, settings.requests_per_second * PACING_MARGIN),
         )
 
 

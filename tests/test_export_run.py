@@ -27,6 +27,7 @@ from functions import activities as bindings
 from shared.contacts import check_email
 from shared.exports import ExportDefinition
 from shared.local_run import run_locally
+from shared.pacing import Pacer
 from shared.run_activities import RunActivities, RunServices
 from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
 from shared.runstore import BlobRunStore, LocalRunStore
@@ -223,7 +224,10 @@ def test_a_failed_import_is_kept_reported_and_sent_again_on_resume(
 def test_quota_exhausted_stops_and_the_same_run_resumes_after_the_reset(
     sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
 ) -> None:
-    sandbox = sandbox_factory(rate_limit=0, daily_quota=3, activity_delay=0)
+    # A key of its own: the process's pacer for it stops for the day, as it should.
+    sandbox = sandbox_factory(
+        rate_limit=0, daily_quota=3, activity_delay=0, client_id=f"quota-{uuid.uuid4().hex[:8]}"
+    )
     list_id = sandbox.create_list()
     connect(sandbox, home)
     source = str(sample / EXPORT / TABLE / RUN)
@@ -249,11 +253,10 @@ def test_quota_exhausted_stops_and_the_same_run_resumes_after_the_reset(
     )
     assert sandbox.stats()["quota_exceeded"] == 1  # one refusal, then nothing more was sent
 
-    sandbox.reset_usage()  # 00:00 UTC
+    sandbox.reset_usage()  # 00:00 UTC: the account's quota and this process's pacer reset
     sandbox.settings(daily_quota=10_000)
-    again = run_locally(
-        run, RunActivities(services_for(env_for(sandbox, home, None))), timeout=TIMEOUT
-    )
+    next_day = replace(services_for(env_for(sandbox, home, None)), pacer=Pacer(4.0))
+    again = run_locally(run, RunActivities(next_day), timeout=TIMEOUT)
 
     assert again.outcome.status is RunStatus.COMPLETED
     assert sorted(sandbox.members(list_id)) == sorted(expected_emails(sample))
