@@ -9,6 +9,7 @@ spec text says 50).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from sandbox.exports import KNOWN_FIELDS, ExportWork
 from sandbox.imports import ImportBatch, check_list_ids, read_csv_import, read_json_import
 from sandbox.jobs import ImportWork, MembershipWork
 from sandbox.membership import union_indices
-from sandbox.state import Sandbox, sandbox_of
+from sandbox.state import ImportedBody, Sandbox, sandbox_of
 from sandbox.store import IMPLICIT, UNSUBSCRIBED
 from sandbox.wire import ApiError
 
@@ -47,7 +48,7 @@ def _created(activity: Activity) -> web.Response:
     return wire.json_response(activity.document(), status=201)
 
 
-def _submit_import(sandbox: Sandbox, kind: str, batch: ImportBatch) -> web.Response:
+def _submit_import(sandbox: Sandbox, kind: str, batch: ImportBatch, body: bytes) -> web.Response:
     fault = None
     if sandbox.faults.fire("import_failed"):
         fault = "failed"
@@ -62,6 +63,9 @@ def _submit_import(sandbox: Sandbox, kind: str, batch: ImportBatch) -> web.Respo
         source_file_name=batch.source_file_name,
         fault=fault,
     )
+    digest = hashlib.sha256(body).hexdigest()
+    seen = sandbox.imports.setdefault(digest, ImportedBody(list(batch.list_ids)))
+    seen.activity_ids.append(activity.activity_id)
     return _created(activity)
 
 
@@ -74,7 +78,7 @@ async def contacts_json_import(request: web.Request) -> web.Response:
         raise ApiError(415, "The payload must be JSON and Content-Type must be application/json.")
     body = await request.read()
     batch = read_json_import(body, sandbox.store.lists)
-    return _submit_import(sandbox, "contacts_json_import", batch)
+    return _submit_import(sandbox, "contacts_json_import", batch, body)
 
 
 @routes.post("/v3/activities/contacts_file_import")
@@ -111,7 +115,7 @@ async def contacts_file_import(request: web.Request) -> web.Response:
         if "was not found" in exc.message:  # the file import documents 404 for unknown lists
             raise ApiError(404, exc.message) from None
         raise
-    return _submit_import(sandbox, "contacts_file_import", batch)
+    return _submit_import(sandbox, "contacts_file_import", batch, bytes(data))
 
 
 def _uuid_array(value: object, name: str, most: int) -> list[str]:

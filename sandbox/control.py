@@ -57,6 +57,25 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/__sandbox/imports")
+async def imports(request: web.Request) -> web.Response:
+    """Each import body accepted (by SHA-256), optionally only those for ``?list_id=``,
+    with the state of every activity it started: how often each chunk was sent."""
+    sandbox = sandbox_of(request)
+    wanted = request.query.get("list_id")
+    found = sandbox.activities.by_id
+    bodies = [
+        {
+            "digest": digest,
+            "list_ids": body.list_ids,
+            "states": [found[a].state for a in body.activity_ids if a in found],
+        }
+        for digest, body in sandbox.imports.items()
+        if wanted is None or wanted in body.list_ids
+    ]
+    return wire.json_response({"bodies": bodies})
+
+
 @routes.post("/__sandbox/stats/reset")
 async def reset_stats(request: web.Request) -> web.Response:
     sandbox = sandbox_of(request)

@@ -33,6 +33,8 @@ class Sandbox:
     stats: RequestStats
     clock: Callable[[], float] = time.time
     counters: dict[str, int] = field(default_factory=lambda: {"dropped_contacts": 0})
+    imports: dict[str, ImportedBody] = field(default_factory=dict)
+    """Every accepted import request body by its SHA-256: how often the same bytes came."""
 
     @classmethod
     def create(cls, config: SandboxConfig) -> Sandbox:
@@ -72,6 +74,17 @@ class Sandbox:
             "access_token_ttl": self.oauth.access_ttl,
             "rotating_refresh_tokens": self.oauth.rotating,
         }
+
+
+@dataclass
+class ImportedBody:
+    """One import request body (by digest): its lists and the activities it started.
+
+    Lets a test say "no chunk was imported more than twice" without reading bodies.
+    """
+
+    list_ids: list[str]
+    activity_ids: list[str] = field(default_factory=list)
 
 
 SANDBOX = web.AppKey("sandbox", Sandbox)

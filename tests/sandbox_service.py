@@ -97,6 +97,10 @@ class RunningSandbox:
         result: dict[str, Any] = self.control("GET", "stats")
         return result
 
+    def imports(self, list_id: str) -> list[dict[str, Any]]:
+        """Import bodies accepted for a list: ``digest``, ``list_ids``, activity ``states``."""
+        return list(self.control("GET", f"imports?list_id={list_id}")["bodies"])
+
     def requests(self, key: str) -> dict[str, int]:
         """Status counts for one ``"METHOD /v3/path-template"``."""
         return dict(self.stats()["requests"].get(key, {}))
