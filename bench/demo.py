@@ -109,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         members = sandbox.members(list_id)
         print(f"{len(members):,} members (expected {counts.contacts:,}), for example:")
         for email in sorted(members)[:SHOWN_MEMBERS]:
-            print(f"  {email}")
+            print(f"  {masked(email)}")
         say("stopping Azurite and the sandbox")
     return code
+
+
+def masked(email: str) -> str:
+    """Addresses are personal data even in a demo: show their shape, not the person."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 if __name__ == "__main__":
