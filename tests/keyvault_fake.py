@@ -214,6 +214,7 @@ class KeyVaultFake:
         self._tokens: set[str] = set()
         self.requests: list[SeenRequest] = []
         self.identity_tokens_issued = 0
+        self.faults_fired = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -354,6 +355,7 @@ class KeyVaultFake:
                     if fault.method is not None and fault.method != method:
                         continue
                     fault.remaining -= 1
+                    self.faults_fired += 1
                     return fault
         return None
 

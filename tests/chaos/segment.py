@@ -23,7 +23,7 @@ STAMP = "2026/11/28/0930"
 COLUMNS = ("CustomerId", "PrimaryEmail", "FirstName", "LastName", "City")
 MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "last_name": "LastName",
            "city": "City"}  # fmt: skip
-FORMULAS = ("=HYPERLINK(\"http://evil.example\",\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)")
+FORMULAS = ('=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ test_kill.py).
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +79,7 @@ def _run_with(
         rounds = run_to_the_end(run, lambda: RunActivities(services_for(env, pacer)))
     finally:
         count_faults(sandbox, before)
-    check_delivery(sandbox, list_id, segment, rounds)
+    check_delivery(sandbox, list_id, segment, rounds.reports())
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

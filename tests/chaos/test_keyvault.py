@@ -1,0 +1,170 @@
+"""An export run whose client secret and tokens live in Key Vault (the real SDK against
+the local fake), while the vault keeps failing (503, 500, 429 with Retry-After), the
+API answers 503 now and then and access tokens expire every second, so the run reads
+and writes the vault all along. Nothing may be lost, and nothing secret or personal
+may reach a log line: every log record of every logger, at DEBUG, is scanned for
+every address of the input, every access and refresh token the vault ever held, and
+the client secret. Afterwards only rejects.csv holds personal data, in a container
+without public access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from shared.pacing import Pacer
+from shared.run_activities import RunActivities, RunServices, locks_from_settings
+from shared.runstore import blob_service_from_settings, open_run_store
+from shared.secrets import KeyVaultSecretStore
+from shared.settings import CLIENT_SECRET_NAME, Settings
+from tests.chaos.conftest import count_faults
+from tests.chaos.figures import FIGURES
+from tests.chaos.promises import (
+    check_delivery,
+    env_for,
+    options,
+    run_input,
+    run_to_the_end,
+    store_tokens,
+)
+from tests.chaos.scale import SCALE
+from tests.chaos.segment import upload, write_segment
+from tests.ctct_support import FAST
+from tests.keyvault_fake import KeyVaultFake
+from tests.sandbox_service import RunningSandbox
+
+pytestmark = pytest.mark.azurite
+
+VAULT_FAULTS = ((503, None), (500, None), (429, 0.2))
+_ADDRESS = re.compile(r"[^\s@'\"<>(),;]+@[^\s@'\"<>(),;]+")
+
+
+def vault_store(keyvault: KeyVaultFake) -> KeyVaultSecretStore:
+    """The app's Key Vault store, trusting the fake's certificate (retries as in production)."""
+    return KeyVaultSecretStore(
+        keyvault.url,
+        keyvault.credential(),
+        verify_challenge_resource=False,
+        connection_verify=str(keyvault.ca_path),
+        retry_backoff_factor=0.05,
+    )
+
+
+@pytest.fixture
+def failing_vault(keyvault: KeyVaultFake) -> Iterator[KeyVaultFake]:
+    """The vault, answering one request in a few with an error, for as long as the test."""
+    stop = threading.Event()
+
+    def inject() -> None:
+        n = 0
+        while not stop.wait(0.3):
+            status, retry_after = VAULT_FAULTS[n % len(VAULT_FAULTS)]
+            keyvault.fail_next(1, status, retry_after=retry_after)
+            n += 1
+
+    thread = threading.Thread(target=inject, name="vault-faults", daemon=True)
+    thread.start()
+    yield keyvault
+    stop.set()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)  # the root: shared.*, aiohttp.*, azure.*, durabletask
+    for name in ("aiohttp", "aiohttp.client", "aiohttp.access", "azure", "shared", "functions"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    return caplog
+
+
+def test_key_vault_errors_lose_nothing_and_leak_nothing(
+    chaos_sandbox: RunningSandbox,
+    azurite: str,
+    failing_vault: KeyVaultFake,
+    all_logs: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    keyvault = failing_vault
+    segment = write_segment(tmp_path / "segment", SCALE.rows, seed=11, tag="vault")
+    list_id = chaos_sandbox.create_list()
+    chaos_sandbox.settings(access_token_ttl=1.0)
+    env = env_for(chaos_sandbox, tmp_path / "home", azurite)
+    client_secret = env.pop("CTCT_CLIENT_SECRET")  # the run reads it from the vault
+    env["KEY_VAULT_URL"] = keyvault.url
+
+    async def seed_vault() -> None:
+        async with vault_store(keyvault) as store:
+            await store.set(CLIENT_SECRET_NAME, client_secret)
+
+    asyncio.run(seed_vault())
+    store_tokens(chaos_sandbox, vault_store(keyvault))
+    source = upload(segment, azurite, "inbox", f"vault-{uuid.uuid4().hex[:8]}")
+    run = run_input(source, list_id, options(SCALE.body_bytes))
+    settings = Settings.from_mapping(env)
+    assert settings.key_vault_url == keyvault.url
+    assert settings.client_secret is None
+
+    def activities() -> RunActivities:
+        blob = blob_service_from_settings(env)
+        services = RunServices(
+            settings=settings,
+            runs=open_run_store(env, blob),
+            blob_service=blob,
+            secrets=vault_store(keyvault),
+            locks=locks_from_settings(env, settings),  # blob leases, as on Azure
+            pacer=Pacer(40.0),
+            retry=FAST,
+        )
+        return RunActivities(services)
+
+    chaos_sandbox.faults(http_503=0.10)
+    before, vault_before = chaos_sandbox.stats(), keyvault.faults_fired
+    try:
+        rounds = run_to_the_end(run, activities)
+    finally:
+        count_faults(chaos_sandbox, before)
+        FIGURES.fault("key_vault_errors", keyvault.faults_fired - vault_before)
+    check_delivery(chaos_sandbox, list_id, segment, rounds.reports())
+    assert keyvault.faults_fired > vault_before, "the vault should have failed during the run"
+    bundles = [orjson.loads(v) for v in keyvault.stored_values() if v.startswith("{")]
+    tokens = {str(b[k]) for b in bundles for k in ("access_token", "refresh_token") if b.get(k)}
+    assert len(tokens) >= 3, "a refreshed token was stored in the vault during the run"
+
+    # -- logs: no address, no token, no secret -----------------------------------------
+    texts = [r.getMessage() for r in all_logs.records] + [
+        r.exc_text or "" for r in all_logs.records
+    ]
+    assert any(r.name.startswith("azure") for r in all_logs.records), "the SDK logged"
+    assert any("503" in t for t in texts), "the faults were logged"
+    text = "\n".join(texts)
+    lowered = text.lower()
+    for secret in (*tokens, client_secret):
+        assert secret not in text
+    inputs = {e.lower() for e in segment.emails if "@" in e}
+    assert not {a.lower() for a in _ADDRESS.findall(text)} & inputs
+    for email in inputs:
+        assert email not in lowered
+    FIGURES.security("no email, token or secret in any log line of a run with faults (DEBUG)")
+
+    # -- personal data: only in rejects.csv, in a private container ----------------------
+    service = BlobServiceClient.from_connection_string(azurite)
+    holding: list[str] = []
+    for container in ("staging", "reports"):
+        client = service.get_container_client(container)
+        assert client.get_container_access_policy()["public_access"] is None
+        for blob in client.list_blobs(name_starts_with=f"{run.run_id}/"):
+            data = client.download_blob(blob.name).readall().decode("utf-8", "replace").lower()
+            if any(email in data for email in inputs):
+                holding.append(f"{container}/{blob.name}")
+    assert holding == [f"reports/{run.run_id}/rejects.csv"]
+    FIGURES.security("personal data only in rejects.csv, in a container without public access")
