@@ -18,8 +18,8 @@ from itertools import accumulate, repeat
 
 import orjson
 
-from shared.blocks import Block, csv_error, records
-from shared.contacts import DUPLICATE, ContactMapper
+from shared.blocks import Block, csv_error, records, swallowed_rows
+from shared.contacts import DUPLICATE, NUL_CHARACTER, UNBALANCED_QUOTE, ContactMapper
 from shared.errors import InputError
 
 
@@ -70,6 +70,7 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
     n = 0
     line = block.first_line
     values: list[str] = []
+    damage = _Damage(mapper.width, mapper.email_index, block.delimiter, b"\x00" in block.data)
     try:
         if block.skip_header:
             next(reader, None)
@@ -79,6 +80,9 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
             if not values:
                 continue  # a blank line is not a record
             n += 1
+            if (line - start > 1 or damage.nul) and (bad := damage.reject(n, start, line, values)):
+                rejects.append(bad)
+                continue
             contact = to_contact(values)
             if contact is None:
                 rejects.append(Reject(n, start, mapper.email, mapper.reason or "", mapper.detail))
@@ -103,6 +107,34 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
     result.emails = "\n".join(emails)
     result.truncated = dict(mapper.truncated)
     result.invalid = dict(mapper.invalid)
+
+
+@dataclass(frozen=True)
+class _Damage:
+    """Rows a damaged file makes, found before mapping: only records over several lines
+    and blocks holding a NUL byte are looked at, so well-formed files never pay."""
+
+    width: int
+    at: int  # the email column
+    delimiter: str
+    nul: bool  # the block holds a NUL byte
+
+    def reject(self, n: int, start: int, following: int, values: list[str]) -> Reject | None:
+        """The reject of record ``n`` (lines ``start`` to ``following - 1``), if damaged."""
+        email = values[self.at].strip()[:320] if self.at < len(values) else ""
+        if following - start > 1:
+            lost = swallowed_rows(values, self.width, self.at, self.delimiter)
+            if lost:
+                detail = (
+                    f"lines {start}-{following - 1} were read as one record: a quote in line "
+                    f"{start} is not closed on its line, and {lost} of the lines after it look "
+                    "like rows of their own; fix the quote and export again"
+                )
+                return Reject(n, start, email, UNBALANCED_QUOTE, detail)
+        if self.nul and any("\x00" in value for value in values):
+            detail = "the row holds a NUL character: the file may be damaged"
+            return Reject(n, start, email.replace("\x00", ""), NUL_CHARACTER, detail)
+        return None
 
 
 # -- worker processes -----------------------------------------------------------------------

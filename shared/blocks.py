@@ -61,6 +61,8 @@ class Block:
 
 def records(block: Block) -> _csv.Reader:
     """A CSV reader over the block's text (decoding errors raise InputError)."""
+    if b"\x00" in block.data:
+        _refuse_utf16(block)
     try:
         text = block.data.decode(block.encoding)
     except UnicodeDecodeError as exc:
@@ -70,6 +72,41 @@ def records(block: Block) -> _csv.Reader:
             f'({exc.reason}); set "encoding" in the export definition (for example "cp1252")'
         ) from None
     return csv.reader(io.StringIO(text, newline=""), delimiter=block.delimiter, strict=False)
+
+
+def _refuse_utf16(block: Block) -> None:
+    """UTF-16 without a byte-order mark reads as valid UTF-8 with a NUL after every
+    ASCII letter: column names and addresses that never match. Say what it is instead.
+    (A NUL here and there is a damaged row, rejected row by row.)"""
+    head = block.data[:4096]
+    if head.count(0) * 3 >= len(head):
+        raise InputError(
+            f"{block.where}: line {block.first_line} is not UTF-8 text: a third or more of "
+            'its bytes are NUL. UTF-16 without a byte-order mark? Then set "encoding" in '
+            'the export definition to "utf-16-le" (or "utf-16-be"); a spreadsheet or another '
+            "binary file cannot be read, export it as CSV"
+        )
+
+
+def swallowed_rows(values: list[str], width: int, email_column: int, delimiter: str) -> int:
+    """How many lines inside a record's values read as rows of the file on their own.
+
+    A quote that opens a value and is not closed on its line makes the reader take
+    the following lines into that value, up to the next quote: whole rows vanish into
+    one field, and the record may even have the right number of fields. A legitimate
+    line break (an address over two lines) does not hold lines with the file's full
+    width and an address in its email column; swallowed rows do. Only records that
+    span several lines are asked, so well-formed files never pay for this.
+    """
+    found = 0
+    for value in values:
+        if "\n" not in value and "\r" not in value:
+            continue
+        for text in value.splitlines()[1:]:
+            fields = next(csv.reader([text], delimiter=delimiter, strict=False), [])
+            if len(fields) == width and "@" in fields[email_column]:
+                found += 1
+    return found
 
 
 def csv_error(block: Block, line: int, exc: csv.Error) -> InputError:

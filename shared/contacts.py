@@ -72,6 +72,8 @@ INVALID_EMAIL = "invalid_email"
 EMAIL_TOO_LONG = "email_too_long"
 NON_ASCII_EMAIL = "non_ascii_email"
 RAGGED_ROW = "ragged_row"
+UNBALANCED_QUOTE = "unbalanced_quote"
+NUL_CHARACTER = "nul_character"
 DUPLICATE = "duplicate"
 
 
