@@ -55,15 +55,27 @@ def finish_run(request: dict[str, Any]) -> dict[str, Any]:
     return run_activities().finish_run(request)
 
 
+async def find_members(run: dict[str, Any]) -> dict[str, Any]:
+    return await run_activities().find_members(run)
+
+
+async def apply_removals(run: dict[str, Any]) -> dict[str, Any]:
+    return await run_activities().apply_removals(run)
+
+
 PREPARE_SEGMENT = bp.activity_trigger(input_name="run")(prepare_segment)
 UPLOAD_CHUNK = bp.activity_trigger(input_name="request")(upload_chunk)
 POLL_IMPORTS = bp.activity_trigger(input_name="request")(poll_imports)
 FINISH_RUN = bp.activity_trigger(input_name="request")(finish_run)
+FIND_MEMBERS = bp.activity_trigger(input_name="run")(find_members)
+APPLY_REMOVALS = bp.activity_trigger(input_name="run")(apply_removals)
 
 ACTIVITIES: dict[str, Any] = {
     "prepare_segment": PREPARE_SEGMENT,
     "upload_chunk": UPLOAD_CHUNK,
     "poll_imports": POLL_IMPORTS,
     "finish_run": FINISH_RUN,
+    "find_members": FIND_MEMBERS,
+    "apply_removals": APPLY_REMOVALS,
 }
 """Activity name -> the decorated activity, as the function app registers it."""

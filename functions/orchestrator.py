@@ -10,6 +10,14 @@ A chunk that fails does not stop the others: the run ends ``completed_with_error
 and the report names the contacts that did not go. An exhausted daily quota stops
 further uploads; the run ends ``quota_exhausted`` and can be started again with the
 same run id after 00:00 UTC.
+
+Only new and changed contacts are in the chunks; an unchanged segment has none, and
+the run goes straight to its report. In mirror mode, when there are joiners or
+leavers, ``find_members`` looks at the lists before anything is sent; a plan that
+would remove more than the definition's share of a list (or an empty segment) ends
+the run ``needs_confirmation`` with nothing sent. Otherwise, once the imports are
+done, ``apply_removals`` removes the leavers and their membership activities are
+polled like imports.
 """
 
 from __future__ import annotations
@@ -20,13 +28,22 @@ from typing import Any
 
 from azure.durable_functions import Blueprint, RetryOptions
 
-from functions.activities import FINISH_RUN, POLL_IMPORTS, PREPARE_SEGMENT, UPLOAD_CHUNK
+from functions.activities import (
+    APPLY_REMOVALS,
+    FIND_MEMBERS,
+    FINISH_RUN,
+    POLL_IMPORTS,
+    PREPARE_SEGMENT,
+    UPLOAD_CHUNK,
+)
 from shared.runs import (
     ChunkRef,
+    MembersResult,
     Phase,
     PollRequest,
     PollResult,
     PreparedRun,
+    RemovalResult,
     RunInput,
     RunTally,
     UploadRequest,
@@ -57,10 +74,19 @@ def segment_export(context: Any) -> Generator[Any, Any, dict[str, Any]]:
         tally.prepared_run(PreparedRun.from_json(prepared))
     except Exception as exc:
         tally.fail(failure_reason(exc))
+    tally.check_empty_segment()
+    if tally.needs_members() and not tally.awaits_confirmation():
+        try:
+            found = yield context.call_activity_with_retry(FIND_MEMBERS, retry, run.to_json())
+            tally.members_found(MembersResult.from_json(found))
+        except Exception as exc:
+            tally.fail(f"the lists' members could not be read: {failure_reason(exc)}")
     context.set_custom_status(tally.progress())
-    if not tally.stopped():
+    if not tally.stopped() and not tally.awaits_confirmation():
         yield from _upload(context, tally, retry)
         yield from _wait(context, tally, retry)
+    if tally.removals_due():
+        yield from _remove(context, tally, retry)
     finish = tally.finish_request(iso(context.current_utc_datetime))
     context.set_custom_status(tally.progress())
     finished = yield context.call_activity_with_retry(FINISH_RUN, retry, finish.to_json())
@@ -145,6 +171,41 @@ def _wait(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
             tally.stop_waiting(f"not finished after {options.max_wait_seconds:g} s of waiting")
         else:
             yield from _poll(context, tally, retry)
+
+
+def _remove(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
+    """Remove the leavers (mirror mode), then poll their membership activities."""
+    try:
+        asked = yield context.call_activity_with_retry(APPLY_REMOVALS, retry, tally.run.to_json())
+        tally.removals_asked(RemovalResult.from_json(asked))
+    except Exception as exc:
+        tally.removals_failed(failure_reason(exc))
+    context.set_custom_status(tally.progress())
+    options = tally.run.options
+    deadline = context.current_utc_datetime + timedelta(seconds=options.max_wait_seconds)
+    failures = 0
+    while tally.removals_awaiting():
+        if tally.resets_at is not None:
+            tally.removals_unconfirmed("the daily quota ran out before the removals' end was read")
+        elif failures >= MAX_POLL_FAILURES:
+            tally.removals_unconfirmed(f"{failures} status polls in a row failed")
+        elif context.current_utc_datetime >= deadline:
+            tally.removals_unconfirmed(f"not finished after {options.max_wait_seconds:g} s")
+        else:
+            yield context.create_timer(
+                context.current_utc_datetime + timedelta(seconds=options.poll_seconds)
+            )
+            ids = tuple(tally.removals_awaiting())
+            request = PollRequest(tally.run.run_id, tally.run.connection, ids)
+            try:
+                result = yield context.call_activity_with_retry(
+                    POLL_IMPORTS, retry, request.to_json()
+                )
+                tally.removals_polled(PollResult.from_json(result))
+                failures = 0
+            except Exception:
+                failures += 1
+            context.set_custom_status(tally.progress())
 
 
 SEGMENT_EXPORT = bp.orchestration_trigger(context_name="context")(segment_export)

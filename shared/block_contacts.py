@@ -5,11 +5,16 @@ block, serialise) and it runs in worker processes, one block each, so a 2-core m
 prepares about twice as fast. What comes back is compact: the contacts as one bytes
 object with their end offsets, the emails as one string, the rejects as a short list.
 Duplicates across blocks are the caller's to find, in order.
+
+Each kept contact also gets two 8-byte BLAKE2b hashes, made here so the main process
+compares a segment with the export's last snapshot (shared/changes.py) without any
+per-contact Python work: the key of its email and the digest of its JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import operator
 from array import array
 from collections.abc import Mapping, Sequence
@@ -45,6 +50,19 @@ class BlockResult:
     invalid: dict[str, int] = field(default_factory=dict)
     open_quote: bool = False  # the block ended inside a quoted value: join it with the next
     error: InputError | None = None
+    keys: bytes = b""  # 8 bytes per kept contact: its email's key (shared/export_state.py)
+    digests: bytes = b""  # 8 bytes per kept contact: the digest of its JSON
+
+
+def hash8(data: bytes) -> bytes:
+    """The 8-byte BLAKE2b hash snapshots use (keys of emails, digests of contacts)."""
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def _hash(result: BlockResult, emails: list[str], items: list[bytes]) -> None:
+    """Each kept contact's email key and JSON digest (about 1.4 µs a contact)."""
+    result.keys = b"".join([hash8(e.encode()) for e in emails])
+    result.digests = b"".join([hash8(item) for item in items])
 
 
 def map_block(mapper: ContactMapper, block: Block) -> BlockResult:
@@ -105,6 +123,7 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
     # each item's end: its length plus its comma, accumulated (all at C speed)
     result.ends = array("q", accumulate(map(operator.add, map(len, items[:-1]), repeat(1))))
     result.emails = "\n".join(emails)
+    _hash(result, emails, items[:-1])
     result.truncated = dict(mapper.truncated)
     result.invalid = dict(mapper.invalid)
 

@@ -12,12 +12,20 @@ JSON form (``--config FILE``, and what the HTTP API stores)::
       "encoding": "utf-8",
       "connection": "default",
       "segments": [{"export": "BlobExport", "table": "HighValue*"}],
-      "enabled": true
+      "enabled": true,
+      "mode": "mirror",
+      "max_removal_share": 0.2
     }
 
 ``connection``, ``segments`` and ``enabled`` are what the function app needs to run a
 definition on its own: which Constant Contact account it sends with, which inbox
 files belong to it, and whether the schedule and blob events may start it.
+
+``mode`` is ``add`` (the default: members are added and updated, never removed) or
+``mirror`` (after the imports, members this export added that left the segment are
+removed from its lists; see shared/mirror.py). ``max_removal_share`` (default 0.2)
+is the share of a list a mirror run may remove before it stops and asks for
+confirmation: a truncated or empty file must never empty a list.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from shared.contacts import validate_mapping
 from shared.errors import ConfigError
 
 DEFAULT_MAX_PROFILES = 1_000_000
+MODES = ("add", "mirror")
+DEFAULT_MAX_REMOVAL_SHARE = 0.2
 MAX_LISTS = 50
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _FIELDS = {
@@ -48,6 +58,8 @@ _FIELDS = {
     "connection",
     "segments",
     "enabled",
+    "mode",
+    "max_removal_share",
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
@@ -136,6 +148,8 @@ class ExportDefinition:
     connection: str | None = None
     segments: tuple[SegmentMatch, ...] = ()
     enabled: bool = True
+    mode: str = "add"
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
 
     def __post_init__(self) -> None:
         if not self.list_ids:
@@ -153,6 +167,13 @@ class ExportDefinition:
                 f"max_profiles must be a positive whole number, not {self.max_profiles!r}"
             )
         validate_mapping(self.mapping)
+        if self.mode not in MODES:
+            raise ConfigError(f'mode {str(self.mode)[:40]!r}: use "add" or "mirror"')
+        share = self.max_removal_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise ConfigError(
+                f"max_removal_share must be a number from 0 to 1 (0.2 is 20 %), not {share!r}"
+            )
         if self.connection is not None:
             check_connection(self.connection)
 
@@ -178,6 +199,10 @@ class ExportDefinition:
             data["segments"] = [segment.to_json() for segment in self.segments]
         if not self.enabled:
             data["enabled"] = False
+        if self.mode != "add":
+            data["mode"] = self.mode
+        if self.max_removal_share != DEFAULT_MAX_REMOVAL_SHARE:
+            data["max_removal_share"] = self.max_removal_share
         return data
 
     def with_overrides(
@@ -186,6 +211,8 @@ class ExportDefinition:
         list_ids: Sequence[str] = (),
         mapping: Mapping[str, str] | None = None,
         max_profiles: int | None = None,
+        mode: str | None = None,
+        max_removal_share: float | None = None,
     ) -> ExportDefinition:
         """Command-line flags on top of a definition: lists are added, mappings replaced."""
         lists = tuple(dict.fromkeys([*self.list_ids, *(check_list_id(v) for v in list_ids)]))
@@ -194,6 +221,10 @@ class ExportDefinition:
             list_ids=lists,
             mapping={**self.mapping, **(mapping or {})},
             max_profiles=self.max_profiles if max_profiles is None else max_profiles,
+            mode=self.mode if mode is None else mode,
+            max_removal_share=(
+                self.max_removal_share if max_removal_share is None else max_removal_share
+            ),
         )
 
 
@@ -231,6 +262,8 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
         connection=connection,
         segments=_segments(data.get("segments", []), where),
         enabled=enabled,
+        mode=data.get("mode", "add"),
+        max_removal_share=data.get("max_removal_share", DEFAULT_MAX_REMOVAL_SHARE),
     )
 
 

@@ -60,6 +60,9 @@ class PreparedOutput(Protocol):
 
     def rejects_stream(self) -> IO[str]: ...
 
+    def write_file(self, name: str, data: bytes) -> str:
+        """Store one more file beside the chunks (committed with them)."""
+
     def commit(self, summary: dict[str, Any]) -> str:
         """Make everything visible; returns where the output is, for people."""
 
@@ -75,10 +78,16 @@ class LocalOutput:
         self._work = Path(tempfile.mkdtemp(prefix=".ccexport-", dir=directory))
         (self._work / CHUNKS_FOLDER).mkdir()
         self._rejects: IO[str] | None = None
+        self._extra: list[str] = []
 
     def write_chunk(self, index: int, body: bytes) -> str:
         name = chunk_name(index)
         (self._work / name).write_bytes(body)
+        return name
+
+    def write_file(self, name: str, data: bytes) -> str:
+        (self._work / name).write_bytes(data)
+        self._extra.append(name)
         return name
 
     def rejects_stream(self) -> IO[str]:
@@ -89,7 +98,7 @@ class LocalOutput:
     def commit(self, summary: dict[str, Any]) -> str:
         self.rejects_stream().close()
         (self._work / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-        for name in (CHUNKS_FOLDER, REJECTS_FILE, SUMMARY_FILE):
+        for name in (CHUNKS_FOLDER, REJECTS_FILE, *self._extra, SUMMARY_FILE):
             target = self.directory / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -133,6 +142,10 @@ class BlobOutput:
 
     def rejects_stream(self) -> IO[str]:
         return self._rejects_text
+
+    def write_file(self, name: str, data: bytes) -> str:
+        self._upload(name, data, "application/octet-stream")
+        return name
 
     def commit(self, summary: dict[str, Any]) -> str:
         self._rejects_text.flush()

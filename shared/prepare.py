@@ -9,6 +9,10 @@ bodies and writes the rejects. Every row read ends in exactly one place, so
 
 holds for every summary; ``prepare`` checks it before it reports success. A small
 input (one block) never starts a process; ``workers=1`` keeps everything in-process.
+
+Given a ``ChangeTracker`` (shared/changes.py), only contacts new or changed since the
+export's last snapshot are packed; the summary's ``changes`` counts them, and the
+segment's own snapshot is staged beside the chunks (``snapshot.bin``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from shared.block_contacts import BlockResult, init_worker, map_block, map_block_in_worker
 from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
+from shared.changes import PART_MARK, SNAPSHOT_FILE, ChangeTracker, content_digest
 from shared.chunks import DEFAULT_MAX_BODY_BYTES, ChunkInfo, JsonChunker
 from shared.contacts import DUPLICATE, ContactMapper
 from shared.errors import CcexportError, InputError
@@ -34,6 +39,7 @@ from shared.outputs import PreparedOutput, RejectsWriter, chunk_name
 from shared.segments import Segment
 
 ProgressCallback = Callable[[int], None]
+DescribeChanges = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_WORKERS = 2  # the Constant Contact side, not CPU, bounds a run past two cores
 
 
@@ -57,14 +63,20 @@ def prepare(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     block_bytes: int = BLOCK_BYTES,
+    changes: ChangeTracker | None = None,
+    describe_changes: DescribeChanges | None = None,
 ) -> PrepareResult:
-    """Run the stage; on any error nothing is left in output and the error is raised."""
+    """Run the stage; on any error nothing is left in output and the error is raised.
+
+    ``describe_changes`` may add to the summary's ``changes`` once the tracker has
+    seen every contact (the run adds the export's state key and its mode).
+    """
     started = time.perf_counter()
     try:
         summary, chunks = _run(
             segment, export, output, max_body_bytes=max_body_bytes, progress=progress,
             workers=default_workers() if workers is None else max(1, workers),
-            block_bytes=block_bytes,
+            block_bytes=block_bytes, changes=changes, describe_changes=describe_changes,
         )  # fmt: skip
         summary["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         location = output.commit(summary)
@@ -85,6 +97,7 @@ class _SegmentBlocks:
         self.segment = segment
         self.columns: tuple[str, ...] | None = segment.columns
         self.parts = {segment.store.describe(p.name): 0 for p in segment.parts}
+        self.content = content_digest(segment)
         self._blocks = self._all(size)
 
     def __iter__(self) -> Iterator[Block]:
@@ -92,12 +105,16 @@ class _SegmentBlocks:
 
     def _all(self, size: int) -> Iterator[Block]:
         for part in self.segment.parts:
+            self.content.update(PART_MARK)
             blocks = part_blocks(self.segment, part, size)
             first = next(blocks, None)
             if first is None:
                 continue  # an empty part
+            self.content.update(first.data)
             yield replace(first, skip_header=self._is_header(first, part.header))
-            yield from blocks
+            for block in blocks:
+                self.content.update(block.data)
+                yield block
 
     def _is_header(self, block: Block, declared: bool | None) -> bool:
         first = first_record(block)
@@ -151,8 +168,10 @@ class _Merge:
     def __init__(
         self, export: ExportDefinition, chunker: JsonChunker, rejects: RejectsWriter,
         parts: dict[str, int], progress: ProgressCallback | None,
+        *, changes: ChangeTracker | None = None,
     ) -> None:  # fmt: skip
         self.limit = export.max_profiles
+        self.changes = changes
         self.chunker = chunker
         self.rejects = rejects
         self.parts = parts
@@ -178,8 +197,11 @@ class _Merge:
             detail = f"same email as row {base + r.duplicate_of}" if r.duplicate_of else r.detail
             rows.append((base + r.record, r.line, r.email, r.reason, detail))
         items, ends, numbers = result.items, result.ends, result.rows
+        hashes, digests = result.keys, result.digests
         if not self.seen.keys().isdisjoint(keys):  # rare: C speed for the common case
-            items, ends, keys, numbers = self._drop_seen(keys, result, block, base, rows)
+            items, ends, keys, numbers, hashes, digests = self._drop_seen(
+                keys, result, block, base, rows
+            )
         self.seen.update(zip(keys, map(base.__add__, numbers), strict=True))
         for row, line, email, reason, detail in sorted(rows):
             self.rejects.write(row=row, file=block.where, line=line, email=email,
@@ -189,6 +211,8 @@ class _Merge:
             else:
                 self.rejected += 1
                 self.reasons[reason] += 1
+        if self.changes is not None:
+            items, ends = self.changes.select(items, ends, hashes, digests)
         self.chunker.add_items(items, ends)
         self.truncated.update(result.truncated)
         self.invalid.update(result.invalid)
@@ -200,12 +224,13 @@ class _Merge:
     def _drop_seen(
         self, keys: list[str], result: BlockResult, block: Block, base: int,
         rows: list[tuple[int, int, str, str, str]],
-    ) -> tuple[bytes, array[int], list[str], array[int]]:  # fmt: skip
+    ) -> tuple[bytes, array[int], list[str], array[int], bytes, bytes]:  # fmt: skip
         """Take out contacts whose email an earlier block already had (rare)."""
         kept, ends, kept_keys, numbers = bytearray(), array("q"), [], array("q")
+        hashes, digests = bytearray(), bytearray()
         starts = _record_lines(block)
         start = 0
-        for key, end, number in zip(keys, result.ends, result.rows, strict=True):
+        for i, (key, end, number) in enumerate(zip(keys, result.ends, result.rows, strict=True)):
             first = self.seen.get(key)
             if first is not None:
                 detail = f"same email as row {first}"
@@ -215,8 +240,10 @@ class _Merge:
                 ends.append(len(kept))
                 kept_keys.append(key)
                 numbers.append(number)
+                hashes += result.keys[8 * i : 8 * i + 8]
+                digests += result.digests[8 * i : 8 * i + 8]
             start = end
-        return bytes(kept), ends, kept_keys, numbers
+        return bytes(kept), ends, kept_keys, numbers, bytes(hashes), bytes(digests)
 
 
 def _record_lines(block: Block) -> dict[int, int]:
@@ -244,6 +271,8 @@ def _run(
     progress: ProgressCallback | None,
     workers: int,
     block_bytes: int,
+    changes: ChangeTracker | None = None,
+    describe_changes: DescribeChanges | None = None,
 ) -> tuple[dict[str, Any], list[ChunkInfo]]:
     source = _SegmentBlocks(segment, block_bytes)
     blocks = iter(source)
@@ -253,7 +282,10 @@ def _run(
     columns = source.columns or tuple(dict.fromkeys(export.mapping.values()))
     mapper = ContactMapper(columns, export.mapping)  # fails here on a missing column
     chunker = JsonChunker(export.list_ids, output.write_chunk, max_bytes=max_body_bytes)
-    merge = _Merge(export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress)
+    merge = _Merge(
+        export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress,
+        changes=changes,
+    )  # fmt: skip
     pool = None
     if workers > 1 and len(head) > 1:
         # forkserver: never fork a process that has threads (the Functions worker, the
@@ -276,6 +308,14 @@ def _run(
             pool.shutdown(wait=True, cancel_futures=True)
     chunks = chunker.close()
     rows_read, contacts = merge.rows_read, chunker.contacts
+    counted: dict[str, Any] | None = None
+    if changes is not None:
+        counts = changes.finish()
+        contacts = counts.added + counts.updated + counts.unchanged
+        output.write_file(SNAPSHOT_FILE, changes.snapshot())
+        counted = {**counts.to_json(), "sent": chunker.contacts}
+        if describe_changes is not None:
+            counted = describe_changes(counted)
     if rows_read != contacts + merge.rejected + merge.duplicates:  # an invariant, not input
         raise CcexportError(
             f"internal error: {rows_read} rows read but {contacts} contacts, "
@@ -298,9 +338,12 @@ def _run(
         "fewest_chunks_possible": chunker.fewest_possible(),
         "largest_chunk_bytes": max((c.bytes for c in chunks), default=0),
         "max_body_bytes": max_body_bytes,
+        "content_hash": source.content.hexdigest(),
         "workers": workers if pool is not None else 1,
         "chunk_files": [
             {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
         ],
     }
+    if counted is not None:
+        summary["changes"] = counted
     return summary, chunks

@@ -1,4 +1,11 @@
-"""`ccexport prepare`: map, validate and chunk a segment export without sending anything."""
+"""`ccexport prepare`: map, validate and chunk a segment export without sending anything.
+
+It compares the segment with the export's last snapshot, as a run would (the export
+is named by ``--config`` with a ``name``, or by its list ids and the segment's
+Customer Insights names), and shows what a run would send: added, updated and
+unchanged contacts, and in mirror mode the members it would remove. The state is only
+read here, never written.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,12 @@ from shared import exports, files, segments, storage
 from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import _export_from_args, guarded
 from shared.errors import InputError
+from shared.export_state import state_store_for
 from shared.outputs import BlobOutput, LocalOutput, PreparedOutput
 from shared.prepare import prepare
+from shared.run_report import render_changes
+from shared.run_state import baseline, changes_json
+from shared.runstore import open_run_store
 
 
 def _output(target: str, blob_service: Any) -> PreparedOutput:
@@ -33,17 +44,22 @@ def _output(target: str, blob_service: Any) -> PreparedOutput:
 
 @guarded
 def _prepare(args: argparse.Namespace) -> int:
-    export = _export_from_args(args)
+    export = _export_from_args(args).with_overrides(mode=args.mode)
     conn = storage.connection_string(os.environ)
     service = storage.blob_service(conn) if conn else None
     store, name = files.resolve(args.source, service)
     segment = segments.locate(store, name, encoding=export.encoding)
+    states = state_store_for(open_run_store(os.environ, service))
+    base = baseline(states, export, segment, full=args.full)
+    tracker = base.tracker()
     result = prepare(
         segment,
         export,
         _output(args.out, service),
         max_body_bytes=args.max_body_bytes,
         workers=args.workers,
+        changes=tracker,
+        describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
     )
     if args.json:
         sys.stdout.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -65,6 +81,16 @@ def _print_summary(s: dict[str, Any], location: str) -> None:
         f"  chunks      {s['chunks']:>10,}  (fewest possible {s['fewest_chunks_possible']}, "
         f"largest {s['largest_chunk_bytes']:,} bytes)"
     )
+    changes = s.get("changes")
+    if changes:
+        print(
+            f"  compared with {changes['previous_contacts']:,} contacts of the last run"
+            if changes["previous_contacts"]
+            else "  no earlier run of this export: all are new"
+        )
+        for line in render_changes(changes, None):
+            print(line)
+        print(f"  would send  {changes['sent']:>10,}")
     print(f"  output      {location}")
 
 
@@ -96,6 +122,12 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (or az://CONTAINER/PREFIX)"
+    )
+    parser.add_argument(
+        "--mode", choices=exports.MODES, help="show what a run in this mode would remove"
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="pack every contact, as `ccexport run --full` sends"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument(

@@ -17,6 +17,11 @@ What each activity promises, so Durable's retries stay safe:
 - ``poll_imports`` asks about every pending import with one request where it can.
 - ``finish_run`` writes the report, deletes delivered bodies, and keeps the rest (and
   the marks of accepted imports) so the run can be started again with the same id.
+  It also writes the export's next state (shared/run_state.py) when the run earned it.
+- ``find_members`` (mirror mode) reads the lists' members in bulk and stages the
+  removal plan (shared/mirror.py); a retry decides again from the same inputs.
+- ``apply_removals`` sends the plan's membership removals and records the activity
+  ids; a retry that finds the record sends nothing (removing twice would be harmless).
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
+from azure.core.exceptions import AzureError
 from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
 from shared import files, segments
+from shared.changes import SNAPSHOT_FILE
 from shared.constant_contact import Activity, ConstantContactClient, RetryPolicy, scrub
 from shared.errors import (
     InputError,
@@ -41,19 +49,35 @@ from shared.errors import (
     RemoteError,
     ThrottledGiveUp,
 )
+from shared.export_state import (
+    EMPTY,
+    ExportState,
+    StateError,
+    StateStore,
+    definition_hash,
+    load,
+    others_sharing,
+    state_store_for,
+    union,
+)
 from shared.locks import BlobLeaseLocks, FileLocks, Locks
+from shared.mirror import PLAN_FILE, ListChanges, list_members, plan_list, read_plan, write_plan
 from shared.pacing import Pacer, process_pacer
 from shared.prepare import prepare
 from shared.run_report import build_report
+from shared.run_state import baseline, changes_json, finish_state, skip_unchanged
 from shared.runs import (
     MAX_ACTIVITY_ERRORS,
+    Changes,
     ChunkFate,
     ChunkRef,
     FinishRequest,
     ImportState,
+    MembersResult,
     PollRequest,
     PollResult,
     PreparedRun,
+    RemovalResult,
     RunInput,
     RunStatus,
     UploadRequest,
@@ -66,6 +90,8 @@ from shared.settings import AppSettings, Settings
 from shared.tokens import Connections, OAuthClient, TokenManager
 
 log = logging.getLogger(__name__)
+
+REMOVALS_MARK = "removals.json"
 
 RowsCallback = Callable[[str, int], None]
 """Told ``(run_id, rows read so far)`` while a segment is prepared (local progress bars)."""
@@ -149,6 +175,7 @@ def _prepared(run_id: str, summary: Mapping[str, Any], staging: str, reused: boo
         reject_reasons=dict(summary.get("reject_reasons", {})),
         fewest_chunks_possible=int(summary.get("fewest_chunks_possible", 0)),
         reused=reused,
+        changes=Changes.from_json(summary.get("changes")),
     )
 
 
@@ -185,6 +212,14 @@ class RunActivities:
         self._connections: Connections | None = None
         self._managers: dict[str, TokenManager] = {}
         self._setup: asyncio.Lock | None = None
+        self._states: StateStore | None = None
+
+    @property
+    def states(self) -> StateStore:
+        """Export states, kept beside the runs (shared/export_state.py)."""
+        if self._states is None:
+            self._states = state_store_for(self.services.runs)
+        return self._states
 
     # -- prepare_segment ----------------------------------------------------------------
 
@@ -200,20 +235,133 @@ class RunActivities:
                 return _prepared(run.run_id, staged, staging, reused=True).to_json()
             store, name = files.resolve(run.source, self.services.blob_service)
             segment = segments.locate(store, name, encoding=export.encoding)
+            base = baseline(self.states, export, segment, full=run.options.full)
+            same = skip_unchanged(base, segment, runs.staging_output(run.run_id))
+            if same is not None:
+                log.info("run %s: the segment is the one last sent; nothing to send", run.run_id)
+                return _prepared(run.run_id, same, staging, reused=False).to_json()
             progress = None
             if self.on_rows is not None:
                 on_rows, run_id = self.on_rows, run.run_id
                 progress = lambda rows: on_rows(run_id, rows)  # noqa: E731
+            tracker = base.tracker()
             result = prepare(
                 segment,
                 export,
                 runs.staging_output(run.run_id),
                 max_body_bytes=run.options.max_body_bytes,
                 progress=progress,
+                changes=tracker,
+                describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
             )
         except InputError as exc:
             return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
         return _prepared(run.run_id, result.summary, staging, reused=False).to_json()
+
+    # -- find_members ---------------------------------------------------------------------
+
+    async def find_members(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Who is on each list, and which of them this run would remove (mirror mode)."""
+        run = RunInput.from_json(data)
+        export, runs = run.definition(), self.services.runs
+        summary = await asyncio.to_thread(runs.staged_summary, run.run_id)
+        changes = Changes.from_json((summary or {}).get("changes"))
+        staged = await asyncio.to_thread(runs.read_staged, run.run_id, SNAPSHOT_FILE)
+        if summary is None or staged is None or not changes.state_key:
+            return MembersResult(error="the run's prepared segment is missing").to_json()
+        segment = ExportState.from_bytes(staged).keys
+        previous, claimed = await asyncio.to_thread(
+            self._state_and_claims, changes.state_key, export.list_ids
+        )
+        same_definition = previous.header.get("definition_hash") == definition_hash(export)
+        client = await self._client(run.connection)
+        found: list[ListChanges] = []
+        via = ""
+        try:
+            for list_id in export.list_ids:
+                members = await list_members(
+                    client, list_id, poll_interval=min(run.options.poll_seconds, 5.0)
+                )
+                via = via or members.via
+                found.append(
+                    plan_list(
+                        list_id,
+                        members,
+                        segment=segment,
+                        previous=previous.keys if same_definition else EMPTY,
+                        managed=previous.managed_in(list_id),
+                        claimed=claimed.get(list_id, EMPTY),
+                    )
+                )
+        except QuotaExhausted as exc:
+            return MembersResult(
+                requests=client.stats.requests, error=str(exc), resets_at=exc.resets_at
+            ).to_json()
+        except (RemoteError, ReauthorizationRequired) as exc:
+            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
+                raise
+            return MembersResult(requests=client.stats.requests, error=str(exc)).to_json()
+        await asyncio.to_thread(runs.write_staged, run.run_id, PLAN_FILE, write_plan(found))
+        plans = tuple(c.plan for c in found)
+        return MembersResult(lists=plans, requests=client.stats.requests, via=via).to_json()
+
+    def _state_and_claims(
+        self, key: str, list_ids: tuple[str, ...]
+    ) -> tuple[ExportState, dict[str, Any]]:
+        """The export's state, and per list the contacts of other exports sending to it."""
+        try:
+            previous = load(self.states, key) or ExportState.new(key)
+        except StateError:
+            previous = ExportState.new(key)
+        claimed: dict[str, Any] = {}
+        for list_id, others in others_sharing(self.states, key, list_ids).items():
+            snapshots = []
+            for other in others:
+                try:
+                    state = load(self.states, other)
+                except StateError:
+                    continue
+                if state is not None:
+                    snapshots.append(state.keys)
+            claimed[list_id] = union(*snapshots)
+        return previous, claimed
+
+    # -- apply_removals -------------------------------------------------------------------
+
+    async def apply_removals(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Remove the planned members from their lists (membership only)."""
+        run = RunInput.from_json(data)
+        runs = self.services.runs
+        mark = await asyncio.to_thread(runs.read_staged, run.run_id, REMOVALS_MARK)
+        if mark is not None:
+            return RemovalResult.from_json(orjson.loads(mark)).to_json()
+        raw = await asyncio.to_thread(runs.read_staged, run.run_id, PLAN_FILE)
+        if raw is None:
+            return RemovalResult(error="the run's removal plan is missing").to_json()
+        plan = read_plan(raw)
+        client = await self._client(run.connection)
+        ids: list[str] = []
+        contacts = 0
+        try:
+            for list_id, staged in plan.items():
+                if not staged.remove_ids:
+                    continue
+                activities = await client.remove_list_memberships(staged.remove_ids, [list_id])
+                ids += [a.activity_id for a in activities]
+                contacts += len(staged.remove_ids)
+        except QuotaExhausted as exc:
+            return RemovalResult(
+                tuple(ids), contacts, client.stats.requests, str(exc), exc.resets_at
+            ).to_json()
+        except (RemoteError, ReauthorizationRequired) as exc:
+            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
+                raise
+            return RemovalResult(tuple(ids), contacts, client.stats.requests, str(exc)).to_json()
+        result = RemovalResult(tuple(ids), contacts, client.stats.requests)
+        await asyncio.to_thread(
+            runs.write_staged, run.run_id, REMOVALS_MARK, orjson.dumps(result.to_json())
+        )
+        return result.to_json()
 
     # -- upload_chunk ---------------------------------------------------------------------
 
@@ -288,11 +436,17 @@ class RunActivities:
             elif outcome.fate is ChunkFate.IMPORT_FAILED:
                 runs.forget_accepted(run_id, outcome.chunk.index)  # send it again next time
         rejects = runs.publish_rejects(run_id)
+        try:
+            state = finish_state(runs, self.states, request)
+        except (StateError, OSError, AzureError) as exc:
+            log.warning("run %s: the export state was not written (%s)", run_id, exc)
+            state = {"written": False, "why": f"could not be written: {type(exc).__name__}"}
         report = build_report(
             request,
             staging=runs.staging_location(run_id),
             rejects_file=rejects,
             resume_hint=resume_hint(run_id),
+            state=state,
         )
         location = runs.write_report(run_id, report)
         nothing_held = not report["not_delivered"]["chunks"]

@@ -6,9 +6,15 @@ Contact or the sandbox, whichever the settings name. Before anything is prepared
 checks that the connection has a usable token and that the lists exist, so a typo
 costs one request instead of a whole run.
 
+Runs are incremental: only contacts new or changed since the export's last successful
+run are sent (``--full`` sends all). ``--mode mirror`` also removes from the lists the
+members this export added that left the segment; a run that would remove more than
+``--max-removal-share`` of a list stops and asks: run it again with
+``--run-id ID --confirm-removals`` to go ahead.
+
 Exit status: 0 when every contact was delivered; 3 when some were not (the report
-says which, and where their request bodies are kept); 1 when the run failed; 2 for
-input to fix.
+says which, and where their request bodies are kept); 4 when a mirror run stopped to
+ask for confirmation (nothing was sent); 1 when the run failed; 2 for input to fix.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -27,7 +32,12 @@ from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import EXIT_FAILED, _export_from_args, guarded
 from shared.constant_contact import ConstantContactClient
 from shared.errors import InputError, ReauthorizationRequired
-from shared.exports import DEFAULT_MAX_PROFILES, check_connection
+from shared.exports import (
+    DEFAULT_MAX_PROFILES,
+    DEFAULT_MAX_REMOVAL_SHARE,
+    MODES,
+    check_connection,
+)
 from shared.local_run import run_locally
 from shared.progress import ProgressBar
 from shared.run_activities import RunActivities, RunServices
@@ -42,6 +52,7 @@ from shared.tokens import (
 )
 
 EXIT_NOT_DELIVERED = 3
+EXIT_NEEDS_CONFIRMATION = 4
 LOCAL_EXPORT_NAME = "local"
 
 
@@ -82,6 +93,29 @@ def parser() -> argparse.ArgumentParser:
         help="resume this run (after the daily quota reset, or to resend what failed): "
         "what it already delivered is not sent again",
     )
+    add(
+        "--mode",
+        choices=MODES,
+        help="add: add and update members (default); mirror: also remove members this "
+        "export added that left the segment",
+    )
+    add(
+        "--max-removal-share",
+        type=float,
+        metavar="SHARE",
+        help=f"mirror mode: stop before removing more than this share of a list "
+        f"(default {DEFAULT_MAX_REMOVAL_SHARE:g}, i.e. {DEFAULT_MAX_REMOVAL_SHARE:.0%})",
+    )
+    add(
+        "--confirm-removals",
+        action="store_true",
+        help="mirror mode: go ahead with removals past --max-removal-share",
+    )
+    add(
+        "--full",
+        action="store_true",
+        help="send every contact, not only those new or changed since the last run",
+    )
     add("--json", action="store_true", help="print the report as JSON on stdout")
     add(
         "--poll-seconds",
@@ -120,12 +154,21 @@ async def preflight(services: RunServices, connection: str, list_ids: Sequence[s
 
 @guarded
 def run(args: argparse.Namespace) -> int:
-    export = _export_from_args(args)
-    if export.name is None:
-        export = replace(export, name=LOCAL_EXPORT_NAME)
+    export = _export_from_args(args).with_overrides(
+        mode=args.mode, max_removal_share=args.max_removal_share
+    )
     now = datetime.now(UTC)
-    run_id = check_run_id(args.run_id) if args.run_id else new_run_id(export.name, now)
-    options = RunOptions(max_body_bytes=args.max_body_bytes, poll_seconds=args.poll_seconds)
+    run_id = (
+        check_run_id(args.run_id)
+        if args.run_id
+        else new_run_id(export.name or LOCAL_EXPORT_NAME, now)
+    )
+    options = RunOptions(
+        max_body_bytes=args.max_body_bytes,
+        poll_seconds=args.poll_seconds,
+        full=args.full,
+        confirm_removals=args.confirm_removals,
+    )
     run_input = RunInput.create(
         run_id,
         export,
@@ -156,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     status = result.outcome.status
     if status is RunStatus.COMPLETED:
         return 0
+    if status is RunStatus.NEEDS_CONFIRMATION:
+        return EXIT_NEEDS_CONFIRMATION
     return EXIT_FAILED if status is RunStatus.FAILED else EXIT_NOT_DELIVERED
 
 

@@ -5,6 +5,7 @@ the HTTP API serves it as it is. Its counts reconcile:
 
     rows_read = contacts + duplicates + rejected
     contacts  = contacts_delivered + contacts_not_delivered + contacts_unconfirmed
+                + contacts_unchanged
 
 Fields:
 
@@ -26,6 +27,16 @@ Fields:
 - ``quota``: set when the daily quota ran out: when it resets and how to resume.
 - ``requests``: import requests sent (against the chunks: the fewest possible is one
   each), status polls and the requests they took.
+- ``changes``: the segment against the export's last snapshot: ``mode`` (add or
+  mirror), ``incremental`` (compared with a snapshot), ``added`` (new contacts),
+  ``updated`` (changed ones), ``unchanged`` (not sent again), ``left`` (in the last
+  snapshot, not in this segment), ``removed`` (members taken off the lists),
+  ``content_unchanged`` (the same files as last time: nothing was read), and
+  ``state``: whether the export's state was written, and where.
+- ``removals`` (mirror mode, when the lists were looked at): per list its members,
+  the removals planned and those kept because another export still sends them; what
+  was asked and how the membership activities ended; ``needs_confirmation``: why the
+  run stopped before sending (too large a share of a list, or an empty segment).
 
 No email address appears here (Constant Contact's error lines are scrubbed); they are
 only in rejects.csv and in the staged bodies kept for a new run.
@@ -37,7 +48,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from shared.runs import ChunkFate, ChunkOutcome, FinishRequest, RunStatus
+from shared.runs import Changes, ChunkFate, ChunkOutcome, FinishRequest, RunStatus
 
 
 def _chunk_entry(outcome: ChunkOutcome, staging: str) -> dict[str, Any]:
@@ -72,6 +83,7 @@ def build_report(
     staging: str,
     rejects_file: str | None,
     resume_hint: str,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report for a finished run (pure: the caller stores it)."""
     run, prepared, outcomes = request.run, request.prepared, request.outcomes
@@ -106,6 +118,7 @@ def build_report(
             "contacts_delivered": sum(o.chunk.contacts for o in imported) - shortfall,
             "contacts_not_delivered": not_delivered,
             "contacts_unconfirmed": sum(o.chunk.contacts for o in unconfirmed),
+            "contacts_unchanged": contacts - sum(o.chunk.contacts for o in outcomes),
             "person_count": sum(s.person_count for s in states),
             "cannot_add_to_list": sum(s.cannot_add_to_list_count for s in states),
             "error_count": sum(s.error_count for s in states),
@@ -150,6 +163,8 @@ def build_report(
             "fewest_import_requests": len(outcomes),
         },
     }
+    report["changes"] = _changes(request, state)
+    report["removals"] = _removals(request)
     if request.status is RunStatus.QUOTA_EXHAUSTED:
         report["quota"] = {
             "exhausted": True,
@@ -157,6 +172,41 @@ def build_report(
             "resume": f"after {request.resets_at}: {resume_hint}",
         }
     return report
+
+
+def _changes(request: FinishRequest, state: dict[str, Any] | None) -> dict[str, Any]:
+    prepared, removals = request.prepared, request.removals
+    changes = prepared.changes if prepared else Changes()
+    return {
+        "mode": changes.mode,
+        "incremental": changes.incremental,
+        "added": changes.added,
+        "updated": changes.updated,
+        "unchanged": changes.unchanged,
+        "left": changes.left,
+        "removed": removals.asked if removals is not None and removals.done else 0,
+        "content_unchanged": changes.content_unchanged,
+        "state": state,
+    }
+
+
+def _removals(request: FinishRequest) -> dict[str, Any] | None:
+    members, removals = request.members, request.removals
+    if members is None and request.confirmation is None:
+        return None
+    return {
+        "lists": [
+            {**asdict(plan), "share": round(plan.share(), 4)}
+            for plan in (members.lists if members else ())
+        ],
+        "found_by": members.via if members else None,
+        "planned": members.removals if members else 0,
+        "asked": removals.asked if removals else 0,
+        "activities": removals.activities if removals else 0,
+        "activities_completed": removals.activities_completed if removals else 0,
+        "error": removals.error if removals else (members.error if members else None),
+        "needs_confirmation": request.confirmation,
+    }
 
 
 def _plural(count: int, noun: str) -> str:
@@ -179,6 +229,7 @@ def render(report: dict[str, Any]) -> str:
         f"in {chunks['imported']} of {chunks['total']} imports "
         f"(Constant Contact counted {counts['person_count']:,})",
     ]
+    lines += render_changes(report.get("changes"), report.get("removals"))
     if counts["contacts_not_delivered"] or counts["contacts_unconfirmed"]:
         lines.append(f"  NOT delivered   {counts['contacts_not_delivered']:>10,}")
         if counts["contacts_unconfirmed"]:
@@ -210,6 +261,9 @@ def render(report: dict[str, Any]) -> str:
     if held["kept_in"]:
         lines.append(f"  kept for resend {held['kept_in']}")
         lines.append(f"  to resend       {held['how_to_resend']}")
+    confirmation = (report.get("removals") or {}).get("needs_confirmation")
+    if confirmation:
+        lines.append(f"  NEEDS CONFIRMATION  {confirmation}")
     if report["quota"]:
         lines.append(f"  quota           exhausted; resets at {report['quota']['resets_at']}")
     if report["error"]:
@@ -217,3 +271,37 @@ def render(report: dict[str, Any]) -> str:
     if report["rejects"]["file"]:
         lines.append(f"  rejects         {report['rejects']['file']}")
     return "\n".join(lines)
+
+
+def render_changes(changes: dict[str, Any] | None, removals: dict[str, Any] | None) -> list[str]:
+    """The lines about what changed since the last run (``ccexport run`` and ``prepare``)."""
+    if not changes:
+        return []
+    if changes.get("content_unchanged"):
+        return [
+            f"  unchanged       {changes['unchanged']:>10,}  "
+            "(the same segment as last time: nothing to send)"
+        ]
+    since = "since the last run" if changes.get("incremental") else "(no earlier run to compare)"
+    lines = [
+        f"  added           {changes['added']:>10,}  {since}",
+        f"  updated         {changes['updated']:>10,}",
+        f"  unchanged       {changes['unchanged']:>10,}  (not sent again)",
+    ]
+    if changes.get("left"):
+        lines.append(f"  left segment    {changes['left']:>10,}")
+    if changes.get("mode") == "mirror":
+        removed = changes.get("removed", 0)
+        planned = (removals or {}).get("planned", changes.get("removal_candidates", 0))
+        lines.append(f"  removed         {removed:>10,}  (mirror mode; planned {planned:,})")
+        for entry in (removals or {}).get("lists", []):
+            lines.append(
+                f"    list {entry['list_id']}: {entry['members']:,} members, "
+                f"{entry['remove']:,} to remove ({entry['share']:.1%})"
+                + (
+                    f", {entry['kept_for_others']:,} kept for other exports"
+                    if entry.get("kept_for_others")
+                    else ""
+                )
+            )
+    return lines

@@ -2,6 +2,16 @@
 
 Contract changes (newest first; tell the HTTP API's author when adding one):
 
+- Added: incremental runs and mirror mode (issue 7). Two more activities,
+  ``find_members`` and ``apply_removals`` (both take the RunInput). ``RunOptions``
+  gains ``full`` (send every contact, not only new and changed ones) and
+  ``confirm_removals`` (a run stopped for confirmation may remove). A new status,
+  ``needs_confirmation``: a mirror run would have removed more than the definition's
+  ``max_removal_share`` of a list (or the segment came empty); nothing was sent or
+  removed, and starting it again with ``confirm_removals`` goes ahead. ``PreparedRun``
+  gains ``changes`` (:class:`Changes`); the report gains ``changes`` and ``removals``.
+  A run may have 0 chunks (nothing new or changed): it completes without an import.
+
 - Added (nothing changed): resuming. A run whose report says ``quota_exhausted`` or
   ``completed_with_errors`` may be started again under the SAME run id with the same
   input (a Durable instance that is no longer running may be replaced): what was
@@ -10,7 +20,9 @@ Contract changes (newest first; tell the HTTP API's author when adding one):
 
 Names. The orchestrator ``segment_export`` (functions/orchestrator.py) calls four
 activities (functions/activities.py): ``prepare_segment``, ``upload_chunk``,
-``poll_imports`` and ``finish_run``. Both modules hold a ``df.Blueprint``.
+``poll_imports`` and ``finish_run``, and in mirror mode ``find_members`` (before any
+upload: who is on the lists, what would be removed) and ``apply_removals`` (after the
+imports). Both modules hold a ``df.Blueprint``.
 
 Input (:class:`RunInput`, plain JSON; no contact data, no secrets)::
 
@@ -41,8 +53,10 @@ Output (:class:`RunOutcome`)::
 Status values (:class:`RunStatus`): ``completed`` (every contact imported),
 ``completed_with_errors`` (some chunks or contacts did not go; the others did),
 ``quota_exhausted`` (the daily request quota ran out; the rest is kept and goes when
-the run is started again with the same run id after 00:00 UTC), ``failed`` (nothing
-could be sent: the input or the definition is wrong, or an unexpected error).
+the run is started again with the same run id after 00:00 UTC), ``needs_confirmation``
+(a mirror run would remove more than ``max_removal_share`` of a list, or its segment
+came empty: nothing was sent or removed), ``failed`` (nothing could be sent: the input
+or the definition is wrong, or an unexpected error).
 
 The report (report.json, written by ``finish_run``; its fields are documented in
 shared/run_report.py) and the rejects file live in the run store
@@ -71,7 +85,9 @@ PREPARE_SEGMENT = "prepare_segment"
 UPLOAD_CHUNK = "upload_chunk"
 POLL_IMPORTS = "poll_imports"
 FINISH_RUN = "finish_run"
-ACTIVITIES = (PREPARE_SEGMENT, UPLOAD_CHUNK, POLL_IMPORTS, FINISH_RUN)
+FIND_MEMBERS = "find_members"
+APPLY_REMOVALS = "apply_removals"
+ACTIVITIES = (PREPARE_SEGMENT, UPLOAD_CHUNK, POLL_IMPORTS, FINISH_RUN, FIND_MEMBERS, APPLY_REMOVALS)
 
 TRIGGERS = frozenset({"blob", "timer", "http", "cli"})
 DEFAULT_CONNECTION = "default"
@@ -107,6 +123,7 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     QUOTA_EXHAUSTED = "quota_exhausted"
+    NEEDS_CONFIRMATION = "needs_confirmation"
     FAILED = "failed"
 
 
@@ -160,6 +177,10 @@ class RunOptions:
     attempts: int = 3
     """Tries of each activity (Durable retry options), the first included."""
     retry_seconds: float = 15.0
+    full: bool = False
+    """Send every contact, not only those new or changed since the last snapshot."""
+    confirm_removals: bool = False
+    """A mirror run may remove more than the definition's max_removal_share."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -170,6 +191,8 @@ class RunOptions:
             (0 < self.max_wait_seconds <= 10 * 86400, "max_wait_seconds"),
             (1 <= self.attempts <= 10, "attempts (1-10)"),
             (0 < self.retry_seconds <= 3600, "retry_seconds"),
+            (isinstance(self.full, bool), "full (true or false)"),
+            (isinstance(self.confirm_removals, bool), "confirm_removals (true or false)"),
         )
         for ok, name in checks:
             if not ok:
@@ -287,6 +310,44 @@ class ChunkRef:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """The segment against the export's last snapshot (shared/changes.py)."""
+
+    state_key: str = ""
+    mode: str = "add"
+    incremental: bool = False
+    """A snapshot was there to compare with (and the run was not ``full``)."""
+    added: int = 0
+    """Contacts not in the last snapshot."""
+    updated: int = 0
+    """Contacts in it whose mapped values changed."""
+    unchanged: int = 0
+    """Contacts exactly as last sent: not sent again."""
+    left: int = 0
+    """Contacts of the last snapshot that are not in this segment."""
+    previous_contacts: int = 0
+    removal_candidates: int = 0
+    """Members this export added that are not in the segment (over its lists): what a
+    mirror run would remove, before the lists are looked at."""
+    content_unchanged: bool = False
+    """The files and the definition are the ones of the last snapshot: nothing was read."""
+    needs_members: bool = False
+    """A mirror run must look at the lists (new contacts or removal candidates)."""
+    sent: int = 0
+    """Contacts packed into chunks (new and changed, or all in a full run)."""
+    generation: str = ""
+    """The generation of the state compared with (shared/export_state.py)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Changes:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass(frozen=True)
 class PreparedRun:
     """``prepare_segment``'s result: references and counts, never contacts.
 
@@ -308,6 +369,7 @@ class PreparedRun:
     reused: bool = False
     """True when an earlier attempt of this run had already prepared everything."""
     error: str | None = None
+    changes: Changes = field(default_factory=Changes)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -320,7 +382,97 @@ class PreparedRun:
         values = dict(data)
         values["chunks"] = tuple(ChunkRef.from_json(c) for c in data.get("chunks", ()))
         values["reject_reasons"] = dict(data.get("reject_reasons", {}))
+        values["changes"] = Changes.from_json(data.get("changes"))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class ListPlan:
+    """One list of a mirror run: its members, and what leaves it."""
+
+    list_id: str
+    members: int = 0
+    """Members when looked at (before this run's imports)."""
+    remove: int = 0
+    """Members this export added that left the segment: to be removed."""
+    kept_for_others: int = 0
+    """Leavers kept because another export's segment still has them."""
+
+    def share(self) -> float:
+        return self.remove / self.members if self.members else 0.0
+
+
+@dataclass(frozen=True)
+class MembersResult:
+    """``find_members``'s result: per list, members and planned removals (no contacts)."""
+
+    lists: tuple[ListPlan, ...] = ()
+    requests: int = 0
+    via: str = ""
+    """How the members were found: "contact_export" or "paging"."""
+    error: str | None = None
+    resets_at: str | None = None
+
+    @property
+    def removals(self) -> int:
+        return sum(p.remove for p in self.lists)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "lists": [asdict(p) for p in self.lists]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> MembersResult:
+        if not data:
+            return cls()
+        return cls(**{**data, "lists": tuple(ListPlan(**p) for p in data.get("lists", ()))})
+
+
+@dataclass(frozen=True)
+class RemovalResult:
+    """``apply_removals``'s result: the membership activities it started (or had)."""
+
+    activity_ids: tuple[str, ...] = ()
+    contacts: int = 0
+    """Membership removals asked for, over all lists."""
+    requests: int = 0
+    error: str | None = None
+    resets_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "activity_ids": list(self.activity_ids)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RemovalResult:
+        if not data:
+            return cls()
+        return cls(**{**data, "activity_ids": tuple(data.get("activity_ids", ()))})
+
+
+@dataclass(frozen=True)
+class Removals:
+    """What became of the removals, for the report and the state."""
+
+    planned: int = 0
+    asked: int = 0
+    """Membership removals sent to Constant Contact."""
+    activities: int = 0
+    activities_completed: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return (
+            self.error is None
+            and self.asked == self.planned
+            and self.activities_completed == self.activities
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Removals:
+        return cls(**data) if data else cls()
 
 
 @dataclass(frozen=True)
@@ -515,9 +667,16 @@ class FinishRequest:
     requests: RequestCounts
     error: str | None = None
     resets_at: str | None = None
+    members: MembersResult | None = None
+    removals: Removals | None = None
+    confirmation: str | None = None
+    """Why a mirror run stopped to ask (status needs_confirmation)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "members": None if self.members is None else self.members.to_json(),
+            "removals": None if self.removals is None else self.removals.to_json(),
+            "confirmation": self.confirmation,
             "run": self.run.to_json(),
             "status": self.status.value,
             "started_at": self.started_at,
@@ -542,6 +701,9 @@ class FinishRequest:
             requests=RequestCounts(**data.get("requests", {})),
             error=data.get("error"),
             resets_at=data.get("resets_at"),
+            members=MembersResult.from_json(data["members"]) if data.get("members") else None,
+            removals=Removals.from_json(data["removals"]) if data.get("removals") else None,
+            confirmation=data.get("confirmation"),
         )
 
 
@@ -588,6 +750,11 @@ class RunTally:
         self.final: RunStatus | None = None
         self.poll_failures = 0
         """Status polls in a row that failed (after their retries)."""
+        self.members: MembersResult | None = None
+        self.removals: Removals | None = None
+        self.removal_states: dict[str, str] = {}
+        """Membership removal activity id -> its last known state."""
+        self.confirmation: str | None = None
 
     # -- steps ---------------------------------------------------------------------
 
@@ -601,6 +768,117 @@ class RunTally:
 
     def fail(self, error: str) -> None:
         self.error = error
+
+    # -- mirror mode -----------------------------------------------------------------
+
+    @property
+    def changes(self) -> Changes:
+        return self.prepared.changes if self.prepared else Changes()
+
+    def mirror(self) -> bool:
+        return self.changes.mode == "mirror"
+
+    def needs_members(self) -> bool:
+        """Look at the lists before sending: a mirror run with joiners or leavers."""
+        return self.mirror() and self.changes.needs_members and not self.stopped()
+
+    def check_empty_segment(self) -> None:
+        """A mirror run whose segment came empty after a non-empty one stops to ask."""
+        prepared, changes = self.prepared, self.changes
+        if (
+            self.mirror()
+            and not self.stopped()
+            and prepared is not None
+            and prepared.contacts == 0
+            and changes.previous_contacts > 0
+            and not self.run.options.confirm_removals
+        ):
+            self.confirmation = (
+                f"the segment is empty but the last run sent {changes.previous_contacts:,} "
+                "contacts: in mirror mode this would remove every member this export added. "
+                "Check the file; to go ahead, start the run again with confirm_removals "
+                "(ccexport run ... --confirm-removals)"
+            )
+
+    def members_found(self, result: MembersResult) -> None:
+        self.members = result
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
+            return
+        if result.error is not None:
+            self.fail(f"the lists' members could not be read, so nothing was sent: {result.error}")
+            return
+        limit = self.run.definition().max_removal_share
+        over = [p for p in result.lists if p.share() > limit]
+        if over and not self.run.options.confirm_removals:
+            worst = max(over, key=ListPlan.share)
+            self.confirmation = (
+                f"this mirror run would remove {worst.remove:,} of the {worst.members:,} "
+                f"members of list {worst.list_id} ({worst.share():.0%}), more than the "
+                f"{limit:.0%} allowed (max_removal_share): a truncated or wrong file? Nothing "
+                "was sent or removed. To go ahead, start the run again with confirm_removals "
+                "(ccexport run ... --confirm-removals)"
+            )
+
+    def awaits_confirmation(self) -> bool:
+        return self.confirmation is not None
+
+    def removals_due(self) -> bool:
+        return (
+            self.members is not None
+            and self.members.removals > 0
+            and self.removals is None
+            and not self.stopped()
+            and not self.awaits_confirmation()
+        )
+
+    def removals_asked(self, result: RemovalResult) -> None:
+        planned = self.members.removals if self.members else 0
+        self.removals = Removals(
+            planned=planned,
+            asked=result.contacts,
+            activities=len(result.activity_ids),
+            error=result.error,
+        )
+        self.removal_states = {a: "" for a in result.activity_ids}
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
+
+    def removals_failed(self, error: str) -> None:
+        planned = self.members.removals if self.members else 0
+        self.removals = Removals(planned, error=error)
+
+    def removals_awaiting(self) -> list[str]:
+        return [
+            a for a, state in self.removal_states.items() if state not in TERMINAL_IMPORT_STATES
+        ]
+
+    def removals_polled(self, result: PollResult) -> None:
+        for state in result.imports:
+            if state.activity_id in self.removal_states:
+                self.removal_states[state.activity_id] = state.state
+        if self.removals is not None:
+            done = sum(1 for s in self.removal_states.values() if s == "completed")
+            failed = [
+                s
+                for s in self.removal_states.values()
+                if s in TERMINAL_IMPORT_STATES - {"completed"}
+            ]
+            error = self.removals.error or (
+                f"{len(failed)} removal activit{'y' if len(failed) == 1 else 'ies'} ended "
+                + ", ".join(sorted(set(failed)))
+                if failed
+                else None
+            )
+            self.removals = replace(self.removals, activities_completed=done, error=error)
+
+    def removals_unconfirmed(self, why: str) -> None:
+        if self.removals is not None and self.removals_awaiting():
+            self.removals = replace(self.removals, error=self.removals.error or why)
+        self.removal_states = {
+            a: (s if s in TERMINAL_IMPORT_STATES else "unconfirmed")
+            for a, s in self.removal_states.items()
+        }
 
     def uploaded(self, result: UploadResult) -> None:
         outcome = self.outcomes[result.index]
@@ -703,6 +981,12 @@ class RunTally:
         went = [o for o in outcomes if not o.fate.lost and o.fate is not ChunkFate.PENDING]
         if self.resets_at is not None:
             return RunStatus.QUOTA_EXHAUSTED
+        if self.confirmation is not None:
+            return RunStatus.NEEDS_CONFIRMATION
+        if self.removals is not None and not self.removals.done:
+            return (
+                RunStatus.COMPLETED_WITH_ERRORS if went or self.removals.asked else RunStatus.FAILED
+            )
         if not went and (self.error is not None or outcomes):
             return RunStatus.FAILED  # nothing was sent, or everything sent was refused
         if self.error is not None or any(not o.fate.delivered or o.shortfall for o in outcomes):
@@ -740,6 +1024,9 @@ class RunTally:
             requests=self.requests,
             error=self.error,
             resets_at=self.resets_at,
+            members=self.members,
+            removals=self.removals,
+            confirmation=self.confirmation,
         )
 
     def outcome(self, report: str | None) -> RunOutcome:

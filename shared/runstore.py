@@ -73,6 +73,12 @@ class RunStore(Protocol):
 
     def read_chunk(self, run_id: str, name: str) -> bytes: ...
 
+    def read_staged(self, run_id: str, name: str) -> bytes | None:
+        """Another file of the staging area (a snapshot, a mirror plan), None if absent."""
+
+    def write_staged(self, run_id: str, name: str, data: bytes) -> None:
+        """Store a file in the staging area, whole or not at all."""
+
     def delete_chunk(self, run_id: str, name: str) -> None: ...
 
     def accepted(self, run_id: str, index: int) -> str | None:
@@ -140,6 +146,19 @@ class LocalRunStore:
 
     def delete_chunk(self, run_id: str, name: str) -> None:
         (self._staging(run_id) / name).unlink(missing_ok=True)
+
+    def read_staged(self, run_id: str, name: str) -> bytes | None:
+        try:
+            return (self._staging(run_id) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_staged(self, run_id: str, name: str, data: bytes) -> None:
+        path = self._staging(run_id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(".tmp")
+        temp.write_bytes(data)
+        os.replace(temp, path)
 
     def accepted(self, run_id: str, index: int) -> str | None:
         try:
@@ -260,6 +279,17 @@ class BlobRunStore:
     def delete_chunk(self, run_id: str, name: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self.staging.delete_blob(self._name(run_id, name))
+
+    def read_staged(self, run_id: str, name: str) -> bytes | None:
+        try:
+            return self.staging.download_blob(self._name(run_id, name), max_concurrency=2).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def write_staged(self, run_id: str, name: str, data: bytes) -> None:
+        self._container(self.staging).upload_blob(
+            self._name(run_id, name), data, overwrite=True, max_concurrency=2
+        )
 
     def accepted(self, run_id: str, index: int) -> str | None:
         data = self._read_json(self.staging, self._name(run_id, accepted_name(index)))
