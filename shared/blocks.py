@@ -19,6 +19,7 @@ import codecs
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -148,16 +149,21 @@ def part_blocks(segment: Segment, part: Part, size: int = BLOCK_BYTES) -> Iterat
     """The part as blocks cut after a line end; the first block keeps any BOM."""
     where = segment.store.describe(part.name)
     with segment.store.open(part.name) as raw:
-        stream, head = _byte_stream(raw)
-        encoding = _encoding_for(head, segment.encoding)
-        base = Block(where, b"", encoding, 1, segment.delimiter)
-        if _cuts_safely(encoding):
-            chunks: Iterator[bytes] = iter(lambda: stream.read(size), b"")
-        else:
-            text = io.TextIOWrapper(stream, encoding=encoding, newline="")
-            chunks = _transcoded(text, size, where)
-            base = replace(base, encoding="utf-8")
-        yield from _cut(base, chunks)
+        try:
+            stream, head = _byte_stream(raw)
+            encoding = _encoding_for(head, segment.encoding)
+            base = Block(where, b"", encoding, 1, segment.delimiter)
+            if _cuts_safely(encoding):
+                chunks: Iterator[bytes] = iter(lambda: stream.read(size), b"")
+            else:
+                text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+                chunks = _transcoded(text, size, where)
+                base = replace(base, encoding="utf-8")
+            yield from _cut(base, chunks)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise InputError(
+                f"{where}: the gzip file is damaged or cut short ({exc}); upload it again"
+            ) from None
 
 
 def _transcoded(text: io.TextIOWrapper, size: int, where: str) -> Iterator[bytes]:

@@ -59,6 +59,8 @@ class Figures:
 
     def lines(self, scale: str) -> list[str]:
         faults = ", ".join(f"{name} {n:,}" for name, n in sorted(self.faults.items()))
+        inputs = {entry.partition(":")[2] for entry in self.bad_inputs}
+        ways = Counter(entry.partition(":")[0] for entry in self.bad_inputs)
         return [
             f"scale                 {scale}",
             f"faults injected       {sum(self.faults.values()):,}  ({faults or 'none'})",
@@ -68,7 +70,8 @@ class Figures:
             f"chunks                {self.chunks:,}",
             f"chunks sent twice     {self.chunks_sent_twice:,}  "
             f"(most sends of one chunk: {self.most_sends_of_one_chunk})",
-            f"bad inputs tried      {len(self.bad_inputs):,}",
+            f"bad inputs tried      {len(inputs):,}  ({len(self.bad_inputs):,} tries: "
+            f"{', '.join(f'{n} through {way}' for way, n in sorted(ways.items()))})",
             f"duplicate triggers    {self.trigger_deliveries:,} deliveries, "
             f"{self.trigger_runs_started:,} run(s) started",
             f"security checks       {len(self.security_checks):,} here, "
