@@ -187,7 +187,8 @@ def finish_state(
     except StateError:
         current = None
     found = current.generation if current is not None else ""
-    if found != changes.generation:
+    ours = current is not None and current.header.get("run_id") == run_id  # an earlier attempt
+    if found != changes.generation and not ours:
         log.warning("export state %s: another run wrote it since this one began; kept", key)
         return {
             "key": key,
@@ -197,6 +198,8 @@ def finish_state(
     base = current if current is not None else ExportState.new(key)
     plan_bytes = runs.read_staged(run_id, PLAN_FILE)
     plan = read_plan(plan_bytes) if plan_bytes is not None else None
+    if not completed and plan is None:
+        return {"key": key, "written": False, "why": f"the run ended {request.status.value}"}
     export = request.run.definition()
     removed = request.removals is not None and request.removals.done
     managed = next_managed(base.managed, export.list_ids, plan, removed=removed)
