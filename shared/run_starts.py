@@ -154,7 +154,16 @@ class Launcher:
         if status in DONE and not restart_done:
             return StartResult(run_id, Outcome.DONE, definition.name, folder.source, status)
         payload = run_input(run_id, definition, folder, trigger, self._clock())
-        await self.engine.start(run_id, payload)
+        try:
+            await self.engine.start(run_id, payload)
+        except Exception:
+            # Deliveries of one event may arrive together: all find no run, one starts
+            # it, and the host refuses the others (host.json: NonRunningStates). Those
+            # are answered as "already running", not failed and delivered yet again.
+            now = await self.engine.runtime_status(run_id)
+            if now in ACTIVE:
+                return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, now)
+            raise
         await self.runs.record(
             RunRecord(
                 run_id,

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -55,6 +57,15 @@ class DurableFake:
     def __init__(self) -> None:
         self.instances: dict[str, Instance] = {}
         self.starts: list[Instance] = []
+        self.refused: list[str] = []
+        self.refuse_running = False
+        """Answer a start for a Pending or Running instance with an error, as the host does
+        with host.json's ``overridableExistingInstanceStates: NonRunningStates``."""
+        self.status_barrier = 0
+        """Hold the first status reads until this many have arrived (at most 5 s): callers
+        that arrive together all look before any of them starts (0: no holding)."""
+        self._arrived = 0
+        self._all_arrived: asyncio.Event | None = None
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -77,6 +88,11 @@ class DurableFake:
 
     async def _start(self, request: web.Request) -> web.Response:
         raw = await request.json()
+        existing = self.instances.get(request.match_info["instance_id"])
+        if self.refuse_running and existing and existing.runtime_status in {"Pending", "Running"}:
+            self.refused.append(existing.instance_id)
+            message = f"An Orchestration instance with the status {existing.runtime_status} "
+            return web.json_response({"Message": message + "already exists."}, status=500)
         instance = Instance(
             request.match_info["name"],
             request.match_info["instance_id"],
@@ -87,6 +103,14 @@ class DurableFake:
         return web.json_response({"id": instance.instance_id}, status=202)
 
     async def _status(self, request: web.Request) -> web.Response:
+        if self.status_barrier:
+            if self._all_arrived is None:
+                self._all_arrived = asyncio.Event()
+            self._arrived += 1
+            if self._arrived >= self.status_barrier:
+                self._all_arrived.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_arrived.wait(), 5.0)
         instance = self.instances.get(request.match_info["instance_id"])
         if instance is None:
             return web.Response(status=404, text="")

@@ -167,7 +167,7 @@ CASES.append(
         rows_read=58_000,
         contacts=57_999,
         reasons={"unbalanced_quote": 1},
-    )  # fmt: skip
+    )
 )
 if SCALE.name == "full":
     CASES.append(Case("unbalanced_quote_past_the_field_limit", _big_over_limit,
