@@ -119,11 +119,18 @@ def open_secret_store(settings: Mapping[str, str], **vault_options: Any) -> Secr
     Files live under CCEXPORT_HOME (default ~/.ccexport). The Key Vault store owns the
     credential it builds and closes it with itself. `vault_options` go to
     KeyVaultSecretStore (tests point TLS and the challenge check at the local fake).
+
+    What the app deletes it means to be gone: a deleted connection's tokens (a refresh
+    token stays valid at Constant Contact for months, and no revocation endpoint is
+    documented), a spent PKCE verifier. So deletes purge the soft-deleted secret too,
+    where the vault allows it (with purge protection on, it stays recoverable by vault
+    admins until its retention ends, and a warning says so).
     """
     vault_url = settings.get("KEY_VAULT_URL", "").strip()
     if vault_url:
+        options = {"purge_on_delete": True, **vault_options}
         return KeyVaultSecretStore(
-            vault_url, default_credential(settings), close_credential=True, **vault_options
+            vault_url, default_credential(settings), close_credential=True, **options
         )
     return LocalFileSecretStore(ccexport_home(settings))
 

@@ -1,0 +1,235 @@
+"""Nobody in who does not belong, and nothing secret or personal where it should not be.
+
+What the Functions host enforces, and what the app does. Every HTTP function is
+declared with auth level FUNCTION except the OAuth callback (a browser arrives there
+from Constant Contact, without a key; its state and PKCE verifier guard it). The host
+checks the key (``code`` in the query or the ``x-functions-key`` header, against the
+function's or the host's keys) and answers 401 before the Python worker sees the
+request, so no handler can run keyless; there is no host here (Core Tools cannot be
+installed offline), so the tests check the declaration the host reads, and what the
+app enforces itself: roles from ``x-ms-client-principal`` (functions/principal.py).
+
+Checked elsewhere, and counted in the figures (``REFERENCED`` is checked to exist):
+roles over connections and exports, consent and connection gates on runs and
+triggers, the OAuth connect flow with forged and replayed state, deleting a connection
+with tokens in the file store, private containers in infra, rejects.csv neutralising
+formulas, tokens and secrets out of logs in the token and secret layers. Here: the
+keyless-function declaration, a stranger against every endpoint, the deletion of a
+connection's tokens from Key Vault (purged, not only soft-deleted), and a forged
+callback carrying a code obtained for another PKCE challenge. The log scan over a
+whole run with faults and the personal-data check are in test_keyvault.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import azure.functions as func
+import pytest
+
+from functions import http_api
+from functions import services as function_services
+from shared.secrets import KeyVaultSecretStore, open_secret_store
+from shared.tokens import pending_secret, status_secret, tokens_secret
+from tests.chaos.figures import FIGURES
+from tests.function_harness import AppEnv, DurableFake, principal, response_json
+from tests.keyvault_fake import KeyVaultFake
+from tests.sandbox_service import RunningSandbox
+from tests.test_http_api import (
+    DEFINITION,
+    EXPORT,
+    RUN,
+    call,
+    consent,
+    mark_connected,
+    put_connection,
+)
+from tests.test_secrets import _CLOUD_IDENTITY_VARS
+
+pytestmark = pytest.mark.azurite
+
+REFERENCED = (
+    "tests/test_http_api.py::test_roles_decide_who_may_use_a_connection",
+    "tests/test_http_api.py::test_run_now_status_report_and_list",
+    "tests/test_http_api.py::test_consent_and_connection_state_gate_runs",
+    "tests/test_http_api.py::test_connect_callback_and_delete",
+    "tests/test_triggers.py::test_only_matching_enabled_exports_with_consent_start",
+    "tests/test_triggers.py::test_the_same_event_five_times_starts_one_run",
+    "tests/test_tokens.py::test_forged_state_is_refused_and_the_real_one_still_completes",
+    "tests/test_tokens.py::test_connect_stores_one_bundle_and_its_state_is_single_use",
+    "tests/test_tokens.py::test_no_token_secret_code_or_email_in_any_log_line",
+    "tests/test_secrets.py::test_no_secret_or_token_in_any_log_line_or_error",
+    "tests/test_infra.py::test_containers_are_private_and_match_the_contract",
+    "tests/test_infra.py::test_storage_is_identity_only_https_tls12_and_private",
+    "tests/test_prepare.py::test_rejects_neutralise_spreadsheet_formulas",
+)
+STRANGERS = {
+    "a role no connection allows": principal(["intruder"]),
+    "no roles at all": principal([]),
+    "a forged principal header": {"x-ms-client-principal": "%%%not-base64"},
+}
+
+
+def test_the_referenced_tests_exist() -> None:
+    for reference in REFERENCED:
+        path, _, name = reference.partition("::")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert callable(getattr(module, name, None)), f"{reference} is gone"
+    FIGURES.covered_elsewhere[:] = list(REFERENCED)
+
+
+def test_every_endpoint_but_the_oauth_callback_needs_the_function_key() -> None:
+    import function_app  # noqa: PLC0415 - the app as the host loads it
+
+    levels: dict[str, str] = {}
+    for function in function_app.app.get_functions():
+        for binding in function.get_bindings():
+            if binding.type == "httpTrigger":
+                levels[function.get_function_name()] = binding.get_dict_repr()["authLevel"]
+    assert len(levels) >= 9
+    keyless = {name for name, level in levels.items() if level != func.AuthLevel.FUNCTION}
+    assert keyless == {"oauth_callback"}, f"keyless HTTP functions: {sorted(keyless)}"
+    FIGURES.security("every HTTP function but the OAuth callback declares auth level FUNCTION")
+
+
+async def test_a_stranger_gets_nothing_from_any_endpoint(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    created = await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    await mark_connected(app_env)
+    app_env.write(f"{RUN}/HighValue_1.csv", b"id1,a@example.com\n")
+    app_env.write_later(f"{EXPORT}/model.json")
+    saved = await call(http_api.export_item, "PUT", "exports/high-value", body=DEFINITION)
+    started = await call(http_api.export_runs, "POST", "exports/high-value/runs",
+                         durable=durable_fake)  # fmt: skip
+    assert (created.status_code, saved.status_code, started.status_code) == (201, 201, 202)
+    run_id = response_json(started)["id"]
+    durable_fake.set_status(run_id, "Running")
+    tries: list[tuple[Any, str, str, dict[str, Any]]] = [
+        (http_api.exports_list, "GET", "exports", {}),
+        (http_api.export_item, "GET", "exports/high-value", {}),
+        (http_api.export_item, "PUT", "exports/high-value",
+         {"body": {**DEFINITION, "description": "taken over"}}),
+        (http_api.export_item, "PUT", "exports/mine", {"body": DEFINITION}),
+        (http_api.export_item, "DELETE", "exports/high-value", {}),
+        (http_api.export_runs, "POST", "exports/high-value/runs", {"body": {"force": True}}),
+        (http_api.runs_list, "GET", "runs", {}),
+        (http_api.runs_list, "GET", "runs", {"params": {"export": "high-value"}}),
+        (http_api.run_item, "GET", f"runs/{run_id}", {}),
+        (http_api.connections_list, "GET", "connections", {}),
+        (http_api.connection_item, "GET", "connections/acme", {}),
+        (http_api.connection_item, "PUT", "connections/acme",
+         {"body": {"roles": ["intruder"], **consent()}}),
+        (http_api.connection_item, "PUT", "connections/mine", {"body": {"display_name": "x"}}),
+        (http_api.connection_item, "DELETE", "connections/acme", {}),
+        (http_api.connection_connect, "GET", "connections/acme/connect", {}),
+    ]  # fmt: skip
+    durable = {http_api.export_runs, http_api.runs_list, http_api.run_item}
+    for who, headers in STRANGERS.items():
+        for handler, method, path, request in tries:
+            answer = await call(
+                handler, method, path, headers=headers,
+                durable=durable_fake if handler in durable else None, **request,
+            )  # fmt: skip
+            where = f"{who}: {method} {path}"
+            if answer.status_code == 200:  # a listing: of nothing
+                assert method == "GET", where
+                listed = response_json(answer)
+                assert all(v == [] for v in listed.values() if isinstance(v, list)), where
+            else:
+                assert answer.status_code in {401, 403, 404}, f"{where}: {answer.status_code}"
+            FIGURES.security(f"stranger ({who}) refused: {method} {path}")
+    # nothing changed, nothing started
+    after_export = await call(http_api.export_item, "GET", "exports/high-value")
+    after_connection = await call(http_api.connection_item, "GET", "connections/acme")
+    assert after_export.headers["ETag"] == saved.headers["ETag"]
+    assert response_json(after_connection)["roles"] == ["marketing"]
+    assert (await call(http_api.export_item, "GET", "exports/mine")).status_code == 404
+    assert (await call(http_api.connection_item, "GET", "connections/mine")).status_code == 404
+    assert len(durable_fake.starts) == 1
+
+
+@pytest.fixture
+def vault_app(
+    app_env: AppEnv, keyvault: KeyVaultFake, monkeypatch: pytest.MonkeyPatch
+) -> KeyVaultFake:
+    """The function app's secrets in the Key Vault fake, through its managed identity."""
+    for var in _CLOUD_IDENTITY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for key, value in {**keyvault.identity_env(), "KEY_VAULT_URL": keyvault.url}.items():
+        monkeypatch.setenv(key, value)
+    tls = {"verify_challenge_resource": False, "connection_verify": str(keyvault.ca_path)}
+    monkeypatch.setattr(function_services, "open_secret_store", partial(open_secret_store, **tls))
+    return keyvault
+
+
+async def test_deleting_a_connection_purges_its_tokens_from_key_vault(
+    vault_app: KeyVaultFake, sandbox: RunningSandbox
+) -> None:
+    keyvault = vault_app
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    tokens = json.dumps(sandbox.tokens())
+    async with KeyVaultSecretStore(
+        keyvault.url, keyvault.credential(), verify_challenge_resource=False,
+        connection_verify=str(keyvault.ca_path),
+    ) as store:  # fmt: skip
+        await store.set(tokens_secret("acme"), tokens)
+        await store.set(status_secret("acme"), '{"reason": "test"}')
+        await store.set(pending_secret("acme"), '{"verifier": "v"}')
+        refused = await call(http_api.connection_item, "DELETE", "connections/acme",
+                             headers=principal(["marketing"]))  # fmt: skip
+        assert refused.status_code == 403
+        assert await store.get(tokens_secret("acme")) == tokens
+        deleted = await call(http_api.connection_item, "DELETE", "connections/acme")
+        assert deleted.status_code == 204
+        for name in (tokens_secret("acme"), status_secret("acme"), pending_secret("acme")):
+            assert await store.get(name) is None
+    assert tokens not in keyvault.stored_values(), "purged, not only soft-deleted"
+    assert all("acme" not in v for v in keyvault.stored_values())
+    FIGURES.security("deleting a connection purges its tokens from Key Vault")
+
+
+async def test_a_callback_with_a_code_for_another_pkce_challenge_stores_nothing(
+    app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code injection: the victim's state with a code the attacker got for their own
+    challenge. The state is genuine, so only PKCE can stop it, and does."""
+    for name, value in {"CTCT_CLIENT_ID": sandbox.client_id,
+                        "CTCT_CLIENT_SECRET": sandbox.client_secret,
+                        "CTCT_AUTH_BASE": sandbox.auth_base,
+                        "CTCT_API_BASE": sandbox.api_base}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    assert connect.status_code == 302
+    authorize = urlsplit(connect.headers["Location"])
+    query = parse_qs(authorize.query)
+    state = query["state"][0]
+    attacker = {k: v[0] for k, v in query.items()}
+    attacker.update(state="attackers-own-state",
+                    code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")  # fmt: skip
+    attacker_url = urlunsplit(authorize._replace(query=urlencode(attacker)))
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(attacker_url, allow_redirects=False) as approved,
+    ):
+        stolen = parse_qs(urlsplit(approved.headers["Location"]).query)["code"][0]
+    forged = await call(http_api.oauth_callback, "GET", "oauth/callback",
+                        params={"state": state, "code": stolen})  # fmt: skip
+    assert forged.status_code == 400
+    body = forged.get_body().decode()
+    assert stolen not in body
+    assert state not in body
+    got = response_json(await call(http_api.connection_item, "GET", "connections/acme"))
+    assert got["status"] != "connected"
+    secrets_dir = Path(app_env.home) / "secrets"
+    stored = [p.read_text() for p in secrets_dir.rglob("*") if p.is_file()]
+    assert not any("access_token" in text for text in stored)
+    FIGURES.security("a callback with the right state and a code for another PKCE challenge")
