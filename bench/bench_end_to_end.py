@@ -14,6 +14,10 @@ per chunk is the fewest possible), and the status polls with the requests each t
 Targets (issue 5): at most 60 s and 512 MB, import requests == chunks, every poll one
 request covering every pending import.
 
+Then the same export runs a second time, unchanged (issue 7): it must send no import
+and take at most 10 % of the first run's wall time. Runs are incremental, so the
+second run finds the segment's bytes equal to the last snapshot's and reads no row.
+
     .venv/bin/python -m bench.bench_end_to_end [--rows N] [--poll-seconds S]
 """
 
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".bench" / "end-to-end"
 TARGET_SECONDS = 60.0
 TARGET_MB = 512.0
+TARGET_SECOND_RUN_SHARE = 0.10
 SANDBOX_FLAGS = {"import_rate": 200_000, "activity_delay": 0.5}  # limits: the real ones
 MAPPING = (
     "email=PrimaryEmail", "first_name=FirstName", "last_name=LastName", "city=City",
@@ -137,36 +143,50 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable, "-m", "shared.cli", "run", str(source), "--list-id", list_id,
             *maps, "--json", "--poll-seconds", str(args.poll_seconds),
         ]  # fmt: skip
-        started = time.perf_counter()
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
-            memory = TreeMemory(child.pid)
-            _pid, status, usage = os.wait4(child.pid, 0)
-            wall = time.perf_counter() - started
-            memory.stop()
-            child.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read().decode(), err.read().decode()
-        if child.returncode not in (0, 3):
-            print(f"ccexport run failed ({child.returncode}):\n{stderr[-3000:]}")
+        first = timed_run(cmd, env)
+        if first is None:
             return 1
-        report = json.loads(stdout)
         stats = sandbox.stats()
         members = len(sandbox.members(list_id))
         sandbox_rss = psutil.Process(sandbox.pid).memory_info().rss
-    return _print(report, stats, members, wall, memory, usage.ru_maxrss * 1024, sandbox_rss)
+        code = _print(first, stats, members, sandbox_rss)
+        second = timed_run(cmd, env)
+        if second is None:
+            return 1
+        after = sandbox.stats()
+        members_after = len(sandbox.members(list_id))
+    return _print_second(first, second, stats, after, members, members_after) or code
 
 
-def _print(  # noqa: PLR0917 - one report line per figure
-    report: dict[str, Any],
-    stats: dict[str, Any],
-    members: int,
-    wall: float,
-    memory: TreeMemory,
-    own_peak: int,
-    sandbox_rss: int,
-) -> int:
+@dataclass
+class TimedRun:
+    report: dict[str, Any]
+    wall: float
+    memory: TreeMemory
+    own_peak: int
+
+
+def timed_run(cmd: list[str], env: dict[str, str]) -> TimedRun | None:
+    """`ccexport run` in a child process: its report, wall time and peak memory."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
+        memory = TreeMemory(child.pid)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        memory.stop()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode not in (0, 3):
+        print(f"ccexport run failed ({child.returncode}):\n{stderr[-3000:]}")
+        return None
+    return TimedRun(json.loads(stdout), wall, memory, usage.ru_maxrss * 1024)
+
+
+def _print(run: TimedRun, stats: dict[str, Any], members: int, sandbox_rss: int) -> int:
+    report, wall, memory, own_peak = run.report, run.wall, run.memory, run.own_peak
     counts, chunks, requests = report["counts"], report["chunks"], report["requests"]
     calls = stats["requests"]
     imports = sum(calls.get("POST /v3/activities/contacts_json_import", {}).values())
@@ -205,6 +225,46 @@ def _print(  # noqa: PLR0917 - one report line per figure
     within = wall <= TARGET_SECONDS and peak_mb <= TARGET_MB
     verdict = "ok" if ok else "WRONG"
     print(f"result                  {verdict}; targets {'met' if within else 'MISSED'}")
+    return 0 if ok else 1
+
+
+def _imports(stats: dict[str, Any]) -> int:
+    return sum(stats["requests"].get("POST /v3/activities/contacts_json_import", {}).values())
+
+
+def _print_second(  # noqa: PLR0917 - the two runs and the sandbox before and after
+    first: TimedRun,
+    second: TimedRun,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    members: int,
+    members_after: int,
+) -> int:
+    """The second, unchanged run: no import, a tenth of the first run's time at most."""
+    report, changes = second.report, second.report["changes"]
+    imports = _imports(after) - _imports(before)
+    calls = sum(sum(v.values()) for v in after["requests"].values()) - sum(
+        sum(v.values()) for v in before["requests"].values()
+    )
+    share = second.wall / first.wall
+    lines = [
+        "",
+        "second run, unchanged:",
+        f"status                  {report['status']}; {changes['unchanged']:,} contacts "
+        f"unchanged, {changes['added']:,} added, {changes['updated']:,} updated"
+        + (" (same content: no row read)" if changes["content_unchanged"] else ""),
+        f"wall                    {second.wall:.1f} s = {share:.1%} of the first run's "
+        f"{first.wall:.1f} s (target {TARGET_SECOND_RUN_SHARE:.0%})",
+        f"peak RSS                {second.memory.peak / 2**20:.0f} MB",
+        f"imports                 {imports} (target 0); {calls} request(s) to Constant "
+        f"Contact in all; the list holds {members_after:,}",
+    ]
+    print("\n".join(lines))
+    ok = report["status"] == "completed" and imports == 0 and members_after == members
+    within = share <= TARGET_SECOND_RUN_SHARE
+    print(
+        f"result                  {'ok' if ok else 'WRONG'}; target {'met' if within else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 
