@@ -87,8 +87,9 @@ def email_keys(emails: Iterable[str]) -> Keys:
     return np.frombuffer(raw, dtype=_LE).astype(np.uint64)
 
 
-def as_keys(raw: bytes) -> Keys:
-    """8-byte little-endian keys or digests, as they come from the workers."""
+def as_keys(raw: bytes | bytearray) -> Keys:
+    """8-byte little-endian keys or digests, as they come from the workers (no copy on a
+    little-endian machine)."""
     return np.frombuffer(raw, dtype=_LE).astype(np.uint64, copy=False)
 
 
@@ -163,10 +164,10 @@ class ExportState:
         header["contacts"] = self.contacts
         header["lists"] = [{"list_id": i, "managed": int(self.managed[i].size)} for i in lists]
         head = orjson.dumps(header)
-        parts = [MAGIC, struct.pack("<I", len(head)), head]
-        parts += [self.keys.astype(_LE).tobytes(), self.digests.astype(_LE).tobytes()]
-        parts += [self.managed[i].astype(_LE).tobytes() for i in lists]
-        return b"".join(parts)
+        arrays = [self.keys, self.digests, *(self.managed[i] for i in lists)]
+        # joined from the arrays' own buffers: one copy, the result
+        views = [np.ascontiguousarray(a, dtype=_LE).data.cast("B") for a in arrays]
+        return b"".join([MAGIC, struct.pack("<I", len(head)), head, *views])
 
     @classmethod
     def from_bytes(cls, data: bytes, *, header_only: bool = False) -> ExportState:
@@ -213,8 +214,9 @@ def read_header(data: bytes) -> dict[str, Any]:
 
 def snapshot_arrays(keys: Keys, digests: Keys) -> tuple[Keys, Keys]:
     """Keys sorted with their digests; keys seen twice (collisions) are left out."""
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)
     keys, digests = keys[order], digests[order]
+    del order
     if keys.size > 1:
         twice = np.zeros(keys.size, dtype=bool)
         same = keys[1:] == keys[:-1]

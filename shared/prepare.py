@@ -310,6 +310,7 @@ def _run(
     rows_read, contacts = merge.rows_read, chunker.contacts
     counted: dict[str, Any] | None = None
     if changes is not None:
+        merge.seen.clear()  # not needed past the last block; the sort below needs room
         counts = changes.finish()
         contacts = counts.added + counts.updated + counts.unchanged
         output.write_file(SNAPSHOT_FILE, changes.snapshot())

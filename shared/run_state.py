@@ -16,10 +16,10 @@ compared with at all (same lists, mapping and encoding; not a ``full`` run).
 
 - completed: the staged snapshot becomes the export's, and the managed sets follow
   the mirror plan (shared/mirror.py);
-- completed with errors, or stopped by the quota, after something was sent: the old
-  snapshot stays (so the next run sends the changes again) but the managed sets are
-  updated, because the people this run added are on the lists now and must stay
-  known as the export's;
+- completed with errors, or stopped by the quota, after something was sent in mirror
+  mode (the lists were looked at): the old snapshot stays (so the next run sends the
+  changes again) but the managed sets are updated, because the people this run added
+  are on the lists now and must stay known as the export's;
 - anything else (failed, needs confirmation, nothing sent): the state is left as it was.
 
 If another run of the same export wrote the state since this run read it (a different
@@ -46,7 +46,7 @@ from shared.export_state import (
 from shared.exports import ExportDefinition
 from shared.mirror import PLAN_FILE, next_managed, read_plan
 from shared.outputs import PreparedOutput
-from shared.runs import FinishRequest, RunStatus
+from shared.runs import Changes, FinishRequest, RunStatus
 from shared.runstore import RunStore
 from shared.segments import Segment
 
@@ -166,6 +166,10 @@ def skip_unchanged(
     return summary
 
 
+class _NotWritten(Exception):
+    """Why a finished run leaves the export's state as it was."""
+
+
 def finish_state(
     runs: RunStore, states: StateStore, request: FinishRequest
 ) -> dict[str, Any] | None:
@@ -173,15 +177,23 @@ def finish_state(
     prepared = request.prepared
     if prepared is None or prepared.error is not None or not prepared.changes.state_key:
         return None
-    changes, run_id = prepared.changes, request.run.run_id
-    key = changes.state_key
-    sent = any(o.activity_id for o in request.outcomes)
+    key = prepared.changes.state_key
+    try:
+        return _write_state(runs, states, request, prepared.changes)
+    except _NotWritten as exc:
+        return {"key": key, "written": False, "why": str(exc)}
+
+
+def _write_state(
+    runs: RunStore, states: StateStore, request: FinishRequest, changes: Changes
+) -> dict[str, Any]:
+    key, run_id = changes.state_key, request.run.run_id
     completed = request.status is RunStatus.COMPLETED
     partial = request.status in (RunStatus.COMPLETED_WITH_ERRORS, RunStatus.QUOTA_EXHAUSTED)
     if changes.content_unchanged and completed:
-        return {"key": key, "written": False, "why": "unchanged"}
-    if not completed and not (partial and sent):
-        return {"key": key, "written": False, "why": f"the run ended {request.status.value}"}
+        raise _NotWritten("unchanged")
+    if not completed and not (partial and any(o.activity_id for o in request.outcomes)):
+        raise _NotWritten(f"the run ended {request.status.value}")
     try:
         current = load(states, key)
     except StateError:
@@ -190,16 +202,12 @@ def finish_state(
     ours = current is not None and current.header.get("run_id") == run_id  # an earlier attempt
     if found != changes.generation and not ours:
         log.warning("export state %s: another run wrote it since this one began; kept", key)
-        return {
-            "key": key,
-            "written": False,
-            "why": "another run of this export wrote it meanwhile",
-        }
+        raise _NotWritten("another run of this export wrote it meanwhile")
     base = current if current is not None else ExportState.new(key)
     plan_bytes = runs.read_staged(run_id, PLAN_FILE)
     plan = read_plan(plan_bytes) if plan_bytes is not None else None
     if not completed and plan is None:
-        return {"key": key, "written": False, "why": f"the run ended {request.status.value}"}
+        raise _NotWritten(f"the run ended {request.status.value}")
     export = request.run.definition()
     removed = request.removals is not None and request.removals.done
     managed = next_managed(base.managed, export.list_ids, plan, removed=removed)
@@ -212,9 +220,9 @@ def finish_state(
     }
     if completed:
         staged = runs.read_staged(run_id, SNAPSHOT_FILE)
-        summary = runs.staged_summary(run_id) or {}
         if staged is None:
-            return {"key": key, "written": False, "why": "the staged snapshot is missing"}
+            raise _NotWritten("the staged snapshot is missing")
+        summary = runs.staged_summary(run_id) or {}
         candidate = ExportState.from_bytes(staged)
         keys, digests = candidate.keys, candidate.digests
         header["definition_hash"] = definition_hash(export)
