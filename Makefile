@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test lint typecheck pytest run bench clean lint-infra
+.PHONY: install test lint typecheck pytest run bench clean lint-infra chaos
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -43,6 +43,13 @@ run: install
 
 bench: install
 	$(PY) -m bench.run
+
+# The chaos suite at full scale (tests/chaos; `make test` runs it small): export runs
+# under injected faults (503s, resets, failed imports, token and Key Vault errors,
+# throttling, a killed process), bad input, duplicate triggers and intruders, against
+# the sandbox, Azurite and the Key Vault fake. Ends with its figures; at most 10 min.
+chaos: install
+	CHAOS_SCALE=full $(PY) -m pytest -q --show-capture=no tests/chaos
 
 # Policy scan of infra/ with checkov, in its own venv (its pinned pycep-parser clashes
 # with the one the tests use). Offline: no platform download, no update check; a

@@ -63,9 +63,15 @@ def run_input(source: str, list_id: str, run_options: RunOptions) -> RunInput:
     )
 
 
-def store_tokens(sandbox: RunningSandbox, store: SecretStore, connection: str = "default") -> str:
-    """Tokens as ``ccexport connect`` stores them; returns the refresh token (for scans)."""
-    bundle = TokenBundle.from_response(sandbox.tokens(), time.time())
+def store_tokens(
+    sandbox: RunningSandbox, store: SecretStore, connection: str = "default", *, aged: bool = False
+) -> str:
+    """Tokens as ``ccexport connect`` stores them; returns the refresh token (for scans).
+
+    ``aged``: issued an hour ago, so the run's first request needs a refresh.
+    """
+    issued = time.time() - (3600 if aged else 0)
+    bundle = TokenBundle.from_response(sandbox.tokens(), issued)
 
     async def put() -> None:
         await store.set(tokens_secret(connection), bundle.to_json())
@@ -75,8 +81,8 @@ def store_tokens(sandbox: RunningSandbox, store: SecretStore, connection: str = 
     return str(bundle.refresh_token)
 
 
-def connect_locally(sandbox: RunningSandbox, home: Path) -> str:
-    return store_tokens(sandbox, LocalFileSecretStore(home))
+def connect_locally(sandbox: RunningSandbox, home: Path, *, aged: bool = False) -> str:
+    return store_tokens(sandbox, LocalFileSecretStore(home), aged=aged)
 
 
 @dataclass

@@ -257,6 +257,7 @@ def test_ccexport_prepare(case: Case, tmp_path: Path) -> None:
             assert not cell.startswith(("=", "+", "-", "@")), "a formula cell in rejects.csv"
     if case.name == "formula_names":
         assert [r["email"] for r in rejects] == ["'=cmd|' /C calc'!A0"]
+        FIGURES.security("rejects.csv neutralises a formula in a rejected row")
     if case.name == "unbalanced_quote_closed_later":
         [reject] = rejects
         assert (reject["line"], reject["reason"]) == ("7", "unbalanced_quote")

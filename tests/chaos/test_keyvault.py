@@ -60,23 +60,34 @@ def vault_store(keyvault: KeyVaultFake) -> KeyVaultSecretStore:
     )
 
 
-@pytest.fixture
-def failing_vault(keyvault: KeyVaultFake) -> Iterator[KeyVaultFake]:
-    """The vault, answering one request in a few with an error, for as long as the test."""
-    stop = threading.Event()
+class VaultFaults:
+    """Once started, one vault request in a few answers an error, until the test ends."""
 
-    def inject() -> None:
+    def __init__(self, keyvault: KeyVaultFake) -> None:
+        self.keyvault = keyvault
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._inject, name="vault-faults", daemon=True)
+
+    def _inject(self) -> None:
         n = 0
-        while not stop.wait(0.3):
+        while True:
             status, retry_after = VAULT_FAULTS[n % len(VAULT_FAULTS)]
-            keyvault.fail_next(1, status, retry_after=retry_after)
+            self.keyvault.fail_next(1, status, retry_after=retry_after)
             n += 1
+            if self.stop.wait(0.3):
+                return
 
-    thread = threading.Thread(target=inject, name="vault-faults", daemon=True)
-    thread.start()
-    yield keyvault
-    stop.set()
-    thread.join(timeout=5)
+    def start(self) -> None:
+        self.thread.start()
+
+
+@pytest.fixture
+def vault_faults(keyvault: KeyVaultFake) -> Iterator[VaultFaults]:
+    faults = VaultFaults(keyvault)
+    yield faults
+    faults.stop.set()
+    if faults.thread.is_alive():
+        faults.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -90,11 +101,11 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def test_key_vault_errors_lose_nothing_and_leak_nothing(
     chaos_sandbox: RunningSandbox,
     azurite: str,
-    failing_vault: KeyVaultFake,
+    vault_faults: VaultFaults,
     all_logs: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    keyvault = failing_vault
+    keyvault = vault_faults.keyvault
     segment = write_segment(tmp_path / "segment", SCALE.rows, seed=11, tag="vault")
     list_id = chaos_sandbox.create_list()
     chaos_sandbox.settings(access_token_ttl=1.0)
@@ -107,7 +118,7 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
             await store.set(CLIENT_SECRET_NAME, client_secret)
 
     asyncio.run(seed_vault())
-    store_tokens(chaos_sandbox, vault_store(keyvault))
+    store_tokens(chaos_sandbox, vault_store(keyvault), aged=True)  # refreshed at once
     source = upload(segment, azurite, "inbox", f"vault-{uuid.uuid4().hex[:8]}")
     run = run_input(source, list_id, options(SCALE.body_bytes))
     settings = Settings.from_mapping(env)
@@ -129,6 +140,7 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
 
     chaos_sandbox.faults(http_503=0.10)
     before, vault_before = chaos_sandbox.stats(), keyvault.faults_fired
+    vault_faults.start()
     try:
         rounds = run_to_the_end(run, activities)
     finally:
