@@ -32,6 +32,7 @@ from shared.inbox import export_of_run
 from shared.locks import LockError
 from shared.run_index import RunRecord
 from shared.run_starts import NotReady, Outcome, StartResult
+from shared.runs import RunOptions
 from shared.secrets import SecretStoreError
 from shared.tokens import PENDING_TTL
 
@@ -228,24 +229,42 @@ def _start_json(
 async def export_runs(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Start a run now: 202 with status URLs; 409 if that run is already running."""
+    """Start a run now: 202 with status URLs; 409 if that run is already running.
+
+    The body may hold ``folder`` (a run folder path), ``force`` (send a finished run
+    again), ``full`` (send every contact, not only new and changed ones) and
+    ``confirm_removals`` (a mirror run that stopped with ``needs_confirmation`` may
+    remove past the definition's ``max_removal_share``; it restarts that run).
+    """
     name = req.route_params.get("name", "")
 
     async def handle() -> func.HttpResponse:
         caller = caller_of(req.headers)
         body = _body(req, optional=True)
-        if not isinstance(body, dict) or set(body) - {"folder", "force"}:
-            raise InputError('the body may hold "folder" (a run folder path) and "force"')
-        folder, force = body.get("folder"), body.get("force", False)
+        flags = ("force", "full", "confirm_removals")
+        if not isinstance(body, dict) or set(body) - {"folder", *flags}:
+            raise InputError(
+                'the body may hold "folder" (a run folder path), "force", "full" '
+                'and "confirm_removals"'
+            )
+        folder = body.get("folder")
         if folder is not None and not isinstance(folder, str):
             raise InputError('"folder" must be a path in the inbox container')
-        if not isinstance(force, bool):
-            raise InputError('"force" must be true or false')
+        for flag in flags:
+            if not isinstance(body.get(flag, False), bool):
+                raise InputError(f'"{flag}" must be true or false')
+        force = body.get("force", False)
+        options = RunOptions(
+            full=body.get("full", False), confirm_removals=body.get("confirm_removals", False)
+        )
         async with services() as app:
             definition = (await app.catalog.require_export(name)).value
             await _require_use(app, caller, definition)
             results = await app.launcher(client).run_now(
-                definition, folder_path=folder, force=force
+                definition,
+                folder_path=folder,
+                force=force,
+                options=options if options != RunOptions() else None,
             )
         started = [r for r in results if r.outcome is Outcome.STARTED]
         if len(results) == 1 and started:

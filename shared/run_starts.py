@@ -25,7 +25,7 @@ from shared.errors import CcexportError, ConfigError
 from shared.exports import ExportDefinition
 from shared.inbox import Inbox, RunFolder, completeness, newest_complete, parse_blob_name, run_key
 from shared.run_index import RunIndex, RunRecord
-from shared.runs import DEFAULT_CONNECTION, RunInput
+from shared.runs import DEFAULT_CONNECTION, RunInput, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ class StartResult:
     status: str | None = None  # the runtime status found, when not started
 
 
-def run_input(
-    run_id: str, definition: ExportDefinition, folder: RunFolder, trigger: str, now: datetime
+def run_input(  # noqa: PLR0917 - the run's key parts, in order
+    run_id: str,
+    definition: ExportDefinition,
+    folder: RunFolder,
+    trigger: str,
+    now: datetime,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """The orchestrator's input: shared.runs.RunInput, as JSON."""
     return RunInput.create(
@@ -76,6 +81,7 @@ def run_input(
         connection=definition.connection or DEFAULT_CONNECTION,
         trigger=trigger,
         requested_at=now,
+        options=options,
     ).to_json()
 
 
@@ -142,6 +148,7 @@ class Launcher:
         trigger: str,
         *,
         restart_done: bool = False,
+        options: RunOptions | None = None,
     ) -> StartResult:
         """Start this folder under this definition unless that run is running or done
         (``restart_done``: a person asked to send a finished run again)."""
@@ -153,7 +160,7 @@ class Launcher:
             return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, status)
         if status in DONE and not restart_done:
             return StartResult(run_id, Outcome.DONE, definition.name, folder.source, status)
-        payload = run_input(run_id, definition, folder, trigger, self._clock())
+        payload = run_input(run_id, definition, folder, trigger, self._clock(), options)
         try:
             await self.engine.start(run_id, payload)
         except Exception:
@@ -255,10 +262,15 @@ class Launcher:
         folder_path: str | None = None,
         force: bool = False,
         trigger: str = "http",
+        options: RunOptions | None = None,
     ) -> list[StartResult]:
         """Someone asked: run the definition now, on the folder named or the newest
         complete folder of each matching table. NotReady when it cannot send;
-        ConfigError when there is nothing to send."""
+        ConfigError when there is nothing to send.
+
+        ``options`` may ask for a ``full`` run or ``confirm_removals``; confirming
+        starts a run that stopped for confirmation again under its own run id (it is
+        done), which reuses what it had prepared."""
         await self.ready_connection(definition)
         now = self._clock()
         if folder_path is not None:
@@ -286,4 +298,8 @@ class Launcher:
                     f"export {definition.name!r}: no complete run folder in "
                     f"{self.inbox.name} matches its segments yet"
                 )
-        return [await self.start(definition, f, trigger, restart_done=force) for f in targets]
+        again = force or (options is not None and options.confirm_removals)
+        return [
+            await self.start(definition, f, trigger, restart_done=again, options=options)
+            for f in targets
+        ]
