@@ -42,7 +42,9 @@ Custom status (:meth:`RunTally.progress`), set at every step::
      "contacts_total": n, "contacts_done": n, "polls": n}
 
 ``chunks_done`` counts chunks whose import reached a final state (imported or not);
-``contacts_done`` the contacts of chunks Constant Contact finished importing.
+``contacts_done`` the contacts of chunks Constant Contact finished importing;
+``contacts_total`` the contacts in chunks (an incremental run sends only new and
+changed ones: the report's ``changes`` has the unchanged).
 
 Output (:class:`RunOutcome`)::
 
@@ -1006,7 +1008,7 @@ class RunTally:
             "chunks_uploaded": sum(1 for o in outcomes if o.activity_id is not None),
             "chunks_done": sum(1 for o in outcomes if o.fate in final),
             "chunks_failed": len(failed),
-            "contacts_total": self.prepared.contacts if self.prepared else 0,
+            "contacts_total": self._contacts(outcomes),  # to send: unchanged ones are not
             "contacts_done": self._contacts(o for o in outcomes if o.fate.delivered),
             "polls": self.requests.status_polls,
         }
