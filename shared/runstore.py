@@ -14,6 +14,12 @@ the HTTP API and ``ccexport run`` read it. Two backends of one interface:
 - Blob Storage: the same names under ``<run_id>/`` in the private containers
   ``staging`` (bodies, summary, marks) and ``reports`` (report.json, rejects.csv).
 
+Beside the bodies, staging holds what an incremental or mirror run decided before
+sending: ``snapshot.bin`` (the segment's snapshot, kept by ``finish_run`` as the
+export's next state when the run succeeds), ``mirror.npz`` (the removal plan) and
+``removals.json`` (the membership activities already asked for). The export's state
+itself is not a run's: it lives beside the runs (shared/export_state.py).
+
 The acceptance mark is what makes an upload idempotent: it is written right after
 Constant Contact accepted a chunk, and an upload that finds it returns the recorded
 activity id without sending again (an activity retried by Durable, or a run resumed
