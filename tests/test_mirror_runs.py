@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -304,3 +305,41 @@ def test_removing_too_large_a_share_asks_first_on_the_command_line(
 
     assert allowed.returncode == 0, allowed.stderr
     assert sorted(sandbox.members(list_id)) == sorted(person(n) for n in range(3, 10))
+
+
+def test_the_state_lives_in_blob_storage_when_runs_do(
+    sandbox: RunningSandbox, home: Path, azurite: str, tmp_path: Path
+) -> None:
+    services = replace(
+        RunServices.from_env(cli_env(sandbox, home, CCEXPORT_STORAGE_CONNECTION_STRING=azurite)),
+        retry=FAST,
+    )
+    assert services.blob_service is not None
+    inbox = services.blob_service.get_container_client("inbox")
+    if not inbox.exists():
+        inbox.create_container()
+    local = Inbox(tmp_path / "drops")
+    prefix = f"mirror-{uuid.uuid4().hex[:8]}"
+
+    def upload(folder: str) -> str:
+        path = Path(folder)
+        name = f"{prefix}/{path.relative_to(local.root).as_posix()}"
+        for part in path.glob("*.csv"):
+            inbox.upload_blob(f"{name}/{part.name}", part.read_bytes(), overwrite=True)
+        return f"az://inbox/{name}"
+
+    list_id = sandbox.create_list()
+    export = ExportDefinition(list_ids=(list_id,), mapping=MAPPING, name=prefix, mode="mirror")
+    run(services, upload(local.drop(range(12))), export)
+    calls = Calls(sandbox)
+
+    again = run(services, upload(local.drop(range(1, 12))), export)  # one leaves
+
+    assert again.outcome.status is RunStatus.COMPLETED
+    assert sorted(sandbox.members(list_id)) == sorted(person(n) for n in range(1, 12))
+    assert (calls.since(IMPORTS), calls.since(REMOVALS)) == (0, 1)
+    state = changes(again)["state"]
+    assert state["written"] is True
+    assert state["where"].startswith("az://reports/_state/")
+    reports = services.blob_service.get_container_client("reports")
+    assert reports.get_blob_client(state["where"].removeprefix("az://reports/")).exists()
