@@ -798,8 +798,7 @@ class RunTally:
             self.confirmation = (
                 f"the segment is empty but the last run sent {changes.previous_contacts:,} "
                 "contacts: in mirror mode this would remove every member this export added. "
-                "Check the file; to go ahead, start the run again with confirm_removals "
-                "(ccexport run ... --confirm-removals)"
+                f"Check the file; to go ahead, {self._confirm_hint()}"
             )
 
     def members_found(self, result: MembersResult) -> None:
@@ -818,9 +817,15 @@ class RunTally:
                 f"this mirror run would remove {worst.remove:,} of the {worst.members:,} "
                 f"members of list {worst.list_id} ({worst.share():.0%}), more than the "
                 f"{limit:.0%} allowed (max_removal_share): a truncated or wrong file? Nothing "
-                "was sent or removed. To go ahead, start the run again with confirm_removals "
-                "(ccexport run ... --confirm-removals)"
+                f"was sent or removed. To go ahead, {self._confirm_hint()}"
             )
+
+    def _confirm_hint(self) -> str:
+        run_id = self.run.run_id
+        return (
+            f"start run {run_id} again with confirm_removals (ccexport run ... --run-id "
+            f'{run_id} --confirm-removals, or POST .../runs with {{"confirm_removals": true}})'
+        )
 
     def awaits_confirmation(self) -> bool:
         return self.confirmation is not None
@@ -1014,6 +1019,11 @@ class RunTally:
         }
 
     def finish_request(self, finished_at: str) -> FinishRequest:
+        if self.confirmation is not None:
+            for index, outcome in self.outcomes.items():
+                if outcome.fate is ChunkFate.PENDING:
+                    why = "not sent: the run waits for confirmation"
+                    self.outcomes[index] = replace(outcome, error=why)
         self.final = self.status()
         self.phase = Phase.FINISHING
         return FinishRequest(
