@@ -49,7 +49,7 @@ bench: install
 # throttling, a killed process), bad input, duplicate triggers and intruders, against
 # the sandbox, Azurite and the Key Vault fake. Ends with its figures; at most 10 min.
 chaos: install
-	CHAOS_SCALE=full $(PY) -m pytest -q --show-capture=no tests/chaos
+	CHAOS_SCALE=full $(PY) -m tests.chaos
 
 # Policy scan of infra/ with checkov, in its own venv (its pinned pycep-parser clashes
 # with the one the tests use). Offline: no platform download, no update check; a

@@ -70,8 +70,14 @@ class Figures:
             f"chunks                {self.chunks:,}",
             f"chunks sent twice     {self.chunks_sent_twice:,}  "
             f"(most sends of one chunk: {self.most_sends_of_one_chunk})",
-            f"bad inputs tried      {len(inputs):,}  ({len(self.bad_inputs):,} tries: "
-            f"{', '.join(f'{n} through {way}' for way, n in sorted(ways.items()))})",
+            f"bad inputs tried      {len(inputs):,}"
+            + (
+                f"  ({len(self.bad_inputs):,} tries: "
+                + ", ".join(f"{n} through {way}" for way, n in sorted(ways.items()))
+                + ")"
+                if self.bad_inputs
+                else ""
+            ),
             f"duplicate triggers    {self.trigger_deliveries:,} deliveries, "
             f"{self.trigger_runs_started:,} run(s) started",
             f"security checks       {len(self.security_checks):,} here, "
