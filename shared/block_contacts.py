@@ -89,6 +89,7 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
     line = block.first_line
     values: list[str] = []
     damage = _Damage(mapper.width, mapper.email_index, block.delimiter, b"\x00" in block.data)
+    nul = damage.nul
     try:
         if block.skip_header:
             next(reader, None)
@@ -98,7 +99,7 @@ def _map(mapper: ContactMapper, block: Block, result: BlockResult) -> None:
             if not values:
                 continue  # a blank line is not a record
             n += 1
-            if (line - start > 1 or damage.nul) and (bad := damage.reject(n, start, line, values)):
+            if (line - start > 1 or nul) and (bad := damage.reject(n, start, line, values)):
                 rejects.append(bad)
                 continue
             contact = to_contact(values)

@@ -152,13 +152,13 @@ def test_throttling_bursts_lose_nothing(
 def test_every_fault_at_once_loses_nothing(
     chaos_sandbox: RunningSandbox, azurite: str, segment: Segment, tmp_path: Path
 ) -> None:
-    chaos_sandbox.settings(access_token_ttl=SHORT_TOKENS)
+    chaos_sandbox.settings(access_token_ttl=2 * SHORT_TOKENS)  # each refresh may back off
     chaos_sandbox.faults(
         http_503=0.10,
         http_500=0.02,
         reset={"rate": 0.05, "after": False},
         import_failed=0.10,
-        token_error={"rate": 0.3, "status": 503},
+        token_error={"rate": 0.2, "status": 503},
         latency={"rate": 0.05, "seconds": 0.2},
     )
     pacer = Pacer(4 * PACING_MARGIN)
