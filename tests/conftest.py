@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.keyvault.secrets._shared import http_challenge_cache as challenges
 
 from tests import services
 from tests.function_harness import AppEnv, DurableFake, new_app_env
@@ -46,6 +47,7 @@ def keyvault(_keyvault_server: KeyVaultFake) -> Iterator[KeyVaultFake]:
     App Service managed-identity variables pointing at it) and `fail_next()` for faults.
     """
     _keyvault_server.reset()
+    challenges.clear()  # the SDK caches the vault's challenge per URL, process-wide
     yield _keyvault_server
     _keyvault_server.reset()
 
