@@ -6,7 +6,7 @@ prepares about twice as fast. What comes back is compact: the contacts as one by
 object with their end offsets, the emails as one string, the rejects as a short list.
 Duplicates across blocks are the caller's to find, in order.
 
-Each kept contact also gets two 8-byte BLAKE2b hashes, made here so the main process
+Each kept contact also gets two 8-byte XXH3 hashes, made here so the main process
 compares a segment with the export's last snapshot (shared/changes.py) without any
 per-contact Python work: the key of its email and the digest of its JSON.
 """
@@ -14,7 +14,6 @@ per-contact Python work: the key of its email and the digest of its JSON.
 from __future__ import annotations
 
 import csv
-import hashlib
 import operator
 from array import array
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 
 import orjson
+from xxhash import xxh3_64_digest
 
 from shared.blocks import Block, csv_error, records, swallowed_rows
 from shared.contacts import DUPLICATE, NUL_CHARACTER, UNBALANCED_QUOTE, ContactMapper
@@ -55,14 +55,19 @@ class BlockResult:
 
 
 def hash8(data: bytes) -> bytes:
-    """The 8-byte BLAKE2b hash snapshots use (keys of emails, digests of contacts)."""
-    return hashlib.blake2b(data, digest_size=8).digest()
+    """The 8-byte hash snapshots use (keys of emails, digests of contacts): XXH3-64.
+
+    Not cryptographic, and needs not be: it tells contacts apart, it guards nothing.
+    BLAKE2b did the same at 0.5 µs a call; XXH3 takes 0.07 µs, which is a tenth of
+    prepare's time at a million contacts, two hashes each.
+    """
+    return xxh3_64_digest(data)
 
 
 def _hash(result: BlockResult, emails: list[str], items: list[bytes]) -> None:
-    """Each kept contact's email key and JSON digest (about 1.4 µs a contact)."""
-    result.keys = b"".join([hash8(e.encode()) for e in emails])
-    result.digests = b"".join([hash8(item) for item in items])
+    """Each kept contact's email key and JSON digest (C speed: no Python loop)."""
+    result.keys = b"".join(map(xxh3_64_digest, map(str.encode, emails)))
+    result.digests = b"".join(map(xxh3_64_digest, items))
 
 
 def map_block(mapper: ContactMapper, block: Block) -> BlockResult:

@@ -14,7 +14,6 @@ next snapshot once the run has succeeded (shared/export_state.py).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from array import array
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import xxhash
 
 from shared.blocks import part_blocks
 from shared.export_state import EMPTY, ExportState, Keys, as_keys, snapshot_arrays
@@ -148,9 +148,11 @@ def segment_names(segment: Segment) -> tuple[str, str]:
 
 
 def content_digest(segment: Segment) -> Any:
-    """A BLAKE2b digest started with how the segment is read (columns, delimiter, encoding);
-    the caller feeds it ``PART_MARK`` and then the part's bytes, for every part in order."""
-    digest = hashlib.blake2b(digest_size=16)
+    """An XXH3-128 digest started with how the segment is read (columns, delimiter,
+    encoding); the caller feeds it ``PART_MARK`` and then the part's bytes, for every
+    part in order. XXH3 hashes at memory speed: prepare's main process feeds it every
+    byte it reads, and BLAKE2b cost 0.15 s of that process's time at a million rows."""
+    digest = xxhash.xxh3_128()
     digest.update(orjson.dumps([segment.columns, segment.delimiter, segment.encoding]))
     return digest
 

@@ -11,13 +11,13 @@ One state is one file, written whole after a successful run only (a failed or
 stopped run leaves the previous one), so a reader sees the old state or the new one,
 never a mix::
 
-    b"CCXSTATE1\\n" | u32 header length | header JSON | arrays (little-endian uint64)
+    b"CCXSTATE2\\n" | u32 header length | header JSON | arrays (little-endian uint64)
 
 The arrays: the snapshot's email keys (sorted) and, in the same order, the contact
 digests; then, per list of the header, the keys of the members this export added
 (the "managed" set, sorted). 1,000,000 contacts take 16 MB on disk and in memory.
 
-Keys and digests are 64-bit BLAKE2b hashes: of the normalised email, and of the
+Keys and digests are 64-bit XXH3 hashes: of the normalised email, and of the
 contact exactly as it is sent (its JSON). Two different emails with the same key (a
 chance of about 3 in 100 million for a million contacts) cannot be told apart: the
 segment's second one is always sent, neither is recorded (:mod:`shared.changes`),
@@ -58,7 +58,7 @@ from shared.errors import CcexportError
 from shared.exports import ExportDefinition
 from shared.runstore import BlobRunStore, LocalRunStore, RunStore
 
-MAGIC = b"CCXSTATE1\n"
+MAGIC = b"CCXSTATE2\n"
 STATE_PREFIX = "_state"
 STATE_FOLDER = "state"
 HEADER_READ_BYTES = 64 * 1024
