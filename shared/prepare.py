@@ -18,6 +18,7 @@ segment's own snapshot is staged beside the chunks (``snapshot.bin``).
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import os
 import time
@@ -25,6 +26,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +40,7 @@ from shared.exports import ExportDefinition
 from shared.outputs import PreparedOutput, RejectsWriter, chunk_name
 from shared.segments import Segment
 
+log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int], None]
 DescribeChanges = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_WORKERS = 2  # the Constant Contact side, not CPU, bounds a run past two cores
@@ -139,15 +142,32 @@ class _SegmentBlocks:
 
 
 def _ordered_results(
-    blocks: Iterator[Block], mapper: ContactMapper, pool: ProcessPoolExecutor | None, depth: int
+    blocks: Iterator[Block], mapper: ContactMapper, workers: list[ProcessPoolExecutor], depth: int
 ) -> Iterator[tuple[Block, BlockResult]]:
-    """Block results in file order, at most depth blocks in flight."""
+    """Block results in file order, at most depth blocks in flight.
+
+    Worker processes are a speed-up, never a dependency: if the pool breaks (a worker
+    killed, or a host where child processes cannot start), the blocks still in
+    flight and all that follow are mapped in this process instead (``workers`` is
+    emptied then, so the caller can tell).
+    """
 
     def start(block: Block) -> tuple[Block, Future[BlockResult] | None]:
-        return block, (pool.submit(map_block_in_worker, block) if pool else None)
+        if not workers:
+            return block, None
+        try:
+            return block, workers[0].submit(map_block_in_worker, block)
+        except BrokenProcessPool:
+            _give_up_on_workers(workers)
+            return block, None
 
     def finish(block: Block, handle: Future[BlockResult] | None) -> BlockResult:
-        return handle.result() if handle is not None else map_block(mapper, block)
+        if handle is not None:
+            try:
+                return handle.result()
+            except BrokenProcessPool:
+                _give_up_on_workers(workers)
+        return map_block(mapper, block)
 
     window = deque(start(b) for b in itertools.islice(blocks, depth))
     while window:
@@ -160,6 +180,12 @@ def _ordered_results(
         yield block, result
         for nxt in itertools.islice(blocks, 1):
             window.append(start(nxt))
+
+
+def _give_up_on_workers(workers: list[ProcessPoolExecutor]) -> None:
+    if workers:
+        log.warning("prepare: worker processes stopped; mapping the rest in this process")
+        workers.clear()
 
 
 class _Merge:
@@ -301,7 +327,8 @@ def _run(
         )
     try:
         stream = itertools.chain(head, blocks)
-        for block, result in _ordered_results(stream, mapper, pool, depth=2 * workers):
+        in_use = [pool] if pool is not None else []
+        for block, result in _ordered_results(stream, mapper, in_use, depth=2 * workers):
             merge.add(block, result)
     finally:
         if pool is not None:
@@ -340,7 +367,7 @@ def _run(
         "largest_chunk_bytes": max((c.bytes for c in chunks), default=0),
         "max_body_bytes": max_body_bytes,
         "content_hash": source.content.hexdigest(),
-        "workers": workers if pool is not None else 1,
+        "workers": workers if in_use else 1,
         "chunk_files": [
             {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
         ],

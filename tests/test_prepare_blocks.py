@@ -3,7 +3,10 @@ writes byte for byte what one in-process pass over each whole file writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,13 @@ import orjson
 import pytest
 
 from shared import files, segments
+from shared.block_contacts import map_block
+from shared.blocks import part_blocks
+from shared.contacts import ContactMapper
 from shared.errors import InputError
 from shared.exports import ExportDefinition
 from shared.outputs import LocalOutput
-from shared.prepare import prepare
+from shared.prepare import _ordered_results, prepare
 from tests.segment_trees import RUN, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
@@ -110,3 +116,43 @@ def test_profile_limit_with_workers(tmp_path: Path) -> None:
         prepare(segments.locate(store, name), export, LocalOutput(tmp_path / "o"),
                 workers=2, block_bytes=200)  # fmt: skip
     assert list((tmp_path / "o").iterdir()) == []
+
+
+class _BreaksAfter(ProcessPoolExecutor):
+    """A real pool whose workers stop after a few blocks, as a killed worker would."""
+
+    def __init__(self, blocks: int) -> None:
+        super().__init__(1)
+        self._left = blocks
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise BrokenProcessPool("a worker stopped")
+        return super().submit(map_block, *args_for_test(args), **kwargs)
+
+
+def args_for_test(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (_MAPPER, *args)
+
+
+_MAPPER = ContactMapper(COLUMNS, MAPPING)
+
+
+def test_a_broken_pool_falls_back_to_this_process(tmp_path: Path) -> None:
+    rows = tricky_rows(600, seed=11)
+    write(tmp_path / "in", {"s.csv": csv_bytes([COLUMNS, *rows])})
+    store, name = files.resolve(str(tmp_path / "in" / "s.csv"), None)
+    segment = segments.locate(store, name)
+    blocks = list(part_blocks(segment, segment.parts[0], 400))
+    blocks[0] = dataclasses.replace(blocks[0], skip_header=True)
+    expected = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, [], depth=2)]
+    pool = _BreaksAfter(3)
+    in_use: list[ProcessPoolExecutor] = [pool]
+    try:
+        got = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, in_use, depth=2)]
+    finally:
+        pool.shutdown()
+    assert in_use == []  # the caller can tell the pool was given up
+    assert got == expected
+    assert sum(got) == 600
