@@ -328,7 +328,7 @@ def _run(
     try:
         stream = itertools.chain(head, blocks)
         in_use = [pool] if pool is not None else []
-        for block, result in _ordered_results(stream, mapper, in_use, depth=2 * workers):
+        for block, result in _ordered_results(stream, mapper, in_use, depth=4 * workers):
             merge.add(block, result)
     finally:
         if pool is not None:
