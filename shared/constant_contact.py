@@ -24,13 +24,13 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from shared.closing import AsyncClosing
 from shared.errors import InputError, RemoteError, ThrottledGiveUp
 from shared.pacing import Pacer
 
@@ -223,7 +223,7 @@ class _Call:
 # --- the client ----------------------------------------------------------------------------
 
 
-class ConstantContactClient:
+class ConstantContactClient(AsyncClosing):
     """An async client for one connected account (one token provider).
 
     Share one ``Pacer`` between every client of a process that uses the same API
@@ -247,17 +247,6 @@ class ConstantContactClient:
         self._session = session
         self._own_session = session is None
         self.stats = ClientStats()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None and self._own_session:

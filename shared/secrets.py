@@ -21,8 +21,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -36,6 +35,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
+from shared.closing import AsyncClosing
 from shared.errors import CcexportError
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _wrap(
     )
 
 
-class KeyVaultSecretStore:
+class KeyVaultSecretStore(AsyncClosing):
     """Secrets in Azure Key Vault, through the official async SDK.
 
     Retries are bounded (a token refresh should fail in seconds, not minutes), HTTP
@@ -279,17 +279,6 @@ class KeyVaultSecretStore:
         self._url = vault_url
         self._purge_on_delete = purge_on_delete
         self._credential = credential if close_credential else None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._client.close()
@@ -371,7 +360,7 @@ class KeyVaultSecretStore:
 # --- local files -------------------------------------------------------------------
 
 
-class LocalFileSecretStore:
+class LocalFileSecretStore(AsyncClosing):
     """Secrets as private files under `<home>/secrets/`, for the command line.
 
     One JSON file per secret, mode 0600 in a 0700 folder. Every write goes to a
@@ -381,20 +370,6 @@ class LocalFileSecretStore:
 
     def __init__(self, home: Path) -> None:
         self._dir = home / "secrets"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        return None
 
     @property
     def directory(self) -> Path:
