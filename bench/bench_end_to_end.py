@@ -43,7 +43,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from shared.secrets import LocalFileSecretStore
 from shared.tokens import TokenBundle, tokens_secret
-from tests.sandbox_service import running_sandbox
+from tests.sandbox_service import cli_env, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".bench" / "end-to-end"
@@ -128,18 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp) / "home"
         connect(home, sandbox.tokens())
         list_id = sandbox.create_list("bench-end-to-end")
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("CTCT_", "KEY_VAULT", "AZURE_", "CCEXPORT_", "AzureWebJobs"))
-        }
-        env.update(
-            CTCT_CLIENT_ID=sandbox.client_id,
-            CTCT_CLIENT_SECRET=sandbox.client_secret,
-            CTCT_API_BASE=sandbox.api_base,
-            CTCT_AUTH_BASE=sandbox.auth_base,
-            CCEXPORT_HOME=str(home),
-        )
+        env = cli_env(sandbox, home)
         maps = [arg for pair in MAPPING for arg in ("--map", pair)]
         cmd = [
             sys.executable, "-m", "shared.cli", "run", str(source), "--list-id", list_id,

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from tests.sandbox_service import running_sandbox
+from tests.sandbox_service import cli_env, running_sandbox
 from tests.services import (
     ROOT,
     ServiceError,
@@ -82,19 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{source} (2 CSV parts, model.json): {counts.bad} broken addresses, "
               f"{counts.duplicates} duplicates")  # fmt: skip
 
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("CTCT_", "KEY_VAULT", "AZURE_", "CCEXPORT_", "AzureWebJobs"))
-        }
-        env.update(
-            CTCT_CLIENT_ID=sandbox.client_id,
-            CTCT_CLIENT_SECRET=sandbox.client_secret,
-            CTCT_API_BASE=sandbox.api_base,
-            CTCT_AUTH_BASE=sandbox.auth_base,
-            CCEXPORT_HOME=str(work / "home"),
-            CCEXPORT_STORAGE_CONNECTION_STRING=conn,
-        )
+        env = cli_env(sandbox, work / "home", CCEXPORT_STORAGE_CONNECTION_STRING=conn)
         say("connecting the sandbox account: ccexport connect")
         if ccexport(["connect", "--auto", "--port", "0"], env) != 0:
             return 1

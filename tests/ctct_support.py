@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from shared.constant_contact import RetryPolicy
 from tests.sandbox_service import RunningSandbox
@@ -41,24 +39,6 @@ class SandboxTokens:
                 self._token = await asyncio.to_thread(self._sandbox.access_token)
                 self.issued.append(self._token)
         return self._token
-
-
-def cli_env(sandbox: RunningSandbox, home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `ccexport` child: the sandbox's settings and a private home."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CTCT_", "KEY_VAULT", "AZURE_", "IDENTITY_", "CCEXPORT_"))
-    }
-    env.update(
-        CTCT_CLIENT_ID=sandbox.client_id,
-        CTCT_CLIENT_SECRET=sandbox.client_secret,
-        CTCT_API_BASE=sandbox.api_base,
-        CTCT_AUTH_BASE=sandbox.auth_base,
-        CCEXPORT_HOME=str(home),
-    )
-    env.update(extra)
-    return env
 
 
 def ccexport_command(*args: str) -> list[str]:

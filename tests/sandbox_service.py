@@ -175,3 +175,23 @@ def running_prism(upstream: str) -> Iterator[str]:
     port = free_port()
     with running(prism_command(port, upstream), port):
         yield f"http://127.0.0.1:{port}"
+
+
+# Settings a `ccexport` child must not inherit from whoever runs the tests.
+_SETTINGS_OF_OTHERS = ("CTCT_", "KEY_VAULT", "AZURE_", "IDENTITY_", "CCEXPORT_", "AzureWebJobs")
+
+
+def cli_env(sandbox: RunningSandbox, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `ccexport` child: the sandbox's settings and a private home."""
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(_SETTINGS_OF_OTHERS)
+    }
+    env.update(
+        CTCT_CLIENT_ID=sandbox.client_id,
+        CTCT_CLIENT_SECRET=sandbox.client_secret,
+        CTCT_API_BASE=sandbox.api_base,
+        CTCT_AUTH_BASE=sandbox.auth_base,
+        CCEXPORT_HOME=str(home),
+    )
+    env.update(extra)
+    return env

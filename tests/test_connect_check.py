@@ -14,8 +14,8 @@ from typing import Any
 
 from shared.secrets import LocalFileSecretStore
 from shared.tokens import TokenBundle, tokens_secret
-from tests.ctct_support import ccexport_command, cli_env, run_cli
-from tests.sandbox_service import RunningSandbox
+from tests.ctct_support import ccexport_command, run_cli
+from tests.sandbox_service import RunningSandbox, cli_env
 from tests.services import ROOT
 
 Factory = Callable[..., RunningSandbox]

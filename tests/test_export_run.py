@@ -33,8 +33,8 @@ from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
 from shared.runstore import BlobRunStore, LocalRunStore
 from shared.secrets import LocalFileSecretStore
 from shared.tokens import TokenBundle, tokens_secret
-from tests.ctct_support import FAST, cli_env, run_cli
-from tests.sandbox_service import RunningSandbox
+from tests.ctct_support import FAST, run_cli
+from tests.sandbox_service import RunningSandbox, cli_env
 
 ROWS = 2_000
 BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks

@@ -30,8 +30,8 @@ from shared.run_activities import RunActivities, RunServices
 from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
 from shared.secrets import LocalFileSecretStore
 from shared.tokens import TokenBundle, tokens_secret
-from tests.ctct_support import FAST, SandboxTokens, cli_env, run_cli
-from tests.sandbox_service import RunningSandbox
+from tests.ctct_support import FAST, SandboxTokens, run_cli
+from tests.sandbox_service import RunningSandbox, cli_env
 
 OPTIONS = RunOptions(max_body_bytes=8_000, poll_seconds=0.1, retry_seconds=0.2)
 MAPPING = {"email": "Email", "first_name": "FirstName", "last_name": "LastName"}

@@ -31,8 +31,8 @@ from shared.secrets import LocalFileSecretStore, SecretStore
 from shared.tokens import TokenBundle, tokens_secret
 from tests.chaos.figures import FIGURES
 from tests.chaos.segment import MAPPING, Segment
-from tests.ctct_support import FAST, cli_env
-from tests.sandbox_service import RunningSandbox
+from tests.ctct_support import FAST
+from tests.sandbox_service import RunningSandbox, cli_env
 
 RUN_TIMEOUT = 120.0
 NOTHING_IMPORTED = frozenset({"failed", "timed_out"})
