@@ -70,8 +70,19 @@ def _hash(result: BlockResult, emails: list[str], items: list[bytes]) -> None:
     result.digests = b"".join(map(xxh3_64_digest, items))
 
 
-def map_block(mapper: ContactMapper, block: Block) -> BlockResult:
-    """Map every record of the block; errors come back in the result, not raised."""
+def map_block(mapper: ContactMapper, block: Block, *, fast: bool = True) -> BlockResult:
+    """Map every record of the block; errors come back in the result, not raised.
+
+    A plainly clean block takes the columnar fast path (shared/arrow_blocks.py), which
+    gives the same result; anything else, and ``fast=False``, takes the row path.
+    """
+    if fast:
+        from shared import arrow_blocks  # noqa: PLC0415 - it imports this module
+
+        if arrow_blocks.suits(mapper):
+            quick = arrow_blocks.map_block_arrow(mapper, block)
+            if quick is not None:
+                return quick
     result = BlockResult()
     try:
         _map(mapper, block, result)

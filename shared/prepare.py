@@ -329,7 +329,7 @@ def _run(
         # local engine's gRPC); a clean server process forks the workers. It preloads
         # only the worker's module, not this program's (Azure SDKs and all).
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["shared.block_contacts"])
+        context.set_forkserver_preload(["shared.block_contacts", "shared.arrow_blocks"])
         pool = ProcessPoolExecutor(
             workers,
             mp_context=context,
