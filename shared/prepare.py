@@ -30,6 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from shared.block_contacts import BlockResult, init_worker, map_block, map_block_in_worker
 from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
 from shared.changes import PART_MARK, SNAPSHOT_FILE, ChangeTracker, content_digest
@@ -211,7 +213,12 @@ class _Merge:
         self.rejects = rejects
         self.parts = parts
         self.progress = progress
-        self.seen: dict[int, int] = {}  # email key -> the row that carries the email
+        # Email keys seen so far (a set: 64 MB at a million), and the same keys with their
+        # rows in the order seen (16 MB), searched only to name the row a duplicate
+        # repeats; a dict of key -> row would cost 100 MB for that rare message.
+        self.seen: set[int] = set()
+        self._keys_seen: array[int] = array("Q")
+        self._rows_seen: array[int] = array("q")
         self.rows_read = self.rejected = self.duplicates = 0
         self.reasons: Counter[str] = Counter()
         self.truncated: Counter[str] = Counter()
@@ -234,11 +241,13 @@ class _Merge:
             rows.append((base + r.record, r.line, r.email, r.reason, detail))
         items, ends, numbers = result.items, result.ends, result.rows
         hashes, digests = result.keys, result.digests
-        if not self.seen.keys().isdisjoint(keys):  # rare: C speed for the common case
+        if not self.seen.isdisjoint(keys):  # rare: C speed for the common case
             items, ends, keys, numbers, hashes, digests = self._drop_seen(
                 keys, result, block, base, rows
             )
-        self.seen.update(zip(keys, map(base.__add__, numbers), strict=True))
+        self.seen.update(keys)
+        self._keys_seen.extend(keys)
+        self._rows_seen.extend(map(base.__add__, numbers))
         for row, line, email, reason, detail in sorted(rows):
             self.rejects.write(row=row, file=block.where, line=line, email=email,
                                reason=reason, detail=detail)  # fmt: skip
@@ -266,9 +275,10 @@ class _Merge:
         hashes, digests = bytearray(), bytearray()
         emails = result.emails.split("\n")
         starts = _record_lines(block)
+        firsts = self._first_rows([k for k in keys if k in self.seen])
         start = 0
         for i, (key, end, number) in enumerate(zip(keys, result.ends, result.rows, strict=True)):
-            first = self.seen.get(key)
+            first = firsts.get(key)
             if first is not None:
                 detail = f"same email as row {first}"
                 rows.append((base + number, starts[number], emails[i], DUPLICATE, detail))
@@ -281,6 +291,15 @@ class _Merge:
                 digests += result.digests[8 * i : 8 * i + 8]
             start = end
         return bytes(kept), ends, kept_keys, numbers, bytes(hashes), bytes(digests)
+
+    def _first_rows(self, keys: list[int]) -> dict[int, int]:
+        """The row that first carried each of these keys."""
+        seen = np.frombuffer(self._keys_seen, dtype=np.uint64)
+        at = np.flatnonzero(np.isin(seen, np.array(keys, dtype=np.uint64)))
+        firsts: dict[int, int] = {}
+        for i in at.tolist():
+            firsts.setdefault(int(seen[i]), self._rows_seen[i])
+        return firsts
 
 
 def _record_lines(block: Block) -> dict[int, int]:
@@ -339,7 +358,7 @@ def _run(
     try:
         stream = itertools.chain(head, blocks)
         in_use = [pool] if pool is not None else []
-        for block, result in _ordered_results(stream, mapper, in_use, depth=4 * workers):
+        for block, result in _ordered_results(stream, mapper, in_use, depth=3 * workers):
             merge.add(block, result)
     finally:
         if pool is not None:
