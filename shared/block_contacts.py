@@ -176,14 +176,16 @@ class _Damage:
 # -- worker processes -----------------------------------------------------------------------
 
 _worker_mapper: ContactMapper | None = None
+_worker_fast = True
 
 
-def init_worker(columns: Sequence[str], mapping: Mapping[str, str]) -> None:
+def init_worker(columns: Sequence[str], mapping: Mapping[str, str], fast: bool = True) -> None:
     """Pool initializer: each worker builds its mapper once."""
-    global _worker_mapper  # noqa: PLW0603 - one mapper per worker process, by design
+    global _worker_mapper, _worker_fast  # noqa: PLW0603 - one mapper per worker process
     _worker_mapper = ContactMapper(columns, mapping)
+    _worker_fast = fast
 
 
 def map_block_in_worker(block: Block) -> BlockResult:
     assert _worker_mapper is not None, "init_worker was not run"
-    return map_block(_worker_mapper, block)
+    return map_block(_worker_mapper, block, fast=_worker_fast)

@@ -68,10 +68,15 @@ def prepare(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     block_bytes: int = BLOCK_BYTES,
+    fast: bool = True,
     changes: ChangeTracker | None = None,
     describe_changes: DescribeChanges | None = None,
 ) -> PrepareResult:
     """Run the stage; on any error nothing is left in output and the error is raised.
+
+    ``fast`` lets plainly clean blocks take the columnar path (shared/arrow_blocks.py):
+    the same output in about half the CPU, for about 85 MB more in each process that
+    loads Arrow.
 
     ``describe_changes`` may add to the summary's ``changes`` once the tracker has
     seen every contact (the run adds the export's state key and its mode).
@@ -81,7 +86,8 @@ def prepare(
         summary, chunks = _run(
             segment, export, output, max_body_bytes=max_body_bytes, progress=progress,
             workers=default_workers() if workers is None else max(1, workers),
-            block_bytes=block_bytes, changes=changes, describe_changes=describe_changes,
+            block_bytes=block_bytes, fast=fast, changes=changes,
+            describe_changes=describe_changes,
         )  # fmt: skip
         summary["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         location = output.commit(summary)
@@ -144,7 +150,12 @@ class _SegmentBlocks:
 
 
 def _ordered_results(
-    blocks: Iterator[Block], mapper: ContactMapper, workers: list[ProcessPoolExecutor], depth: int
+    blocks: Iterator[Block],
+    mapper: ContactMapper,
+    workers: list[ProcessPoolExecutor],
+    depth: int,
+    *,
+    fast: bool = True,
 ) -> Iterator[tuple[Block, BlockResult]]:
     """Block results in file order, at most depth blocks in flight.
 
@@ -169,7 +180,7 @@ def _ordered_results(
                 return handle.result()
             except BrokenProcessPool:
                 _give_up_on_workers(workers)
-        return map_block(mapper, block)
+        return map_block(mapper, block, fast=fast)
 
     window = deque(start(b) for b in itertools.islice(blocks, depth))
     while window:
@@ -327,6 +338,7 @@ def _run(
     progress: ProgressCallback | None,
     workers: int,
     block_bytes: int,
+    fast: bool,
     changes: ChangeTracker | None = None,
     describe_changes: DescribeChanges | None = None,
 ) -> tuple[dict[str, Any], list[ChunkInfo]]:
@@ -348,17 +360,19 @@ def _run(
         # local engine's gRPC); a clean server process forks the workers. It preloads
         # only the worker's module, not this program's (Azure SDKs and all).
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["shared.block_contacts", "shared.arrow_blocks"])
+        context.set_forkserver_preload(
+            ["shared.block_contacts", *(["shared.arrow_blocks"] if fast else [])]
+        )
         pool = ProcessPoolExecutor(
             workers,
             mp_context=context,
             initializer=init_worker,
-            initargs=(columns, dict(export.mapping)),
+            initargs=(columns, dict(export.mapping), fast),
         )
     try:
         stream = itertools.chain(head, blocks)
         in_use = [pool] if pool is not None else []
-        for block, result in _ordered_results(stream, mapper, in_use, depth=3 * workers):
+        for block, result in _ordered_results(stream, mapper, in_use, depth=3 * workers, fast=fast):
             merge.add(block, result)
     finally:
         if pool is not None:

@@ -251,6 +251,10 @@ class RunActivities:
                 runs.staging_output(run.run_id),
                 max_body_bytes=run.options.max_body_bytes,
                 progress=progress,
+                # The row path in runs: the columnar one loads Arrow (about 85 MB) into
+                # every worker of a process that already holds the run, its clients
+                # and the engine; a run's time goes mostly to Constant Contact anyway.
+                fast=False,
                 changes=tracker,
                 describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
             )

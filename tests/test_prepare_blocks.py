@@ -156,3 +156,19 @@ def test_a_broken_pool_falls_back_to_this_process(tmp_path: Path) -> None:
     assert in_use == []  # the caller can tell the pool was given up
     assert got == expected
     assert sum(got) == 600
+
+
+def test_the_row_path_alone_writes_the_same(tmp_path: Path) -> None:
+    """Runs use the row path only (fast=False): same bytes as the columnar fast path."""
+    rows = tricky_rows(900, seed=21)
+    clean = [r for r in rows if "\n" not in r[3]][:600]  # mostly blocks the fast path takes
+    write(
+        tmp_path / "in",
+        {"s/a_1.csv": csv_bytes([COLUMNS, *clean]), "s/a_2.csv": csv_bytes([COLUMNS, *rows])},
+    )
+    fast = outcome(tmp_path / "in", "s", tmp_path / "a", workers=2, block_bytes=2000)
+    rows_only = outcome(
+        tmp_path / "in", "s", tmp_path / "b", workers=2, block_bytes=2000, fast=False
+    )
+    assert fast == rows_only
+    assert fast["summary"]["rows_read"] == len(clean) + len(rows)
