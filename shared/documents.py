@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
+from shared.atomic_files import write_atomically
 from shared.errors import CcexportError
 
 _JSON = ContentSettings(content_type="application/json")
@@ -214,17 +214,7 @@ class FolderDocuments:
     def _write(self, name: str, raw: bytes) -> str:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        write_atomically(path, raw, durable=True)
         return self._etag(raw)
 
     async def get(self, name: str) -> Document | None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import secrets
 import struct
@@ -53,6 +52,7 @@ import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.atomic_files import write_atomically
 from shared.block_contacts import hash8
 from shared.errors import CcexportError
 from shared.exports import ExportDefinition
@@ -273,9 +273,7 @@ class LocalStateStore:
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        temp.write_bytes(data)
-        os.replace(temp, path)
+        write_atomically(path, data)
 
     def export_keys(self) -> list[str]:
         if not self.root.is_dir():

@@ -42,6 +42,7 @@ from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared import storage
+from shared.atomic_files import write_atomically
 from shared.outputs import (
     REJECTS_FILE,
     SUMMARY_FILE,
@@ -162,9 +163,7 @@ class LocalRunStore:
     def write_staged(self, run_id: str, name: str, data: bytes) -> None:
         path = self._staging(run_id) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(".tmp")
-        temp.write_bytes(data)
-        os.replace(temp, path)
+        write_atomically(path, data)
 
     def accepted(self, run_id: str, index: int) -> str | None:
         try:
@@ -177,9 +176,7 @@ class LocalRunStore:
     def mark_accepted(self, run_id: str, index: int, activity_id: str) -> None:
         path = self._staging(run_id) / accepted_name(index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(".tmp")
-        temp.write_bytes(orjson.dumps({"activity_id": activity_id}))
-        os.replace(temp, path)  # whole or not at all
+        write_atomically(path, orjson.dumps({"activity_id": activity_id}))
 
     def forget_accepted(self, run_id: str, index: int) -> None:
         (self._staging(run_id) / accepted_name(index)).unlink(missing_ok=True)
@@ -197,9 +194,7 @@ class LocalRunStore:
     def write_report(self, run_id: str, report: Mapping[str, Any]) -> str:
         path = self._run(run_id) / REPORT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(".tmp")
-        temp.write_bytes(_json(report))
-        os.replace(temp, path)
+        write_atomically(path, _json(report))
         return str(path)
 
     def read_report(self, run_id: str) -> dict[str, Any] | None:

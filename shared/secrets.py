@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
+from shared.atomic_files import write_atomically
 from shared.closing import AsyncClosing
 from shared.errors import CcexportError
 
@@ -440,19 +440,9 @@ class LocalFileSecretStore(AsyncClosing):
         path = self.path_of(name)
         try:
             self._ensure_dir()
-            # mkstemp creates the file with mode 0600 in the same folder, so the
-            # rename below is atomic and the value is never readable by others.
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self._dir)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            # created 0600 by mkstemp and renamed over the old value: never readable
+            # by others, never half written
+            write_atomically(path, data, durable=True)
             self._fsync_dir()
         except OSError as exc:
             raise SecretStoreError(
