@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob.aio import BlobLeaseClient, ContainerClient
 
-from shared.locks import BlobLeaseLocks, FileLocks, HeldLock, LockLost, LockTimeout
+from shared.locks import BlobLeaseLocks, FileLocks, HeldLock, LockLost, Locks, LockTimeout
 from tests.services import ROOT
 
 # --- file locks ----------------------------------------------------------------------
@@ -122,16 +122,17 @@ async def test_file_lock_is_freed_when_its_holder_dies(tmp_path: Path) -> None:
     assert time.monotonic() - started < 0.5  # no stale lock to wait out
 
 
-async def test_file_lock_between_tasks_reports_who_waited(tmp_path: Path) -> None:
-    locks = FileLocks(tmp_path, poll_interval=0.01)
+async def _take_turns(locks: Locks, name: str, *, timeout: float, inside: float) -> None:
+    """Two tasks want one lock: the second gets in only after the first is out, and
+    is the one told it waited."""
     order: list[str] = []
     a_inside = asyncio.Event()
 
     async def worker(tag: str) -> HeldLock:
-        async with locks.hold("refresh", timeout=5) as held:
+        async with locks.hold(name, timeout=timeout) as held:
             a_inside.set()
             order.append(f"in {tag}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(inside)
             order.append(f"out {tag}")
             return held
 
@@ -140,6 +141,11 @@ async def test_file_lock_between_tasks_reports_who_waited(tmp_path: Path) -> Non
     a, b = await asyncio.gather(first, worker("b"))
     assert order == ["in a", "out a", "in b", "out b"]
     assert (a.waited, b.waited) == (False, True)
+
+
+async def test_file_lock_between_tasks_reports_who_waited(tmp_path: Path) -> None:
+    locks = FileLocks(tmp_path, poll_interval=0.01)
+    await _take_turns(locks, "refresh", timeout=5, inside=0.1)
     assert stat.S_IMODE(os.stat(locks.path_of("refresh")).st_mode) == 0o600
     async with locks.hold("another", timeout=0) as other:  # names are independent
         assert not other.waited
@@ -163,22 +169,7 @@ def _leases(container: ContainerClient, *, renew_every: float | None = None) -> 
 @pytest.mark.azurite
 async def test_lease_creates_its_blob_and_admits_one_holder(container: ContainerClient) -> None:
     locks = _leases(container)
-    order: list[str] = []
-    a_inside = asyncio.Event()
-
-    async def worker(tag: str) -> HeldLock:
-        async with locks.hold("ctct-refresh", timeout=10) as held:
-            a_inside.set()
-            order.append(f"in {tag}")
-            await asyncio.sleep(0.2)
-            order.append(f"out {tag}")
-            return held
-
-    first = asyncio.create_task(worker("a"))
-    await a_inside.wait()
-    a, b = await asyncio.gather(first, worker("b"))
-    assert order == ["in a", "out a", "in b", "out b"]
-    assert (a.waited, b.waited) == (False, True)
+    await _take_turns(locks, "ctct-refresh", timeout=10, inside=0.2)
     props = await container.get_blob_client(locks.blob_name("ctct-refresh")).get_blob_properties()
     assert props.lease.state == "available"  # released at exit, not left to expire
 
