@@ -40,6 +40,7 @@ from shared.contacts import DUPLICATE, ContactMapper
 from shared.errors import CcexportError, InputError
 from shared.exports import ExportDefinition
 from shared.outputs import PreparedOutput, RejectsWriter, chunk_name
+from shared.seen_keys import SeenKeys
 from shared.segments import Segment
 
 log = logging.getLogger(__name__)
@@ -224,12 +225,7 @@ class _Merge:
         self.rejects = rejects
         self.parts = parts
         self.progress = progress
-        # Email keys seen so far (a set: 64 MB at a million), and the same keys with their
-        # rows in the order seen (16 MB), searched only to name the row a duplicate
-        # repeats; a dict of key -> row would cost 100 MB for that rare message.
-        self.seen: set[int] = set()
-        self._keys_seen: array[int] = array("Q")
-        self._rows_seen: array[int] = array("q")
+        self.seen = SeenKeys()
         self.rows_read = self.rejected = self.duplicates = 0
         self.reasons: Counter[str] = Counter()
         self.truncated: Counter[str] = Counter()
@@ -244,21 +240,20 @@ class _Merge:
                 f"the export has more than {self.limit:,} profiles, its limit: raise "
                 "max_profiles in the export definition (or --max-profiles), or split the segment"
             )
-        keys: array[int] = array("Q")
-        keys.frombytes(result.keys)
         rows: list[tuple[int, int, str, str, str]] = []
         for r in result.rejects:
             detail = f"same email as row {base + r.duplicate_of}" if r.duplicate_of else r.detail
             rows.append((base + r.record, r.line, r.email, r.reason, detail))
         items, ends, numbers = result.items, result.ends, result.rows
         hashes, digests = result.keys, result.digests
-        if not self.seen.isdisjoint(keys):  # rare: C speed for the common case
-            items, ends, keys, numbers, hashes, digests = self._drop_seen(
-                keys, result, block, base, rows
+        firsts = self.seen.lookup(np.frombuffer(hashes, dtype=np.uint64))
+        if firsts.any():  # rare
+            items, ends, numbers, hashes, digests = self._drop_seen(
+                firsts, result, block, base, rows
             )
-        self.seen.update(keys)
-        self._keys_seen.extend(keys)
-        self._rows_seen.extend(map(base.__add__, numbers))
+        self.seen.add(
+            np.frombuffer(hashes, dtype=np.uint64), np.frombuffer(numbers, dtype=np.int64) + base
+        )
         for row, line, email, reason, detail in sorted(rows):
             self.rejects.write(row=row, file=block.where, line=line, email=email,
                                reason=reason, detail=detail)  # fmt: skip
@@ -278,39 +273,32 @@ class _Merge:
             self.progress(self.rows_read)
 
     def _drop_seen(
-        self, keys: array[int], result: BlockResult, block: Block, base: int,
+        self, firsts: np.ndarray, result: BlockResult, block: Block, base: int,
         rows: list[tuple[int, int, str, str, str]],
-    ) -> tuple[bytes, array[int], array[int], array[int], bytes, bytes]:  # fmt: skip
-        """Take out contacts whose email an earlier block already had (rare)."""
-        kept, ends, kept_keys, numbers = bytearray(), array("q"), array("Q"), array("q")
+    ) -> tuple[bytes, array[int], array[int], bytes, bytes]:  # fmt: skip
+        """Take out contacts whose email an earlier block already had (rare).
+
+        ``firsts`` holds, for each contact of the block, the row that first had its
+        email, or 0."""
+        kept, ends, numbers = bytearray(), array("q"), array("q")
         hashes, digests = bytearray(), bytearray()
         emails = result.emails.split("\n")
         starts = _record_lines(block)
-        firsts = self._first_rows([k for k in keys if k in self.seen])
         start = 0
-        for i, (key, end, number) in enumerate(zip(keys, result.ends, result.rows, strict=True)):
-            first = firsts.get(key)
-            if first is not None:
+        for i, (first, end, number) in enumerate(
+            zip(firsts.tolist(), result.ends, result.rows, strict=True)
+        ):
+            if first:
                 detail = f"same email as row {first}"
                 rows.append((base + number, starts[number], emails[i], DUPLICATE, detail))
             else:
                 kept += result.items[start:end]
                 ends.append(len(kept))
-                kept_keys.append(key)
                 numbers.append(number)
                 hashes += result.keys[8 * i : 8 * i + 8]
                 digests += result.digests[8 * i : 8 * i + 8]
             start = end
-        return bytes(kept), ends, kept_keys, numbers, bytes(hashes), bytes(digests)
-
-    def _first_rows(self, keys: list[int]) -> dict[int, int]:
-        """The row that first carried each of these keys."""
-        seen = np.frombuffer(self._keys_seen, dtype=np.uint64)
-        at = np.flatnonzero(np.isin(seen, np.array(keys, dtype=np.uint64)))
-        firsts: dict[int, int] = {}
-        for i in at.tolist():
-            firsts.setdefault(int(seen[i]), self._rows_seen[i])
-        return firsts
+        return bytes(kept), ends, numbers, bytes(hashes), bytes(digests)
 
 
 def _record_lines(block: Block) -> dict[int, int]:
