@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import operator
+import threading
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,19 +174,20 @@ class _Damage:
         return None
 
 
-# -- worker processes -----------------------------------------------------------------------
+# -- workers: processes or threads ----------------------------------------------------------
 
-_worker_mapper: ContactMapper | None = None
-_worker_fast = True
+# Each worker has a mapper of its own: a ContactMapper keeps the last row's email and
+# reason, so threads cannot share one. In a worker process there is one thread.
+_worker = threading.local()
 
 
 def init_worker(columns: Sequence[str], mapping: Mapping[str, str], fast: bool = True) -> None:
-    """Pool initializer: each worker builds its mapper once."""
-    global _worker_mapper, _worker_fast  # noqa: PLW0603 - one mapper per worker process
-    _worker_mapper = ContactMapper(columns, mapping)
-    _worker_fast = fast
+    """Pool initializer, run once in each worker process or thread."""
+    _worker.mapper = ContactMapper(columns, mapping)
+    _worker.fast = fast
 
 
 def map_block_in_worker(block: Block) -> BlockResult:
-    assert _worker_mapper is not None, "init_worker was not run"
-    return map_block(_worker_mapper, block, fast=_worker_fast)
+    mapper: ContactMapper | None = getattr(_worker, "mapper", None)
+    assert mapper is not None, "init_worker was not run"
+    return map_block(mapper, block, fast=_worker.fast)

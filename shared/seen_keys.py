@@ -51,9 +51,20 @@ class SeenKeys:
             self._runs[-1][0]
         ):
             (newer, newer_rows), (older, older_rows) = self._runs.pop(), self._runs.pop()
-            merged = np.concatenate([older, newer])
-            order = np.argsort(merged, kind="stable")  # two sorted runs: a linear merge
-            self._runs.append((merged[order], np.concatenate([older_rows, newer_rows])[order]))
+            self._runs.append(_merged(older, older_rows, newer, newer_rows))
 
     def clear(self) -> None:
         self._runs.clear()
+
+
+def _merged(older: Keys, older_rows: Rows, newer: Keys, newer_rows: Rows) -> tuple[Keys, Rows]:
+    """Two sorted runs as one, in place of a sort: 17 bytes a key of new memory."""
+    at = np.searchsorted(older, newer) + np.arange(len(newer))
+    from_newer = np.zeros(len(older) + len(newer), dtype=bool)
+    from_newer[at] = True
+    keys = np.empty(len(from_newer), dtype=np.uint64)
+    rows = np.empty(len(from_newer), dtype=np.int64)
+    keys[at], rows[at] = newer, newer_rows
+    from_older = ~from_newer
+    keys[from_older], rows[from_older] = older, older_rows
+    return keys, rows
