@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,7 @@ def test_a_broken_pool_falls_back_to_this_process(tmp_path: Path) -> None:
     blocks[0] = dataclasses.replace(blocks[0], skip_header=True)
     expected = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, [], depth=2)]
     pool = _BreaksAfter(3)
-    in_use: list[ProcessPoolExecutor] = [pool]
+    in_use: list[Executor] = [pool]
     try:
         got = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, in_use, depth=2)]
     finally:
