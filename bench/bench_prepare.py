@@ -102,7 +102,7 @@ def main() -> int:
     best = min(preps, key=lambda m: m.wall)
     print(f"floor (csv parse + orjson, 1 process), best of {ROUNDS}: {floor.wall:.2f}s wall, "
           f"{floor.cpu:.2f}s CPU, peak RSS {floor.rss_main:.0f} MB")  # fmt: skip
-    print(f"prepare ({summary['workers']} worker processes), best of {ROUNDS}: {best.wall:.2f}s "
+    print(f"prepare ({summary['workers']} workers: {summary['worker_kind']}), best of {ROUNDS}: {best.wall:.2f}s "
           f"wall, {ROWS / best.wall:,.0f} rows/s, {best.cpu:.2f}s CPU (all processes)")  # fmt: skip
     print(f"  peak RSS: {max(m.rss_main for m in preps):.0f} MB main process, "
           f"{max(m.pss_tree for m in preps):.0f} MB PSS over it and its workers")  # fmt: skip

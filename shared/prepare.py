@@ -355,6 +355,10 @@ def _mapping_pool(
     )
 
 
+def _kind(pool: Executor | None) -> str:
+    return "threads" if isinstance(pool, ThreadPoolExecutor) else "processes"
+
+
 def _run(
     segment: Segment,
     export: ExportDefinition,
@@ -424,6 +428,7 @@ def _run(
         "max_body_bytes": max_body_bytes,
         "content_hash": source.content.hexdigest(),
         "workers": workers if in_use else 1,
+        "worker_kind": _kind(pool) if in_use else "this thread",
         "chunk_files": [
             {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
         ],
