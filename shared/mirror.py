@@ -24,10 +24,10 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.constant_contact import ConstantContactClient
 from shared.export_state import (
     EMPTY,
     Keys,
@@ -37,6 +37,10 @@ from shared.export_state import (
     union,
 )
 from shared.runs import ListPlan
+
+if TYPE_CHECKING:
+    # A type only: run_state (and so prepare) reads plans without aiohttp loaded.
+    from shared.constant_contact import ConstantContactClient
 
 PLAN_FILE = "mirror.npz"
 EXPORT_FIELDS = ("contact_id", "email_address")

@@ -34,12 +34,9 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.identity import ManagedIdentityCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared import storage
 from shared.atomic_files import write_atomically
@@ -51,8 +48,10 @@ from shared.outputs import (
     PreparedOutput,
 )
 from shared.runs import check_run_id
-from shared.secrets import ccexport_home
-from shared.settings import AppSettings
+from shared.settings import AppSettings, ccexport_home
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
 REPORT_FILE = "report.json"
 ACCEPTED_FOLDER = "accepted"
@@ -214,6 +213,8 @@ class LocalRunStore:
 
 
 # --- Blob Storage ---------------------------------------------------------------------
+# The Azure SDK is imported in the methods that use it, not above: a local run store
+# (prepare on local files) stays about 40 MB lighter without it.
 
 
 class BlobRunStore:
@@ -233,6 +234,8 @@ class BlobRunStore:
 
     def _container(self, client: ContainerClient) -> ContainerClient:
         """The container, created the first time it is needed (Azurite starts empty)."""
+        from azure.core.exceptions import ResourceExistsError  # noqa: PLC0415 - blob only
+
         if client.container_name not in self._ready:
             with contextlib.suppress(ResourceExistsError):
                 client.create_container()
@@ -244,6 +247,8 @@ class BlobRunStore:
         return f"{check_run_id(run_id)}/{name}"
 
     def _read_json(self, client: ContainerClient, name: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         try:
             raw = client.download_blob(name).readall()
         except ResourceNotFoundError:
@@ -255,6 +260,8 @@ class BlobRunStore:
         return data if isinstance(data, dict) else None
 
     def _put_json(self, client: ContainerClient, name: str, data: Mapping[str, Any]) -> None:
+        from azure.storage.blob import ContentSettings  # noqa: PLC0415 - blob only
+
         self._container(client).upload_blob(
             name,
             _json(data),
@@ -278,10 +285,14 @@ class BlobRunStore:
         return self.staging.download_blob(self._name(run_id, name), max_concurrency=2).readall()
 
     def delete_chunk(self, run_id: str, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         with contextlib.suppress(ResourceNotFoundError):
             self.staging.delete_blob(self._name(run_id, name))
 
     def read_staged(self, run_id: str, name: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         try:
             return self.staging.download_blob(self._name(run_id, name), max_concurrency=2).readall()
         except ResourceNotFoundError:
@@ -302,16 +313,23 @@ class BlobRunStore:
         self._put_json(self.staging, name, {"activity_id": activity_id})
 
     def forget_accepted(self, run_id: str, index: int) -> None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         with contextlib.suppress(ResourceNotFoundError):
             self.staging.delete_blob(self._name(run_id, accepted_name(index)))
 
     def clear_staging(self, run_id: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         prefix = f"{check_run_id(run_id)}/"
         for blob in self.staging.list_blobs(name_starts_with=prefix):
             with contextlib.suppress(ResourceNotFoundError):
                 self.staging.delete_blob(blob.name)
 
     def publish_rejects(self, run_id: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+        from azure.storage.blob import ContentSettings  # noqa: PLC0415
+
         name = self._name(run_id, REJECTS_FILE)
         location = f"az://{self.reports.container_name}/{name}"
         target = self._container(self.reports).get_blob_client(name)
@@ -340,6 +358,8 @@ class BlobRunStore:
         return f"az://{self.reports.container_name}/{self._name(run_id, REPORT_FILE)}"
 
     def list_reports(self) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
         found: list[str] = []
         with contextlib.suppress(ResourceNotFoundError):
             for blob in self.reports.list_blobs():
@@ -363,6 +383,10 @@ def blob_service_from_settings(env: Mapping[str, str]) -> BlobServiceClient | No
         return storage.blob_service(app.connection_string)
     if not app.blob_service_uri:
         return None
+    # Azure SDK loaded only for Blob Storage (see BlobRunStore).
+    from azure.identity import ManagedIdentityCredential  # noqa: PLC0415 - blob only
+    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415
+
     return BlobServiceClient(
         app.blob_service_uri,
         credential=ManagedIdentityCredential(client_id=app.identity_client_id),

@@ -38,6 +38,10 @@ from shared.atomic_files import write_atomically
 from shared.closing import AsyncClosing
 from shared.errors import CcexportError
 
+# Defined in shared.settings (which the run store imports without this module's Azure
+# SDKs); still exported from here.
+from shared.settings import ccexport_home as ccexport_home  # noqa: PLC0414 - re-export
+
 log = logging.getLogger(__name__)
 
 # Tag that keeps the caller's name when it had to be rewritten for Key Vault.
@@ -133,12 +137,6 @@ def open_secret_store(settings: Mapping[str, str], **vault_options: Any) -> Secr
             vault_url, default_credential(settings), close_credential=True, **options
         )
     return LocalFileSecretStore(ccexport_home(settings))
-
-
-def ccexport_home(settings: Mapping[str, str]) -> Path:
-    """Local state and secrets for the command line: CCEXPORT_HOME or ~/.ccexport."""
-    configured = settings.get("CCEXPORT_HOME", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".ccexport"
 
 
 # --- Key Vault ---------------------------------------------------------------------

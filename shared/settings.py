@@ -20,15 +20,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import ConfigError
-from shared.secrets import SecretStore, ccexport_home
+
+if TYPE_CHECKING:
+    # Not at run time: shared.secrets loads the Azure Key Vault and identity SDKs, which
+    # the run store and prepare on local files do without (about 40 MB).
+    from shared.secrets import SecretStore
 
 DEFAULT_API_BASE = "https://api.cc.email/v3"
 DEFAULT_AUTH_BASE = "https://authz.constantcontact.com/oauth2/default/v1"
 CLIENT_SECRET_NAME = "ctct-client-secret"  # noqa: S105 - the secret's name, not a secret
 # Settings the secret store and its credential read (see shared.secrets).
 _STORE_KEYS = ("KEY_VAULT_URL", "CCEXPORT_HOME", "AZURE_CLIENT_ID")
+
+
+def ccexport_home(settings: Mapping[str, str]) -> Path:
+    """Local state and secrets for the command line: CCEXPORT_HOME or ~/.ccexport."""
+    configured = settings.get("CCEXPORT_HOME", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".ccexport"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ file does not first pull 32 MiB (the SDK's default first range).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from azure.storage.blob import BlobServiceClient
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 RANGE_BYTES = 4 << 20
 CONNECTION_SETTINGS = ("CCEXPORT_STORAGE_CONNECTION_STRING", "AzureWebJobsStorage")
@@ -24,6 +26,10 @@ def connection_string(env: Mapping[str, str]) -> str | None:
 
 
 def blob_service(conn_str: str) -> BlobServiceClient:
+    # The Azure SDK is loaded only for Blob Storage: commands on local files (prepare)
+    # stay about 40 MB lighter without it.
+    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - see above
+
     return BlobServiceClient.from_connection_string(
         conn_str, max_single_get_size=RANGE_BYTES, max_chunk_get_size=RANGE_BYTES
     )
