@@ -102,12 +102,14 @@ def main() -> int:
     best = min(preps, key=lambda m: m.wall)
     print(f"floor (csv parse + orjson, 1 process), best of {ROUNDS}: {floor.wall:.2f}s wall, "
           f"{floor.cpu:.2f}s CPU, peak RSS {floor.rss_main:.0f} MB")  # fmt: skip
-    print(f"prepare ({summary['workers']} workers: {summary['worker_kind']}), best of {ROUNDS}: {best.wall:.2f}s "
-          f"wall, {ROWS / best.wall:,.0f} rows/s, {best.cpu:.2f}s CPU (all processes)")  # fmt: skip
-    print(f"  peak RSS: {max(m.rss_main for m in preps):.0f} MB main process, "
-          f"{max(m.pss_tree for m in preps):.0f} MB PSS over it and its workers")  # fmt: skip
+    kind = f"{summary['workers']} workers: {summary['worker_kind']}"
+    print(f"prepare ({kind}), best of {ROUNDS}: {best.wall:.2f}s wall, "
+          f"{ROWS / best.wall:,.0f} rows/s, {best.cpu:.2f}s CPU (all processes)")  # fmt: skip
+    tree = max(m.pss_tree for m in preps)
+    print(f"  peak memory: {max(m.rss_main for m in preps):.0f} MB RSS of the main process, "
+          f"{tree:.0f} MB PSS of it and any process it started")  # fmt: skip
     print(f"prepare / floor: {best.wall / floor.wall:.2f}x wall (target <= 1.5x), "
-          f"{best.cpu / floor.cpu:.2f}x CPU; peak RSS target <= 256 MB")  # fmt: skip
+          f"{best.cpu / floor.cpu:.2f}x CPU; memory {tree:.0f} MB (target <= 256)")  # fmt: skip
     print(f"rows_read {summary['rows_read']:,}  contacts {summary['contacts']:,}  "
           f"duplicates {summary['duplicates']:,}  rejected {summary['rejected']:,}")  # fmt: skip
     print(f"chunks {summary['chunks']} (fewest possible {summary['fewest_chunks_possible']}), "
