@@ -60,9 +60,11 @@ def write_sample(
     duplicate_every: int = 0,
     seed: int = 7,
     header: bool = False,
+    quote_all: bool = False,
 ) -> SampleCounts:
     """Write the export; every bad_every-th row has a broken email and every
-    duplicate_every-th row repeats an earlier row's address (in other letter case)."""
+    duplicate_every-th row repeats an earlier row's address (in other letter case).
+    ``quote_all`` quotes every field, as the CDM default (QuoteAlways) does."""
     rng = random.Random(seed)
     run_dir = out / EXPORT / TABLE / RUN
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,10 @@ def write_sample(
     for part in range(1, parts + 1):
         path = run_dir / f"{TABLE}_{part}.csv"
         with path.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\r\n")
+            if quote_all:
+                writer = csv.writer(fh, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+            else:
+                writer = csv.writer(fh, lineterminator="\r\n")
             if header:
                 writer.writerow(COLUMNS)
             for _ in range(min(per_part, rows - written)):

@@ -103,7 +103,7 @@ def map_block_arrow(mapper: ContactMapper, block: Block) -> BlockResult | None:
         pc.and_(pc.string_is_ascii(email), pc.match_substring_regex(email, _EMAIL_RE2)),
     )
     good = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
-    result = BlockResult(records=n)
+    result = BlockResult(records=n, columnar=True)
     first_line = block.first_line + int(block.skip_header)
     for row in np.flatnonzero(~good):  # rare: the row path's own reasons
         values = [str(col[row].as_py()) for col in columns]

@@ -53,6 +53,7 @@ class BlockResult:
     error: InputError | None = None
     keys: bytes = b""  # 8 bytes per kept contact: its email's key (shared/export_state.py)
     digests: bytes = b""  # 8 bytes per kept contact: the digest of its JSON
+    columnar: bool = False  # mapped on the columnar path (shared/arrow_blocks.py)
 
 
 def hash8(data: bytes) -> bytes:

@@ -234,6 +234,7 @@ class _Merge:
         self.progress = progress
         self.seen = SeenKeys()
         self.rows_read = self.rejected = self.duplicates = 0
+        self.blocks = self.columnar_blocks = 0
         self.reasons: Counter[str] = Counter()
         self.truncated: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
@@ -275,6 +276,8 @@ class _Merge:
         self.truncated.update(result.truncated)
         self.invalid.update(result.invalid)
         self.rows_read += result.records
+        self.blocks += 1
+        self.columnar_blocks += result.columnar
         self.parts[block.where] += result.records
         if self.progress is not None:
             self.progress(self.rows_read)
@@ -429,6 +432,8 @@ def _run(
         "content_hash": source.content.hexdigest(),
         "workers": workers if in_use else 1,
         "worker_kind": _kind(pool) if in_use else "this thread",
+        "blocks": merge.blocks,
+        "columnar_blocks": merge.columnar_blocks,
         "chunk_files": [
             {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
         ],

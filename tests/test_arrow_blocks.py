@@ -48,7 +48,8 @@ def test_same_result_as_the_row_path(seed: int) -> None:
     fast = map_block_arrow(mapper, block(data, skip_header=True))
     assert fast is not None
     slow = map_block(mapper, block(data, skip_header=True), fast=False)
-    assert asdict(fast) == asdict(slow)
+    assert (fast.columnar, slow.columnar) == (True, False)
+    assert asdict(fast) | {"columnar": False} == asdict(slow)
     assert slow.rejects  # the inputs do hold bad, long and repeated addresses
     assert any(r.duplicate_of for r in slow.rejects)
 
