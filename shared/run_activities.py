@@ -35,7 +35,6 @@ from typing import Any
 import aiohttp
 import orjson
 from azure.core.exceptions import AzureError
-from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
@@ -153,7 +152,10 @@ def locks_from_settings(env: Mapping[str, str], settings: Settings) -> Locks:
         service = AsyncBlobServiceClient.from_connection_string(app.connection_string)
     else:
         assert app.blob_service_uri is not None
-        credential = AsyncManagedIdentityCredential(client_id=app.identity_client_id)
+        # azure-identity (msal, requests) only for a managed identity, never on a laptop.
+        from azure.identity.aio import ManagedIdentityCredential  # noqa: PLC0415 - see above
+
+        credential = ManagedIdentityCredential(client_id=app.identity_client_id)
         service = AsyncBlobServiceClient(app.blob_service_uri, credential=credential)
     return BlobLeaseLocks(service.get_container_client(app.exports_container))
 

@@ -3,6 +3,11 @@
 Together they are about 40 MB of a process that must fit in 256 MB; only Blob
 Storage (an az:// source or output, a storage connection) needs them, and
 tests/test_cli_prepare.py covers that path.
+
+`ccexport run`, `connect` and `check` with secrets in local files load neither
+azure-identity (nor its msal and requests) nor azure-keyvault-secrets: about 0.1 to
+0.3 s of a second, unchanged run that must take a tenth of the first. Only a Key Vault
+store (shared.keyvault_store) or a managed-identity credential needs them.
 """
 
 from __future__ import annotations
@@ -51,3 +56,59 @@ def test_local_prepare_loads_no_azure_sdk_or_aiohttp(tmp_path: Path) -> None:
     assert summary["contacts"] == counts.contacts  # it really prepared the segment
     assert (out / "summary.json").is_file()
     assert report["loaded"] == []
+
+
+KEY_VAULT_SDKS = ("azure.identity", "azure.keyvault", "msal")
+
+# What `ccexport run` and `connect`/`check` import (shared/cli.py, then what
+# shared/local_run.py imports when a run starts), a secret written to and read from
+# local files, then a store for a vault: the Key Vault SDKs loaded after each step.
+SECRETS_PROGRAM = f"""
+import asyncio, importlib, os, sys
+import orjson
+from shared.secrets import open_secret_store
+
+def loaded():
+    return sorted({{m for m in sys.modules if m.startswith({KEY_VAULT_SDKS!r})}})
+
+async def round_trip(store):
+    async with store:
+        await store.set("probe", "value")
+        assert await store.get("probe") == "value"
+
+steps = {{}}
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    steps[name] = loaded()
+asyncio.run(round_trip(open_secret_store({{"CCEXPORT_HOME": os.environ["CCEXPORT_HOME"]}})))
+steps["local store"] = loaded()
+vault = open_secret_store({{"KEY_VAULT_URL": "https://ccexport-test.vault.azure.net/"}})
+asyncio.run(vault.close())
+steps["vault store"] = loaded()
+print(orjson.dumps(steps).decode())
+"""
+
+RUN_PATH = (
+    "shared.cli",
+    "shared.run_command",
+    "functions.activities",
+    "functions.orchestrator",
+    "shared.local_engine",
+    "shared.connection_commands",
+)
+
+
+def test_local_run_and_connect_load_no_key_vault_or_identity_sdk(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KEY_VAULT_URL"}
+    env["CCEXPORT_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [sys.executable, "-c", SECRETS_PROGRAM, *RUN_PATH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    steps = orjson.loads(result.stdout.splitlines()[-1])
+    for step in (*RUN_PATH, "local store"):
+        assert steps[step] == [], step
+    # The probe does see them once a vault is really asked for.
+    for sdk in ("azure.identity", "azure.keyvault.secrets", "msal"):
+        assert sdk in steps["vault store"]

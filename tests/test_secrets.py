@@ -25,14 +25,16 @@ from typing import Any
 import pytest
 from azure.keyvault.secrets.aio import SecretClient
 
-from shared.secrets import (
+from shared.keyvault_store import (
     NAME_TAG,
     KeyVaultSecretStore,
+    default_credential,
+    managed_identity_credential,
+)
+from shared.secrets import (
     LocalFileSecretStore,
     SecretStoreError,
     ccexport_home,
-    default_credential,
-    managed_identity_credential,
     open_secret_store,
     storage_name,
 )

@@ -18,9 +18,10 @@ from aiohttp import web
 
 from shared.constant_contact import ConstantContactClient
 from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequired, RemoteError
+from shared.keyvault_store import KeyVaultSecretStore
 from shared.locks import FileLocks
 from shared.pacing import Pacer
-from shared.secrets import KeyVaultSecretStore, LocalFileSecretStore, SecretStore
+from shared.secrets import LocalFileSecretStore, SecretStore
 from shared.settings import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, Settings
 from shared.tokens import (
     Connections,

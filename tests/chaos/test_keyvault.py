@@ -22,10 +22,10 @@ import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from shared.keyvault_store import KeyVaultSecretStore
 from shared.pacing import Pacer
 from shared.run_activities import RunActivities, RunServices, locks_from_settings
 from shared.runstore import blob_service_from_settings, open_run_store
-from shared.secrets import KeyVaultSecretStore
 from shared.settings import CLIENT_SECRET_NAME, Settings
 from tests.chaos.conftest import count_faults
 from tests.chaos.figures import FIGURES

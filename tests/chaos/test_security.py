@@ -34,7 +34,8 @@ import pytest
 
 from functions import http_api
 from functions import services as function_services
-from shared.secrets import KeyVaultSecretStore, open_secret_store
+from shared.keyvault_store import KeyVaultSecretStore
+from shared.secrets import open_secret_store
 from shared.tokens import pending_secret, status_secret, tokens_secret
 from tests.chaos.figures import FIGURES
 from tests.function_harness import AppEnv, DurableFake, principal, response_json
