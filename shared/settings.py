@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
-    # Not at run time: shared.secrets loads the Azure Key Vault and identity SDKs, which
-    # the run store and prepare on local files do without (about 40 MB).
+    # Only for types: shared.secrets imports this module (for ccexport_home).
     from shared.secrets import SecretStore
 
 DEFAULT_API_BASE = "https://api.cc.email/v3"
