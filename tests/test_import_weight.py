@@ -5,9 +5,10 @@ Storage (an az:// source or output, a storage connection) needs them, and
 tests/test_cli_prepare.py covers that path.
 
 `ccexport run`, `connect` and `check` with secrets in local files load neither
-azure-identity (nor its msal and requests) nor azure-keyvault-secrets: about 0.1 to
-0.3 s of a second, unchanged run that must take a tenth of the first. Only a Key Vault
-store (shared.keyvault_store) or a managed-identity credential needs them.
+azure-identity (nor its msal and requests), azure-keyvault-secrets nor
+azure-storage-blob: about 0.2 to 0.4 s of a second, unchanged run that must take a
+tenth of the first. Only a Key Vault store (shared.keyvault_store), a managed-identity
+credential or Blob Storage needs them.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_local_prepare_loads_no_azure_sdk_or_aiohttp(tmp_path: Path) -> None:
     assert report["loaded"] == []
 
 
-KEY_VAULT_SDKS = ("azure.identity", "azure.keyvault", "msal")
+NOT_NEEDED_LOCALLY = ("azure.identity", "azure.keyvault", "msal", "azure.storage.blob")
 
 # What `ccexport run` and `connect`/`check` import (shared/cli.py, then what
 # shared/local_run.py imports when a run starts), a secret written to and read from
@@ -69,7 +70,7 @@ import orjson
 from shared.secrets import open_secret_store
 
 def loaded():
-    return sorted({{m for m in sys.modules if m.startswith({KEY_VAULT_SDKS!r})}})
+    return sorted({{m for m in sys.modules if m.startswith({NOT_NEEDED_LOCALLY!r})}})
 
 async def round_trip(store):
     async with store:
@@ -98,7 +99,7 @@ RUN_PATH = (
 )
 
 
-def test_local_run_and_connect_load_no_key_vault_or_identity_sdk(tmp_path: Path) -> None:
+def test_local_run_and_connect_load_no_key_vault_identity_or_blob_sdk(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KEY_VAULT_URL"}
     env["CCEXPORT_HOME"] = str(tmp_path / "home")
     result = subprocess.run(
