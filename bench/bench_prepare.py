@@ -5,8 +5,9 @@ possible, and in the same run the floor: a bare csv-parse + JSON-serialise pass 
 same files. Each measurement runs in a fresh process (peak RSS from wait4); the best of
 ROUNDS is kept, alternating floor and prepare so machine noise hits both alike.
 Targets (issue 2): prepare within 1.5x the floor, peak RSS at most 256 MB. The same
-rows are measured twice: quoted only where needed, and every field quoted, as
-Customer Insights' CDM format does by default.
+rows are measured three ways: quoted only where needed; every field quoted, as
+Customer Insights' CDM format does by default; and quoted with a line break inside
+one value in 500, which sends most blocks to the row path (worker processes).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
@@ -81,21 +83,29 @@ def measure(cmd: list[str]) -> Measured:
     return Measured(wall, sum(cpu.values()), peak_main, peak_tree, text)
 
 
+VARIANTS: tuple[tuple[str, dict[str, Any], str], ...] = (  # folder suffix, options, what
+    ("", {}, "fields quoted only where needed"),
+    ("-quoted", {"quote_all": True}, "every field quoted (QuoteAlways, the CDM default)"),
+    (
+        "-line-breaks",
+        {"quote_all": True, "line_break_every": 500},
+        "every field quoted, a line break in one city in 500: most blocks take the row path",
+    ),
+)
+
+
 def main() -> int:
-    for data, quote_all in ((DATA, False), (DATA.with_name(DATA.name + "-quoted"), True)):
-        print("every field quoted (QuoteAlways, the CDM default)" if quote_all else
-              "fields quoted only where needed")  # fmt: skip
-        bench(data, quote_all=quote_all)
+    for suffix, options, what in VARIANTS:
+        print(what)
+        bench(DATA.with_name(DATA.name + suffix), options)
     return 0
 
 
-def bench(data: Path, *, quote_all: bool) -> None:
+def bench(data: Path, options: dict[str, Any]) -> None:
     run_dir = data / EXPORT / TABLE / RUN
     if not (data / "export.json").exists():
         started = time.perf_counter()
-        counts = write_sample(
-            data, ROWS, parts=2, bad_every=997, duplicate_every=1009, quote_all=quote_all
-        )
+        counts = write_sample(data, ROWS, parts=2, bad_every=997, duplicate_every=1009, **options)
         print(f"generated {counts.rows:,} rows in {time.perf_counter() - started:.1f}s")
     size = sum(p.stat().st_size for p in run_dir.glob("*.csv"))
     print(f"input: {ROWS:,} rows, 8 columns, {size / 1e6:.1f} MB ({size / ROWS:.0f} bytes/row)")

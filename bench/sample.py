@@ -61,10 +61,12 @@ def write_sample(
     seed: int = 7,
     header: bool = False,
     quote_all: bool = False,
+    line_break_every: int = 0,
 ) -> SampleCounts:
     """Write the export; every bad_every-th row has a broken email and every
     duplicate_every-th row repeats an earlier row's address (in other letter case).
-    ``quote_all`` quotes every field, as the CDM default (QuoteAlways) does."""
+    ``quote_all`` quotes every field, as the CDM default (QuoteAlways) does; every
+    line_break_every-th row has a line break inside its (quoted) city."""
     rng = random.Random(seed)
     run_dir = out / EXPORT / TABLE / RUN
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,13 +97,16 @@ def write_sample(
                         earlier -= 1
                     email = f"  {_email(earlier).upper()} "  # same address, other case, spaces
                     duplicates += 1
+                city = rng.choice(_CITY)
+                if line_break_every and written % line_break_every == 0:
+                    city += "\r\nDowntown"
                 writer.writerow(
                     (
                         str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                         email,
                         first,
                         last,
-                        rng.choice(_CITY),
+                        city,
                         f"{rng.randrange(10000, 99999)}",
                         f"+1-206-555-{rng.randrange(1000, 9999)}",
                         rng.choice(_TIER),

@@ -51,11 +51,21 @@ def suits(mapper: ContactMapper) -> bool:
     return not mapper.numbers and not mapper.dates
 
 
-def _clean_table(mapper: ContactMapper, block: Block) -> pa.Table | None:
-    """The block as an Arrow table, when it is plainly clean (one record a line)."""
+def may_take(block: Block) -> bool:
+    """Whether the block passes the first test of this path, its bytes (the other
+    tests need it parsed, and seldom fail)."""
+    return _lines(block) is not None
+
+
+def _lines(block: Block) -> int | None:
     if block.encoding not in {"utf-8", "utf-8-sig"}:
         return None
-    lines = plain_lines(block.data, block.delimiter)
+    return plain_lines(block.data, block.delimiter)
+
+
+def _clean_table(mapper: ContactMapper, block: Block) -> pa.Table | None:
+    """The block as an Arrow table, when it is plainly clean (one record a line)."""
+    lines = _lines(block)
     if lines is None:
         return None
     names = [f"c{i}" for i in range(mapper.width)]

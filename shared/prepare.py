@@ -3,8 +3,8 @@
 The parts are cut into blocks (shared/blocks.py); workers map, validate and serialise
 the blocks (shared/block_contacts.py) while this thread takes their results in file
 order: it finds duplicates across blocks, packs the contacts into request bodies and
-writes the rejects. The workers are threads when blocks take the columnar path (Arrow
-lets go of the GIL) and processes when they take the row path (Python holds it).
+writes the rejects. Blocks for the columnar path go to threads (Arrow lets go of the
+GIL), the others to processes (shared/block_workers.py).
 Every row read ends in exactly one place, so
 
     rows_read == contacts + rejected + duplicates
@@ -21,25 +21,19 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import os
 import time
 from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import (
-    BrokenExecutor,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-)
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from shared.block_contacts import BlockResult, init_worker, map_block, map_block_in_worker
+from shared.block_contacts import BlockResult, map_block
+from shared.block_workers import BlockWorkers
 from shared.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
 from shared.changes import PART_MARK, SNAPSHOT_FILE, ChangeTracker, content_digest
 from shared.chunks import DEFAULT_MAX_BODY_BYTES, ChunkInfo, JsonChunker
@@ -157,10 +151,16 @@ class _SegmentBlocks:
         return [v.strip().lower() for v in first] == [c.lower() for c in columns]
 
 
+class Workers(Protocol):
+    """What maps blocks away from this thread (shared/block_workers.py; tests break it)."""
+
+    def submit(self, block: Block) -> Future[BlockResult]: ...
+
+
 def _ordered_results(
     blocks: Iterator[Block],
     mapper: ContactMapper,
-    workers: list[Executor],
+    workers: list[Workers],
     depth: int,
     *,
     fast: bool = True,
@@ -177,7 +177,7 @@ def _ordered_results(
         if not workers:
             return block, None
         try:
-            return block, workers[0].submit(map_block_in_worker, block)
+            return block, workers[0].submit(block)
         except BrokenExecutor:
             _give_up_on_workers(workers)
             return block, None
@@ -203,7 +203,7 @@ def _ordered_results(
             window.append(start(nxt))
 
 
-def _give_up_on_workers(workers: list[Executor]) -> None:
+def _give_up_on_workers(workers: list[Workers]) -> None:
     if workers:
         log.warning("prepare: the workers stopped; mapping the rest in this thread")
         workers.clear()
@@ -327,41 +327,6 @@ def _record_lines(block: Block) -> dict[int, int]:
     return starts
 
 
-def _mapping_pool(
-    workers: int, columns: tuple[str, ...], export: ExportDefinition, mapper: ContactMapper,
-    fast: bool,
-) -> Executor | None:  # fmt: skip
-    """Threads for the columnar path, processes for the row path, nothing for one worker.
-
-    Arrow's CSV reader and kernels let go of the GIL for most of a block's work, so
-    threads map clean blocks nearly as fast as processes would, and share one copy of
-    Arrow (about 65 MB) where each process would load its own. The row path is Python
-    through and through: only processes run it side by side.
-    """
-    if workers <= 1:
-        return None
-    initargs = (columns, dict(export.mapping), fast)
-    if fast:
-        from shared import arrow_blocks  # noqa: PLC0415 - loads Arrow: only when it is used
-
-        if arrow_blocks.suits(mapper):
-            return ThreadPoolExecutor(
-                workers, "prepare-map", initializer=init_worker, initargs=initargs
-            )
-    # forkserver: never fork a process that has threads (the Functions worker, the local
-    # engine's gRPC); a clean server process forks the workers. It preloads only the
-    # worker's module, not this program's (Azure SDKs and all).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["shared.block_contacts"])
-    return ProcessPoolExecutor(
-        workers, mp_context=context, initializer=init_worker, initargs=(*initargs[:2], False)
-    )
-
-
-def _kind(pool: Executor | None) -> str:
-    return "threads" if isinstance(pool, ThreadPoolExecutor) else "processes"
-
-
 def _run(
     segment: Segment,
     export: ExportDefinition,
@@ -387,15 +352,17 @@ def _run(
         export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress,
         changes=changes,
     )  # fmt: skip
-    pool = _mapping_pool(workers, columns, export, mapper, fast) if len(head) > 1 else None
+    pool = None
+    if workers > 1 and len(head) > 1:
+        pool = BlockWorkers(workers, columns, export.mapping, fast=fast)
     try:
         stream = itertools.chain(head, blocks)
-        in_use = [pool] if pool is not None else []
+        in_use: list[Workers] = [pool] if pool is not None else []
         for block, result in _ordered_results(stream, mapper, in_use, depth=3 * workers, fast=fast):
             merge.add(block, result)
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
     chunks = chunker.close()
     rows_read, contacts = merge.rows_read, chunker.contacts
     counted: dict[str, Any] | None = None
@@ -431,7 +398,7 @@ def _run(
         "max_body_bytes": max_body_bytes,
         "content_hash": source.content.hexdigest(),
         "workers": workers if in_use else 1,
-        "worker_kind": _kind(pool) if in_use else "this thread",
+        "worker_kind": pool.kind if pool is not None and in_use else "this thread",
         "blocks": merge.blocks,
         "columnar_blocks": merge.columnar_blocks,
         "chunk_files": [

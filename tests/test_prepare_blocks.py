@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from shared import files, segments
-from shared.block_contacts import map_block
-from shared.blocks import part_blocks
+from shared.block_contacts import BlockResult, map_block
+from shared.blocks import Block, part_blocks
 from shared.contacts import ContactMapper
 from shared.errors import InputError
 from shared.exports import ExportDefinition
 from shared.outputs import LocalOutput
-from shared.prepare import _ordered_results, prepare
+from shared.prepare import Workers, _ordered_results, prepare
 from tests.segment_trees import RUN, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
@@ -118,22 +118,18 @@ def test_profile_limit_with_workers(tmp_path: Path) -> None:
     assert list((tmp_path / "o").iterdir()) == []
 
 
-class _BreaksAfter(ProcessPoolExecutor):
+class _BreaksAfter:
     """A real pool whose workers stop after a few blocks, as a killed worker would."""
 
     def __init__(self, blocks: int) -> None:
-        super().__init__(1)
+        self.pool = ProcessPoolExecutor(1)
         self._left = blocks
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def submit(self, block: Block) -> Future[BlockResult]:
         self._left -= 1
         if self._left < 0:
             raise BrokenProcessPool("a worker stopped")
-        return super().submit(map_block, *args_for_test(args), **kwargs)
-
-
-def args_for_test(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (_MAPPER, *args)
+        return self.pool.submit(map_block, _MAPPER, block)
 
 
 _MAPPER = ContactMapper(COLUMNS, MAPPING)
@@ -148,19 +144,18 @@ def test_a_broken_pool_falls_back_to_this_process(tmp_path: Path) -> None:
     blocks[0] = dataclasses.replace(blocks[0], skip_header=True)
     expected = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, [], depth=2)]
     pool = _BreaksAfter(3)
-    in_use: list[Executor] = [pool]
+    in_use: list[Workers] = [pool]
     try:
         got = [r.records for _b, r in _ordered_results(iter(blocks), _MAPPER, in_use, depth=2)]
     finally:
-        pool.shutdown()
+        pool.pool.shutdown()
     assert in_use == []  # the caller can tell the pool was given up
     assert got == expected
     assert sum(got) == 600
 
 
 def test_the_row_path_alone_writes_the_same(tmp_path: Path) -> None:
-    """The row path alone (fast=False) writes the same bytes as the columnar path, in
-    processes where the columnar path works in threads."""
+    """The row path alone (fast=False) writes the same bytes as the columnar path."""
     rows = tricky_rows(900, seed=21)
     clean = [r for r in rows if "\n" not in r[3]][:600]  # mostly blocks the fast path takes
     write(
@@ -174,6 +169,16 @@ def test_the_row_path_alone_writes_the_same(tmp_path: Path) -> None:
     assert fast == rows_only
     assert fast["summary"]["rows_read"] == len(clean) + len(rows)
     written = [orjson.loads((tmp_path / out / "summary.json").read_bytes()) for out in "ab"]
-    assert [s["worker_kind"] for s in written] == ["threads", "processes"]
+    # clean blocks went to threads and the others to processes; no thread without fast
+    assert [s["worker_kind"] for s in written] == ["threads and processes", "processes"]
     assert 0 < written[0]["columnar_blocks"] < written[0]["blocks"]  # clean ones, not all
     assert written[1]["columnar_blocks"] == 0
+
+
+def test_a_clean_file_starts_no_process(tmp_path: Path) -> None:
+    rows = [r for r in tricky_rows(900, seed=4) if "\n" not in r[3] and "\r" not in r[3]]
+    write(tmp_path / "in", {"s/a_1.csv": csv_bytes([COLUMNS, *rows])})
+    outcome(tmp_path / "in", "s", tmp_path / "a", workers=2, block_bytes=2000)
+    summary = orjson.loads((tmp_path / "a" / "summary.json").read_bytes())
+    assert summary["worker_kind"] == "threads"
+    assert summary["columnar_blocks"] == summary["blocks"] > 1
