@@ -51,21 +51,18 @@ def suits(mapper: ContactMapper) -> bool:
     return not mapper.numbers and not mapper.dates
 
 
-def may_take(block: Block) -> bool:
-    """Whether the block passes the first test of this path, its bytes (the other
-    tests need it parsed, and seldom fail)."""
-    return _lines(block) is not None
-
-
-def _lines(block: Block) -> int | None:
+def clean_lines(block: Block) -> int | None:
+    """The first test of this path, on the block's bytes: its number of lines when it
+    passes, else None (the other tests need it parsed, and seldom fail)."""
     if block.encoding not in {"utf-8", "utf-8-sig"}:
         return None
     return plain_lines(block.data, block.delimiter)
 
 
-def _clean_table(mapper: ContactMapper, block: Block) -> pa.Table | None:
+def _clean_table(mapper: ContactMapper, block: Block, lines: int | None) -> pa.Table | None:
     """The block as an Arrow table, when it is plainly clean (one record a line)."""
-    lines = _lines(block)
+    if lines is None:
+        lines = clean_lines(block)
     if lines is None:
         return None
     names = [f"c{i}" for i in range(mapper.width)]
@@ -91,9 +88,14 @@ def _clean_table(mapper: ContactMapper, block: Block) -> pa.Table | None:
     return table
 
 
-def map_block_arrow(mapper: ContactMapper, block: Block) -> BlockResult | None:
-    """The block's result, or None when the block is not plainly clean."""
-    table = _clean_table(mapper, block)
+def map_block_arrow(
+    mapper: ContactMapper, block: Block, lines: int | None = None
+) -> BlockResult | None:
+    """The block's result, or None when the block is not plainly clean.
+
+    ``lines`` is what ``clean_lines`` gave for the block, when the caller has tested it.
+    """
+    table = _clean_table(mapper, block, lines)
     if table is None:
         return None
     n = table.num_rows

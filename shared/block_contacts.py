@@ -72,7 +72,9 @@ def _hash(result: BlockResult, emails: list[str], items: list[bytes]) -> None:
     result.digests = b"".join(map(xxh3_64_digest, items))
 
 
-def map_block(mapper: ContactMapper, block: Block, *, fast: bool = True) -> BlockResult:
+def map_block(
+    mapper: ContactMapper, block: Block, *, fast: bool = True, lines: int | None = None
+) -> BlockResult:
     """Map every record of the block; errors come back in the result, not raised.
 
     A plainly clean block takes the columnar fast path (shared/arrow_blocks.py), which
@@ -82,7 +84,7 @@ def map_block(mapper: ContactMapper, block: Block, *, fast: bool = True) -> Bloc
         from shared import arrow_blocks  # noqa: PLC0415 - it imports this module
 
         if arrow_blocks.suits(mapper):
-            quick = arrow_blocks.map_block_arrow(mapper, block)
+            quick = arrow_blocks.map_block_arrow(mapper, block, lines)
             if quick is not None:
                 return quick
     result = BlockResult()
@@ -188,7 +190,8 @@ def init_worker(columns: Sequence[str], mapping: Mapping[str, str], fast: bool =
     _worker.fast = fast
 
 
-def map_block_in_worker(block: Block) -> BlockResult:
+def map_block_in_worker(block: Block, lines: int | None = None) -> BlockResult:
+    """``lines``: the block's clean lines, when the caller has tested its bytes."""
     mapper: ContactMapper | None = getattr(_worker, "mapper", None)
     assert mapper is not None, "init_worker was not run"
-    return map_block(mapper, block, fast=_worker.fast)
+    return map_block(mapper, block, fast=_worker.fast, lines=lines)

@@ -34,22 +34,23 @@ class BlockWorkers:
         self._count = count
         self._initargs = (tuple(columns), dict(mapping))
         self._threads: ThreadPoolExecutor | None = None
-        self._may_take: Callable[[Block], bool] = lambda _block: False
+        self._clean_lines: Callable[[Block], int | None] = lambda _block: None
         self._processes: ProcessPoolExecutor | None = None
         self._to_threads = self._to_processes = 0
         if fast:
             from shared import arrow_blocks  # noqa: PLC0415 - Arrow only where it is used
 
             if arrow_blocks.suits(ContactMapper(columns, mapping)):
-                self._may_take = arrow_blocks.may_take
+                self._clean_lines = arrow_blocks.clean_lines
                 self._threads = ThreadPoolExecutor(
                     count, "prepare-map", initializer=init_worker, initargs=(*self._initargs, True)
                 )
 
     def submit(self, block: Block) -> Future[BlockResult]:
-        if self._threads is not None and self._may_take(block):
+        lines = self._clean_lines(block) if self._threads is not None else None
+        if self._threads is not None and lines is not None:
             self._to_threads += 1
-            return self._threads.submit(map_block_in_worker, block)
+            return self._threads.submit(map_block_in_worker, block, lines)  # not tested twice
         self._to_processes += 1
         return self._process_pool().submit(map_block_in_worker, block)
 

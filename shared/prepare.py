@@ -254,14 +254,14 @@ class _Merge:
             rows.append((base + r.record, r.line, r.email, r.reason, detail))
         items, ends, numbers = result.items, result.ends, result.rows
         hashes, digests = result.keys, result.digests
-        firsts = self.seen.lookup(np.frombuffer(hashes, dtype=np.uint64))
+        keys = np.frombuffer(hashes, dtype=np.uint64)
+        firsts = self.seen.lookup(keys)
         if firsts.any():  # rare
             items, ends, numbers, hashes, digests = self._drop_seen(
                 firsts, result, block, base, rows
             )
-        self.seen.add(
-            np.frombuffer(hashes, dtype=np.uint64), np.frombuffer(numbers, dtype=np.int64) + base
-        )
+            keys = keys[firsts == 0]
+        self.seen.add(keys, np.frombuffer(numbers, dtype=np.int64) + base)
         for row, line, email, reason, detail in sorted(rows):
             self.rejects.write(row=row, file=block.where, line=line, email=email,
                                reason=reason, detail=detail)  # fmt: skip
