@@ -19,9 +19,9 @@ from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 
 from shared.catalog import Catalog
-from shared.documents import BlobDocuments
-from shared.inbox import Inbox
-from shared.locks import BlobLeaseLocks
+from shared.documents import BlobDocuments, Documents, FolderDocuments
+from shared.inbox import FolderInbox, Inbox, Listing
+from shared.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.run_index import RunIndex
 from shared.run_starts import Launcher
 from shared.runs import ORCHESTRATOR
@@ -50,11 +50,12 @@ class DurableEngine:
 class Services:
     env: Mapping[str, str]
     app: AppSettings
-    blob: BlobServiceClient
     secrets: SecretStore
     catalog: Catalog
-    inbox: Inbox
+    inbox: Listing
     runs: RunIndex
+    locks: Locks
+    """One token refresh at a time per connection, across instances."""
 
     def launcher(self, client: df.DurableOrchestrationClient) -> Launcher:
         return Launcher(
@@ -70,8 +71,8 @@ class Services:
         settings = Settings.from_mapping(self.env)
         client_id = settings.require_client_id()
         secret = await settings.resolve_client_secret(self.secrets)
-        locks = BlobLeaseLocks(self.blob.get_container_client(self.app.exports_container))
-        return Connections(self.secrets, locks, OAuthClient(settings.auth_base, client_id, secret))
+        oauth = OAuthClient(settings.auth_base, client_id, secret)
+        return Connections(self.secrets, self.locks, oauth)
 
     def read_report(self, run_id: str) -> dict[str, Any] | None:
         """The finished run's report from the run store (blocking: call in a thread)."""
@@ -90,24 +91,37 @@ def _blob_service(app: AppSettings) -> tuple[BlobServiceClient, ManagedIdentityC
 
 @asynccontextmanager
 async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Services]:
-    """Everything one invocation needs, closed when it ends."""
+    """Everything one invocation needs, closed when it ends.
+
+    With no storage connection but ``CCEXPORT_LOCAL_INBOX`` (``ccexport serve`` on one
+    machine), the same services are folders under CCEXPORT_HOME: definitions,
+    connections and run records as files, file locks, the inbox a local folder.
+    """
     settings = dict(os.environ) if env is None else env
     app = AppSettings.from_mapping(settings)
     async with AsyncExitStack() as stack:
-        blob, credential = _blob_service(app)
-        stack.push_async_callback(blob.close)
-        if credential is not None:
-            stack.push_async_callback(credential.close)
         secrets = open_secret_store(settings)
         stack.push_async_callback(secrets.close)
-        exports = blob.get_container_client(app.exports_container)
-        documents = BlobDocuments(exports)
+        if app.is_local:
+            assert app.local_inbox is not None  # is_local
+            documents: Documents = FolderDocuments(app.home / "catalog")
+            inbox: Listing = FolderInbox(app.local_inbox)
+            locks: Locks = FileLocks(app.home)
+        else:
+            blob, credential = _blob_service(app)
+            stack.push_async_callback(blob.close)
+            if credential is not None:
+                stack.push_async_callback(credential.close)
+            exports = blob.get_container_client(app.exports_container)
+            documents = BlobDocuments(exports)
+            inbox = Inbox(blob.get_container_client(app.inbox_container))
+            locks = BlobLeaseLocks(exports)
         yield Services(
             env=settings,
             app=app,
-            blob=blob,
             secrets=secrets,
             catalog=Catalog(documents, secrets),
-            inbox=Inbox(blob.get_container_client(app.inbox_container)),
+            inbox=inbox,
             runs=RunIndex(documents),
+            locks=locks,
         )

@@ -35,11 +35,15 @@ so one export's runs can be listed by prefix.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
@@ -115,6 +119,8 @@ class RunFolder:
     table: str
     stamp: str
     parts: tuple[BlobInfo, ...]
+    local_root: Path | None = None
+    """The inbox folder on this machine, when the inbox is a folder (``ccexport serve``)."""
 
     @property
     def path(self) -> str:
@@ -126,7 +132,10 @@ class RunFolder:
 
     @property
     def source(self) -> str:
-        """The folder as the orchestrator's input names it: az://container/path."""
+        """The folder as the orchestrator's input names it: az://container/path, or
+        its path on this machine when the inbox is a local folder."""
+        if self.local_root is not None:
+            return str(self.local_root / self.path)
         return f"{BLOB_SCHEME}{self.container}/{self.path}"
 
     @property
@@ -178,7 +187,9 @@ def export_of_run(run_id: str) -> str | None:
     return name
 
 
-def group_folders(container: str, blobs: Iterable[BlobInfo]) -> list[RunFolder]:
+def group_folders(
+    container: str, blobs: Iterable[BlobInfo], local_root: Path | None = None
+) -> list[RunFolder]:
     """Run folders of a listing, each with its parts in name order."""
     groups: dict[tuple[str, str, str, str], list[BlobInfo]] = {}
     for blob in blobs:
@@ -187,7 +198,9 @@ def group_folders(container: str, blobs: Iterable[BlobInfo]) -> list[RunFolder]:
             key = (match["root"], match["export"], match["table"], match["stamp"])
             groups.setdefault(key, []).append(blob)
     return [
-        RunFolder(container, *key, parts=tuple(sorted(parts, key=lambda p: p.name)))
+        RunFolder(
+            container, *key, parts=tuple(sorted(parts, key=lambda p: p.name)), local_root=local_root
+        )
         for key, parts in sorted(groups.items())
     ]
 
@@ -212,8 +225,47 @@ def newest_complete(
     return found
 
 
-class Inbox:
-    """Listings of the inbox container: names, ETags and times, never content."""
+class Listing(ABC):
+    """An inbox's files as listings: names, ETags and times, never content."""
+
+    local_root: Path | None = None
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """What errors call the inbox, and what run keys hold of where it is."""
+
+    @abstractmethod
+    async def list_files(self, prefix: str = "") -> list[BlobInfo]:
+        """Every file whose name starts with prefix."""
+
+    @abstractmethod
+    async def model(self, export_folder: str) -> BlobInfo | None:
+        """The export's model.json, if it has one."""
+
+    async def run_folder(self, path: str) -> RunFolder | None:
+        """The run folder at path as it is now; None when it holds no parts."""
+        blobs = [b for b in await self.list_files(f"{path}/") if b.name.rpartition("/")[0] == path]
+        folders = group_folders(self.name, blobs, self.local_root)
+        return folders[0] if folders else None
+
+    async def scan(self, prefix: str = "") -> tuple[list[RunFolder], dict[str, BlobInfo]]:
+        """Every run folder under prefix, and each export folder's model.json."""
+        blobs = await self.list_files(prefix)
+        models: dict[str, BlobInfo] = {}
+        for blob in blobs:
+            path = parse_blob_name(blob.name)
+            if path is not None and path.is_model:
+                models[path.export_folder] = blob
+        return group_folders(self.name, blobs, self.local_root), models
+
+
+def _model_name(export_folder: str) -> str:
+    return f"{export_folder}/{MODEL_FILE}" if export_folder else MODEL_FILE
+
+
+class Inbox(Listing):
+    """The inbox container in Blob Storage, where Customer Insights writes."""
 
     def __init__(self, container: ContainerClient) -> None:
         self.container = container
@@ -222,33 +274,73 @@ class Inbox:
     def name(self) -> str:
         return str(self.container.container_name)
 
-    async def _list(self, prefix: str) -> list[BlobInfo]:
+    async def list_files(self, prefix: str = "") -> list[BlobInfo]:
         found: list[BlobInfo] = []
         async for blob in self.container.list_blobs(name_starts_with=prefix):
             found.append(BlobInfo(blob.name, str(blob.etag), blob.last_modified))
         return found
 
-    async def run_folder(self, path: str) -> RunFolder | None:
-        """The run folder at path as it is now; None when it holds no parts."""
-        blobs = [b for b in await self._list(f"{path}/") if b.name.rpartition("/")[0] == path]
-        folders = group_folders(self.name, blobs)
-        return folders[0] if folders else None
-
     async def model(self, export_folder: str) -> BlobInfo | None:
-        """The export's model.json, if it has one."""
-        name = f"{export_folder}/{MODEL_FILE}" if export_folder else MODEL_FILE
+        name = _model_name(export_folder)
         try:
             props = await self.container.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
             return None
         return BlobInfo(name, str(props.etag), props.last_modified)
 
-    async def scan(self, prefix: str = "") -> tuple[list[RunFolder], dict[str, BlobInfo]]:
-        """Every run folder under prefix, and each export folder's model.json."""
-        blobs = await self._list(prefix)
-        models: dict[str, BlobInfo] = {}
-        for blob in blobs:
-            path = parse_blob_name(blob.name)
-            if path is not None and path.is_model:
-                models[path.export_folder] = blob
-        return group_folders(self.name, blobs), models
+
+class FolderInbox(Listing):
+    """The inbox as a folder on this machine (``ccexport serve`` with no storage set).
+
+    A file's ETag is its modification time and size, so a rewritten part gives the
+    run a new key, as a re-uploaded blob does. Names starting with a dot (editors'
+    and copy tools' temporary files) are not listed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.local_root = root.resolve()
+
+    @property
+    def name(self) -> str:
+        return str(self.local_root)
+
+    @staticmethod
+    def _info(name: str, stat: os.stat_result) -> BlobInfo:
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        return BlobInfo(name, etag, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def _walk(self, prefix: str) -> list[BlobInfo]:
+        assert self.local_root is not None
+        root = self.local_root
+        start = (root / prefix.rpartition("/")[0]).resolve() if "/" in prefix else root
+        if not start.is_relative_to(root):
+            return []  # a name that climbs out of the inbox names nothing in it
+        found: list[BlobInfo] = []
+        for folder, dirs, names in os.walk(start):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for file_name in sorted(names):
+                if file_name.startswith("."):
+                    continue
+                path = Path(folder) / file_name
+                name = path.relative_to(root).as_posix()
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    found.append(self._info(name, path.stat()))
+                except FileNotFoundError:
+                    continue  # removed while listing
+        return found
+
+    async def list_files(self, prefix: str = "") -> list[BlobInfo]:
+        return await asyncio.to_thread(self._walk, prefix)
+
+    async def model(self, export_folder: str) -> BlobInfo | None:
+        assert self.local_root is not None
+        name = _model_name(export_folder)
+        path = (self.local_root / name).resolve()
+        if not path.is_relative_to(self.local_root):
+            return None
+        try:
+            return self._info(name, path.stat())
+        except (FileNotFoundError, NotADirectoryError):
+            return None

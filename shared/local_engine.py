@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -120,6 +121,8 @@ class RunState:
     """The failure message when the run failed (the orchestrator's uncaught exception)."""
     failure_type: str | None = None
     """That exception's qualified type name."""
+    created_at: datetime | None = None
+    last_updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def _run_state(state: dt_client.OrchestrationState) -> RunState:
         custom_status=state.get_custom_status(),
         failure=details.message if details else None,
         failure_type=details.error_type if details else None,
+        created_at=state.created_at,
+        last_updated_at=state.last_updated_at,
     )
 
 
@@ -401,13 +406,20 @@ class LocalEngine:
         return self._client
 
     def start(
-        self, name: str, input_: Any = None, *, instance_id: str | None = None
+        self,
+        name: str,
+        input_: Any = None,
+        *,
+        instance_id: str | None = None,
+        replace_completed: bool = False,
     ) -> StartResult:
         """Start orchestrator ``name``, unless ``instance_id`` is running or completed.
 
         A failed or terminated run with the same id is replaced, as Durable Functions'
         singleton pattern does; a running or completed one is kept and reported
-        (``started=False``), so a repeated start is harmless.
+        (``started=False``), so a repeated start is harmless. ``replace_completed``
+        replaces a completed run too, as the host does with host.json's
+        ``overridableExistingInstanceStates: NonRunningStates``.
         """
         if name not in self._orchestrators:
             raise LookupError(f"no orchestrator named {name!r} is registered")
@@ -416,7 +428,10 @@ class LocalEngine:
             if instance_id:
                 existing = self.status(instance_id)
                 if existing is not None:
-                    if not existing.status.may_restart:
+                    replaceable = existing.status.may_restart or (
+                        replace_completed and existing.status is RuntimeStatus.COMPLETED
+                    )
+                    if not replaceable:
                         return StartResult(instance_id, started=False, status=existing.status)
                     self.client.purge_orchestration(instance_id)
             new_id = self.client.schedule_new_orchestration(

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import CcexportError
 from shared.run_activities import RunActivities
 from shared.runs import ORCHESTRATOR, RunInput, RunOutcome
+
+if TYPE_CHECKING:
+    from shared.local_engine import LocalEngine
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 """Told each new custom status of the run (see shared/runs.py)."""
@@ -31,6 +34,27 @@ class RunFailed(CcexportError):
 class LocalRunResult:
     outcome: RunOutcome
     report: dict[str, Any] | None
+
+
+def app_engine(*, activity_concurrency: int, orchestration_concurrency: int = 2) -> LocalEngine:
+    """A local engine with the function app's orchestrator and activities registered.
+
+    The activities are registered as the decorated objects the orchestrator passes to
+    ``call_activity``, so it reaches them by identity, as on Durable Functions.
+    """
+    from functions import activities as bindings  # noqa: PLC0415 - see the module docstring
+    from functions.orchestrator import SEGMENT_EXPORT  # noqa: PLC0415
+    from shared.local_engine import LocalEngine  # noqa: PLC0415 - durabletask: dev only
+
+    engine = LocalEngine(
+        activity_concurrency=activity_concurrency,
+        orchestration_concurrency=orchestration_concurrency,
+    )
+    generator = SEGMENT_EXPORT.build().get_user_function().orchestrator_function
+    engine.register_orchestrator(ORCHESTRATOR, generator)
+    for name, activity in bindings.ACTIVITIES.items():
+        engine.register_activity(name, activity)
+    return engine
 
 
 def run_locally(
@@ -47,14 +71,8 @@ def run_locally(
     closed with the engine (its HTTP session and secret store belong to its loop).
     """
     from functions import activities as bindings  # noqa: PLC0415 - see the module docstring
-    from functions.orchestrator import SEGMENT_EXPORT  # noqa: PLC0415
-    from shared.local_engine import LocalEngine  # noqa: PLC0415 - durabletask: dev only
 
-    engine = LocalEngine(activity_concurrency=run.options.upload_window + 1)
-    generator = SEGMENT_EXPORT.build().get_user_function().orchestrator_function
-    engine.register_orchestrator(ORCHESTRATOR, generator)
-    for name, activity in bindings.ACTIVITIES.items():
-        engine.register_activity(name, activity)
+    engine = app_engine(activity_concurrency=run.options.upload_window + 1)
     engine.on_close(activities.aclose)
     previous = bindings.install(activities)
     try:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from shared.catalog import Catalog, Connection, ConnectionStatus, NotFound
 from shared.errors import CcexportError, ConfigError
 from shared.exports import ExportDefinition
-from shared.inbox import Inbox, RunFolder, completeness, newest_complete, parse_blob_name, run_key
+from shared.inbox import Listing, RunFolder, completeness, newest_complete, parse_blob_name, run_key
 from shared.run_index import RunIndex, RunRecord
 from shared.runs import DEFAULT_CONNECTION, RunInput, RunOptions
 
@@ -95,7 +95,7 @@ class Launcher:
     def __init__(
         self,
         catalog: Catalog,
-        inbox: Inbox,
+        inbox: Listing,
         runs: RunIndex,
         engine: Engine,
         *,

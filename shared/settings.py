@@ -130,6 +130,10 @@ class AppSettings:
     | CCEXPORT_STORAGE          | a connection string (local); else the identity settings |
     | CCEXPORT_STORAGE__blobServiceUri, __clientId | identity-based connection (Azure) |
     | CCEXPORT_STORAGE_CONNECTION_STRING, AzureWebJobsStorage | fallback connection strings |
+    | CCEXPORT_LOCAL_INBOX      | no storage connection: this folder is the inbox (serve) |
+
+    With ``CCEXPORT_LOCAL_INBOX`` and no storage connection (``ccexport serve`` on one
+    machine), definitions, connections, run records and locks live under CCEXPORT_HOME.
     """
 
     inbox_container: str = "inbox"
@@ -140,6 +144,17 @@ class AppSettings:
     connection_string: str | None = field(default=None, repr=False)
     blob_service_uri: str | None = None
     identity_client_id: str | None = None
+    local_inbox: Path | None = None
+    home: Path = field(default_factory=lambda: Path.home() / ".ccexport")
+
+    @property
+    def has_storage(self) -> bool:
+        return bool(self.connection_string or self.blob_service_uri)
+
+    @property
+    def is_local(self) -> bool:
+        """No storage connection, and an inbox folder on this machine instead."""
+        return not self.has_storage and self.local_inbox is not None
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> AppSettings:
@@ -174,10 +189,14 @@ class AppSettings:
             connection_string=direct if "=" in direct else (None if uri else fallback),
             blob_service_uri=uri,
             identity_client_id=text(f"{STORAGE_CONNECTION}__clientId") or None,
+            local_inbox=Path(text("CCEXPORT_LOCAL_INBOX")).expanduser()
+            if text("CCEXPORT_LOCAL_INBOX")
+            else None,
+            home=ccexport_home(env),
         )
 
     def require_storage(self) -> None:
-        if not self.connection_string and not self.blob_service_uri:
+        if not self.has_storage:
             raise ConfigError(
                 f"no storage connection: set {STORAGE_CONNECTION}__blobServiceUri (Azure) or "
                 f"{STORAGE_CONNECTION} / CCEXPORT_STORAGE_CONNECTION_STRING (a connection string)"

@@ -1,0 +1,147 @@
+"""The Durable Functions HTTP API of ``serve``, over the in-process Durable Task engine.
+
+The app's HTTP functions and triggers get a real ``DurableOrchestrationClient``, made
+from the binding JSON the Functions host would pass; it calls these routes as it calls
+the Durable extension in Azure: start an orchestration under an instance id, read an
+instance's status. The status URLs a started run answers with point here as well. They
+carry no system key: serve listens on loopback only, for the person at this machine.
+
+Starting follows host.json's ``overridableExistingInstanceStates: NonRunningStates``:
+an instance that is pending or running refuses a new start; any other is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from shared.local_engine import LocalEngine, RunState, RuntimeStatus
+
+WEBHOOKS = "/runtime/webhooks/durabletask"
+TASK_HUB = "ccexport"
+_ACTIVE = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def status_json(state: RunState) -> dict[str, Any]:
+    """An instance's status as the Durable extension's status endpoint answers it."""
+    return {
+        "name": state.name,
+        "instanceId": state.instance_id,
+        "runtimeStatus": state.status.value,
+        "customStatus": state.custom_status,
+        "output": state.output if state.output is not None else state.failure,
+        "createdTime": _iso(state.created_at),
+        "lastUpdatedTime": _iso(state.last_updated_at),
+    }
+
+
+class DurableApi:
+    """Routes under ``/runtime/webhooks/durabletask`` backed by a :class:`LocalEngine`."""
+
+    def __init__(self, engine: LocalEngine) -> None:
+        self.engine = engine
+        self.started: set[str] = set()
+        """Instance ids started here, so a stop can wait for the ones still running."""
+        self.base_url = ""
+        """``http://127.0.0.1:PORT``, set once the server listens."""
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        return (
+            web.post(WEBHOOKS + "/orchestrators/{name}/{instance_id}", self._start),
+            web.get(WEBHOOKS + "/instances/{instance_id}", self._status),
+        )
+
+    async def _start(self, request: web.Request) -> web.Response:
+        name, instance_id = request.match_info["name"], request.match_info["instance_id"]
+        raw = await request.text()
+        payload: Any = json.loads(raw) if raw else None
+        if isinstance(payload, str):
+            payload = json.loads(payload)  # the SDK sends its input JSON-encoded as a string
+        try:
+            result = await asyncio.to_thread(self._start_now, name, instance_id, payload)
+        except LookupError as exc:
+            return web.json_response({"ExceptionMessage": str(exc)}, status=400)
+        if not result:
+            message = f"An Orchestration instance with the ID {instance_id} is already running."
+            return web.json_response({"Message": message}, status=409)
+        self.started.add(instance_id)
+        return web.json_response({"id": instance_id}, status=202)
+
+    def _start_now(self, name: str, instance_id: str, payload: Any) -> bool:
+        existing = self.engine.status(instance_id)
+        if existing is not None and existing.status in _ACTIVE:
+            return False
+        started = self.engine.start(name, payload, instance_id=instance_id, replace_completed=True)
+        return started.started
+
+    async def _status(self, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        state = await asyncio.to_thread(self.engine.status, instance_id)
+        if state is None:
+            return web.json_response(
+                {"Message": f"No instance with ID {instance_id} was found."}, status=404
+            )
+        code = 202 if state.status in _ACTIVE else 200
+        return web.json_response(status_json(state), status=code)
+
+    def binding_json(self) -> str:
+        """The durable client binding's JSON, as the host passes it to a function."""
+        hooks = f"{self.base_url}{WEBHOOKS}"
+        query = f"taskHub={TASK_HUB}&connection=Storage"
+        instance = f"{hooks}/instances/INSTANCEID"
+        return json.dumps(
+            {
+                "taskHubName": TASK_HUB,
+                "creationUrls": {
+                    "createNewInstancePostUri": f"{hooks}/orchestrators/{{functionName}}"
+                    f"[/{{instanceId}}]?{query}",
+                },
+                "managementUrls": {
+                    "id": "INSTANCEID",
+                    "statusQueryGetUri": f"{instance}?{query}",
+                    "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
+                    "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
+                    "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
+                    "purgeHistoryDeleteUri": f"{instance}?{query}",
+                    "restartPostUri": f"{instance}/restart?{query}",
+                    "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
+                    "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
+                },
+                "baseUrl": hooks,
+                "requiredQueryStringParameters": "",
+                "rpcBaseUrl": f"{hooks}/",
+                "httpBaseUrl": "",
+            }
+        )
+
+    def running(self) -> list[str]:
+        """Instances started here that have not ended (blocking: call in a thread)."""
+        active: list[str] = []
+        for instance_id in sorted(self.started):
+            state = self.engine.status(instance_id)
+            if state is not None and not state.status.is_terminal:
+                active.append(instance_id)
+        return active
+
+    def wait_for_running(self, grace: float) -> list[str]:
+        """Wait up to ``grace`` seconds for the runs started here to end; returns the
+        ones still running then (blocking: call in a thread)."""
+        deadline = time.monotonic() + grace
+        active = self.running()
+        while active and time.monotonic() < deadline:
+            try:
+                self.engine.wait(active[0], max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            active = self.running()
+        return active
