@@ -77,7 +77,7 @@ async def contacts_json_import(request: web.Request) -> web.Response:
     if request.content_type != wire.JSON_TYPE:
         raise ApiError(415, "The payload must be JSON and Content-Type must be application/json.")
     body = await request.read()
-    batch = read_json_import(body, sandbox.store.lists)
+    batch = read_json_import(body, sandbox.store.lists, sandbox.store.custom_fields.by_name)
     return _submit_import(sandbox, "contacts_json_import", batch, body)
 
 
@@ -110,7 +110,13 @@ async def contacts_file_import(request: web.Request) -> web.Response:
     if permission is not None and permission not in {"explicit", "not_set"}:
         raise ApiError(400, "sms_permission_to_send must be explicit or not_set.")
     try:
-        batch = read_csv_import(bytes(data), file_name, fields["list_ids"], sandbox.store.lists)
+        batch = read_csv_import(
+            bytes(data),
+            file_name,
+            fields["list_ids"],
+            sandbox.store.lists,
+            sandbox.store.custom_fields.by_name,
+        )
     except ApiError as exc:
         if "was not found" in exc.message:  # the file import documents 404 for unknown lists
             raise ApiError(404, exc.message) from None

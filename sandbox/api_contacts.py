@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 
 from sandbox import wire
-from sandbox.imports import custom_field_id
 from sandbox.state import sandbox_of
 from sandbox.store import IMPLICIT, UNSUBSCRIBED, Store
 from sandbox.wire import ApiError
@@ -113,10 +112,11 @@ def contact_document(
     if "list_memberships" in include:
         doc["list_memberships"] = store.lists_of(index)
     if "custom_fields" in include:
+        defined = store.custom_fields.by_name
         doc["custom_fields"] = [
-            {"custom_field_id": custom_field_id(name[3:]), "value": value}
+            {"custom_field_id": defined[name[3:]].custom_field_id, "value": value}
             for name, value in props.items()
-            if name.startswith("cf:")
+            if name.startswith("cf:") and name[3:] in defined
         ]
     if "phone_numbers" in include:
         doc["phone_numbers"] = [

@@ -15,7 +15,7 @@ import struct
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from sandbox import api_activities, api_contacts, api_lists, control, wire
+from sandbox import api_activities, api_contacts, api_custom_fields, api_lists, control, wire
 from sandbox.config import SandboxConfig
 from sandbox.state import SANDBOX, Sandbox, sandbox_of
 from sandbox.wire import ApiError
@@ -119,7 +119,13 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app[SANDBOX] = sandbox
     app.router.add_get(AUTHORIZE_PATH, authorize)
     app.router.add_post(TOKEN_PATH, token)
-    for table in (api_lists.routes, api_contacts.routes, api_activities.routes, control.routes):
+    for table in (
+        api_lists.routes,
+        api_custom_fields.routes,
+        api_contacts.routes,
+        api_activities.routes,
+        control.routes,
+    ):
         app.router.add_routes(table)
 
     async def start_worker(_app: web.Application) -> None:

@@ -50,6 +50,7 @@ async def stats(request: web.Request) -> web.Response:
             "daily_used": dict(sandbox.limits.quota.used),
             "contacts": len(sandbox.store),
             "lists": len(sandbox.store.lists),
+            "custom_fields": len(sandbox.store.custom_fields),
             "activities": sandbox.activities.counts(),
             "dropped_contacts": sandbox.counters["dropped_contacts"],
             "faults": dict(sandbox.faults.fired),
@@ -109,6 +110,16 @@ async def create_list(request: web.Request) -> web.Response:
     sandbox = sandbox_of(request)
     lst = create_list_from(sandbox, await _payload(request))
     return wire.json_response(list_document(lst, membership=True), status=201)
+
+
+@routes.post("/__sandbox/custom_fields")
+async def create_custom_field(request: web.Request) -> web.Response:
+    """``{"label": ..., "type": "string"}`` (type optional) -> a custom field, as the API
+    would create it (same rules: 409 for a name taken, 400 past 100 fields)."""
+    sandbox = sandbox_of(request)
+    payload = await _payload(request)
+    field = sandbox.store.custom_fields.create({"type": "string", **payload}, sandbox.clock())
+    return wire.json_response(field.document(), status=201)
 
 
 @routes.post("/__sandbox/tokens")

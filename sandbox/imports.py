@@ -23,8 +23,13 @@ What the documentation says and what the sandbox does:
   resource allows 80; which one the server enforces is unconfirmed).
 - The spec names the home country property ``"home country"`` (with a space, a spec
   bug); both that and ``home_country`` are accepted and stored as ``home_country``.
-- Custom fields (``cf:<name>``) are stored as given; the sandbox does not model the
-  custom-field definitions that the real service requires to exist beforehand.
+- Custom fields (``cf:<name>``): "The custom field must already exist in the Constant
+  Contact account" [SPEC contacts_json_import]; what happens when it does not is
+  undocumented. The sandbox imports the contact with its other properties, leaves
+  the unknown field's values out (they are not stored), and names each unknown field
+  once in the activity's ``activity_errors``; the counters are unchanged (the contact
+  itself was imported). ``<name>`` must equal a defined field's ``name`` exactly
+  (sandbox/custom_fields.py).
 """
 
 from __future__ import annotations
@@ -32,8 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +105,7 @@ class ImportBatch:
     dropped: int = 0  # contacts past the 4 MB / 40,000 limits, silently not imported
     activity_errors: list[str] = field(default_factory=list)
     source_file_name: str | None = None
+    unknown_fields: set[str] = field(default_factory=set)  # cf: keys with no definition
 
 
 def check_list_ids(list_ids: object, known: Sequence[str] | set[str] | dict[str, Any]) -> list[str]:
@@ -133,8 +138,9 @@ def kept_by_size(body: bytes, limit: int = MAX_BODY_BYTES) -> int:
 class _Validator:
     """Turns contacts into (key, encoded properties) records and counts what it drops."""
 
-    def __init__(self, batch: ImportBatch) -> None:
+    def __init__(self, batch: ImportBatch, custom_fields: Container[str]) -> None:
         self.batch = batch
+        self.custom_fields = custom_fields  # the names of the account's custom fields
 
     def note(self, message: str) -> None:
         if len(self.batch.activity_errors) < MAX_ACTIVITY_ERRORS:
@@ -170,14 +176,14 @@ class _Validator:
         self.note(f"{where}: a contact needs an email address or an SMS number.")
         return None
 
-    @staticmethod
-    def _checked(where: str, contact: dict[str, Any]) -> dict[str, Any]:
+    def _checked(self, where: str, contact: dict[str, Any]) -> dict[str, Any]:
         """Every property checked against JsonImportContact; unknown ones left out."""
         props: dict[str, Any] = {}
         custom = 0
         for raw_name, value in contact.items():
             name = ALIASES.get(raw_name, raw_name)
             limit = LIMITS.get(name)
+            undefined = False
             if limit is None and name[:3] == "cf:":
                 limit = CUSTOM_FIELD_MAX
                 custom += 1
@@ -185,6 +191,7 @@ class _Validator:
                     raise ImportRejected(
                         f"{where} has more than {MAX_CUSTOM_FIELDS} custom fields."
                     )
+                undefined = name[3:] not in self.custom_fields
             if name in INTEGER_FIELDS:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ImportRejected(f"{where}.{name} must be an integer.")
@@ -194,9 +201,21 @@ class _Validator:
                 raise ImportRejected(
                     f"{where}.{name} must be a string of at most {limit} characters."
                 )
+            if undefined:
+                self._undefined(name)
+                continue
             if value != "":
                 props[name] = value
         return props
+
+    def _undefined(self, name: str) -> None:
+        """A ``cf:`` key with no custom field of that name: named once per import."""
+        if name not in self.batch.unknown_fields:
+            self.batch.unknown_fields.add(name)
+            self.note(
+                f"{name}: no custom field named {name[3:]!r} exists in the account; "
+                "its values were not imported."
+            )
 
 
 def compact_json(value: Any) -> bytes:
@@ -208,8 +227,12 @@ def compact_json(value: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
-def read_json_import(body: bytes, known_lists: dict[str, Any]) -> ImportBatch:
-    """Validate a contacts_json_import body and apply the 4 MB / 40,000 rules."""
+def read_json_import(
+    body: bytes, known_lists: dict[str, Any], custom_fields: Container[str] = frozenset()
+) -> ImportBatch:
+    """Validate a contacts_json_import body and apply the 4 MB / 40,000 rules.
+
+    ``custom_fields``: the names of the account's custom fields."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -228,7 +251,7 @@ def read_json_import(body: bytes, known_lists: dict[str, Any]) -> ImportBatch:
         contacts = contacts[: kept_by_size(body)]
     contacts = contacts[:MAX_CONTACTS]
     batch = ImportBatch([], list_ids, items_total=len(contacts), dropped=received - len(contacts))
-    validator = _Validator(batch)
+    validator = _Validator(batch, custom_fields)
     records = batch.records
     for position, contact in enumerate(contacts):
         if not isinstance(contact, dict):
@@ -242,7 +265,11 @@ def read_json_import(body: bytes, known_lists: dict[str, Any]) -> ImportBatch:
 
 
 def read_csv_import(
-    data: bytes, file_name: str, list_ids_field: str, known_lists: dict[str, Any]
+    data: bytes,
+    file_name: str,
+    list_ids_field: str,
+    known_lists: dict[str, Any],
+    custom_fields: Container[str] = frozenset(),
 ) -> ImportBatch:
     """Validate a contacts_file_import upload and apply the 4 MB / 40,000-line rules."""
     if not file_name.lower().endswith(".csv"):
@@ -265,7 +292,7 @@ def read_csv_import(
     body = rows[1:MAX_CSV_LINES]
     batch = ImportBatch([], list_ids, items_total=len(body) + 1, dropped=all_rows - len(body))
     batch.source_file_name = file_name
-    validator = _Validator(batch)
+    validator = _Validator(batch, custom_fields)
     for line, row in enumerate(body, start=2):
         contact = _csv_contact(header, row)
         if contact is None:
@@ -299,8 +326,3 @@ def _csv_contact(header: list[str], row: list[str]) -> dict[str, Any] | None:
         else:
             contact[name] = value
     return contact
-
-
-def custom_field_id(name: str) -> str:
-    """A stable UUID for a custom field name (the sandbox keeps no field definitions)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ccexport-sandbox:custom-field:{name}"))

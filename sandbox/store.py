@@ -1,4 +1,4 @@
-"""The account's state: contacts and contact lists, held in memory only.
+"""The account's state: contacts, contact lists and custom fields, held in memory only.
 
 Nothing is written to disk: a sandbox starts empty and forgets everything when it stops.
 Contacts are stored by column so that a million of them fit in a few hundred MB:
@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from sandbox.custom_fields import CustomFields
 from sandbox.imports import compact_json
 from sandbox.membership import Membership, union_indices
 from sandbox.wire import ApiError
@@ -73,6 +74,7 @@ class Store:
         self.state = bytearray()
         self.opted_out_at: dict[int, float] = {}
         self.lists: dict[str, ContactList] = {}
+        self.custom_fields = CustomFields()
 
     # -- contacts ---------------------------------------------------------------
 

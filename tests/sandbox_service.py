@@ -90,6 +90,22 @@ class RunningSandbox:
         created = self.control("POST", "lists", {"name": name or f"list-{uuid.uuid4().hex[:8]}"})
         return str(created["list_id"])
 
+    def create_custom_field(self, label: str, kind: str = "string") -> dict[str, Any]:
+        """A new custom field (the API's rules: 409 when its name is taken, 100 at most)."""
+        created: dict[str, Any] = self.control(
+            "POST", "custom_fields", {"label": label, "type": kind}
+        )
+        return created
+
+    def define_custom_fields(self, *labels: str) -> None:
+        """Make sure custom fields with these labels exist (a shared sandbox may have them)."""
+        for label in labels:
+            try:
+                self.create_custom_field(label)
+            except ServiceError as exc:
+                if ": 409 " not in str(exc):
+                    raise
+
     def members(self, list_id: str) -> list[str]:
         return list(self.control("GET", f"lists/{list_id}/members")["emails"])
 

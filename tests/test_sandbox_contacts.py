@@ -59,6 +59,7 @@ async def test_lists_create_get_and_collection(sandbox: RunningSandbox, api: Api
 
 async def test_contacts_by_email_and_by_id(sandbox: RunningSandbox, api: Api) -> None:
     list_id = sandbox.create_list()
+    sandbox.define_custom_fields("color")
     await api.import_json(
         [list_id],
         [
@@ -157,6 +158,7 @@ async def test_add_and_remove_list_memberships_by_contact_id(
 
 async def test_contact_export_produces_a_csv_file(sandbox: RunningSandbox, api: Api) -> None:
     list_id = sandbox.create_list()
+    sandbox.define_custom_fields("tier")
     await api.import_json(
         [list_id],
         [
