@@ -24,8 +24,8 @@ from typing import Any
 
 from tests.services import ROOT, ServiceError, free_port, running
 
-SPEC_ENV = "CCEXPORT_CC_SPEC"
-DEFAULT_SPEC = ROOT.parent / "shared" / "constant-contact" / "swagger.yaml"
+# The project's own Constant Contact contract (contract/README.md), in the repository.
+CONTRACT = ROOT / "contract" / "constant-contact-v3.yaml"
 
 # Never through a proxy: everything the tests call is on 127.0.0.1.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -164,30 +164,26 @@ def running_sandbox(**flags: Any) -> Iterator[RunningSandbox]:
         yield RunningSandbox(port, pid, client_id, client_secret)
 
 
-def spec_path() -> Path:
-    """The official spec (never copied into this repository); fails loudly if absent."""
-    path = Path(os.environ.get(SPEC_ENV, str(DEFAULT_SPEC)))
-    if not path.is_file():
-        raise ServiceError(
-            f"the Constant Contact spec is missing at {path}: set {SPEC_ENV} to swagger.yaml "
-            "(it is kept outside the repository, in ../shared/constant-contact/)"
-        )
-    return path
-
-
 def prism_command(port: int, upstream: str) -> list[str]:
-    """Prism as a validating proxy: it checks every request and response against the spec."""
+    """Prism as a validating proxy: it checks every request and response against
+    contract/constant-contact-v3.yaml."""
     exe = ROOT / "node_modules" / ".bin" / "prism"
     if not exe.exists():
         raise ServiceError(f"Prism is not installed ({exe} is missing): run `make install`")
-    spec = str(spec_path())
+    if not CONTRACT.is_file():
+        raise ServiceError(f"the Constant Contact contract is missing: {CONTRACT}")
+    spec = str(CONTRACT)
     # -v error: Prism logs every request at info level, which would fill the pipe.
     return [str(exe), "proxy", "-h", "127.0.0.1", "-p", str(port), "-v", "error", spec, upstream]
 
 
 @contextmanager
 def running_prism(upstream: str) -> Iterator[str]:
-    """Prism proxying to ``upstream`` (an http://127.0.0.1:P/v3 base); yields its base URL."""
+    """Prism proxying to ``upstream``; yields its base URL.
+
+    ``upstream`` is the sandbox's ``api_base`` (http://127.0.0.1:P/v3) for the API, or
+    its ``auth_base`` for the authorization server's ``/token``.
+    """
     port = free_port()
     with running(prism_command(port, upstream), port):
         yield f"http://127.0.0.1:{port}"
