@@ -19,25 +19,67 @@ from aiohttp import web
 from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultError, Faults
+from shared.cli_help import command_parser
 
 HOST = "127.0.0.1"  # loopback only, always
 
 
-def _parser() -> argparse.ArgumentParser:
+DESCRIPTION = """\
+Run a local stand-in for Constant Contact, to try ccexport without an account.
+
+It answers the Constant Contact V3 API at http://127.0.0.1:PORT/v3 and signs you
+in at once at http://127.0.0.1:PORT/oauth2/default/v1, on this machine only. What
+it holds is kept in memory and gone when it stops (Ctrl-C). Point ccexport at it
+with CTCT_API_BASE, CTCT_AUTH_BASE and CTCT_CLIENT_ID. The fault options make it
+misbehave on purpose, to see how a run copes."""
+
+EXAMPLES = (
+    ("a sandbox on port 9000", "ccexport sandbox --port 9000"),
+    (
+        "one that answers 10% of requests with 503 and fails 5% of imports",
+        "ccexport sandbox --port 9000 --fault-503-rate 0.1 --fault-import-failed-rate 0.05",
+    ),
+)
+
+
+def parser() -> argparse.ArgumentParser:
     defaults = SandboxConfig()
-    parser = argparse.ArgumentParser(prog="ccexport sandbox", description=__doc__)
+    parser = command_parser("sandbox", DESCRIPTION, EXAMPLES)
     add = parser.add_argument
     add("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
-    add("--client-id", default=defaults.client_id, help="the API key clients must present")
-    add("--client-secret", default=defaults.client_secret, help="the client secret (Basic auth)")
+    add(
+        "--client-id",
+        default=defaults.client_id,
+        metavar="ID",
+        help="the API key clients must present",
+    )
+    add(
+        "--client-secret",
+        default=defaults.client_secret,
+        metavar="SECRET",
+        help="the client secret (Basic auth)",
+    )
     add("--rotating-refresh-tokens", action="store_true", help="single-use refresh tokens")
-    add("--access-token-ttl", type=float, default=defaults.access_token_ttl, metavar="SECONDS")
-    add("--refresh-token-ttl", type=float, default=defaults.refresh_token_ttl, metavar="SECONDS")
+    add(
+        "--access-token-ttl",
+        type=float,
+        default=defaults.access_token_ttl,
+        metavar="SECONDS",
+        help="how long an access token is valid",
+    )
+    add(
+        "--refresh-token-ttl",
+        type=float,
+        default=defaults.refresh_token_ttl,
+        metavar="SECONDS",
+        help="how long an unused refresh token is valid",
+    )
     add(
         "--redirect-uri",
         action="append",
         default=[],
-        help="allowed redirect URI (repeatable; default any)",
+        metavar="URI",
+        help="allowed redirect URI (repeatable; default: any)",
     )
     add(
         "--rate-limit",
@@ -49,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--daily-quota",
         type=int,
+        metavar="N",
         default=defaults.daily_quota,
         help="API requests per UTC day (0: unlimited)",
     )
@@ -57,8 +100,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.token_requests_per_second,
         metavar="PER_SECOND",
+        help="token requests per second per client",
     )
-    add("--max-queued-activities", type=int, default=defaults.max_queued_activities)
+    add(
+        "--max-queued-activities",
+        type=int,
+        default=defaults.max_queued_activities,
+        metavar="N",
+        help="bulk activities queued at once before new ones are refused (429)",
+    )
     add(
         "--activity-delay",
         type=float,
@@ -73,16 +123,64 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ITEMS_PER_SECOND",
         help="pace at which activities process contacts",
     )
-    add("--seed", type=int, default=None, help="seed for the fault dice")
+    add(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed for the fault dice (default: random)",
+    )
     faults = parser.add_argument_group("faults (rates are probabilities 0..1)")
     for name in ("500", "503"):
-        faults.add_argument(f"--fault-{name}-rate", type=float, default=0.0, metavar="RATE")
-    faults.add_argument("--fault-reset-rate", type=float, default=0.0, metavar="RATE")
-    faults.add_argument("--fault-latency-rate", type=float, default=0.0, metavar="RATE")
-    faults.add_argument("--fault-latency-seconds", type=float, default=0.0, metavar="SECONDS")
-    faults.add_argument("--fault-import-failed-rate", type=float, default=0.0, metavar="RATE")
-    faults.add_argument("--fault-import-timed-out-rate", type=float, default=0.0, metavar="RATE")
-    faults.add_argument("--fault-token-error-rate", type=float, default=0.0, metavar="RATE")
+        faults.add_argument(
+            f"--fault-{name}-rate",
+            type=float,
+            default=0.0,
+            metavar="RATE",
+            help=f"share of API requests answered {name}",
+        )
+    faults.add_argument(
+        "--fault-reset-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of API requests whose connection is reset",
+    )
+    faults.add_argument(
+        "--fault-latency-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of API requests answered late",
+    )
+    faults.add_argument(
+        "--fault-latency-seconds",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how late (with --fault-latency-rate)",
+    )
+    faults.add_argument(
+        "--fault-import-failed-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of imports that end failed",
+    )
+    faults.add_argument(
+        "--fault-import-timed-out-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of imports that end timed out",
+    )
+    faults.add_argument(
+        "--fault-token-error-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of token requests answered with an error",
+    )
     return parser  # fmt: skip
 
 
@@ -137,7 +235,7 @@ async def serve(config: SandboxConfig, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     config = config_from(args)
     try:
         Faults().update(config.faults)  # refuse bad fault flags before binding the port

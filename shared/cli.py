@@ -1,18 +1,29 @@
 """The `ccexport` command line. Reads flags and the environment once, here at the edge.
 
-Each command's module is imported only when that command runs, so a short command
-(`check`, run 24 at a time) does not pay for loading the Azure SDKs it never uses.
+A command is one entry of COMMANDS: its handler, its group in `ccexport --help` and a
+one-line description. ``lazy(MODULE)`` imports the command's module only when that
+command runs, so a short command (`check`, run 24 at a time) does not pay for loading
+the Azure SDKs it never uses, and `ccexport --help` loads none of them. A command
+module has ``main(argv) -> int`` and ``parser()``, built with
+``shared.cli_help.command_parser`` so that every `ccexport COMMAND --help` looks the
+same (tests/test_cli_help.py checks each command of the table).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shared import exports
+from shared.cli_help import Example, examples_text
 from shared.errors import CcexportError, InputError
 
 EXIT_INPUT = 2
@@ -61,61 +72,149 @@ def _export_from_args(args: argparse.Namespace) -> exports.ExportDefinition:
     )
 
 
-def _prepare(argv: Sequence[str]) -> int:
-    from shared import prepare_command  # noqa: PLC0415 - loads the prepare stack only when used
-
-    return prepare_command.main(argv)
+Handler = Callable[[Sequence[str]], int]
 
 
-def _sandbox(argv: Sequence[str]) -> int:
-    # Imported lazily: the sandbox is a local tool, not part of the deployed app.
-    from sandbox.cli import main as sandbox_main  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command whose module is imported only when it runs or its parser is asked for."""
 
-    code: int = sandbox_main(list(argv))
-    return code
+    module: str
+    main: str = "main"
+    parser: str = "parser"
 
+    def __call__(self, argv: Sequence[str]) -> int:
+        code: int = getattr(importlib.import_module(self.module), self.main)(list(argv))
+        return code
 
-def _connect(argv: Sequence[str]) -> int:
-    from shared import connection_commands  # noqa: PLC0415 - only this command needs it
-
-    args = connection_commands.connect_parser().parse_args(list(argv))
-    return guarded(lambda a: connection_commands.run_connect(a, os.environ))(args)
-
-
-def _check(argv: Sequence[str]) -> int:
-    from shared import connection_commands  # noqa: PLC0415 - only this command needs it
-
-    args = connection_commands.check_parser().parse_args(list(argv))
-    return guarded(lambda a: connection_commands.run_check(a, os.environ))(args)
+    def build_parser(self) -> argparse.ArgumentParser:
+        build = getattr(importlib.import_module(self.module), self.parser)
+        built: argparse.ArgumentParser = build()
+        return built
 
 
-def _run(argv: Sequence[str]) -> int:
-    # Lazily: the run command loads the function app's orchestrator and activities.
-    from shared import run_command  # noqa: PLC0415
-
-    return run_command.main(argv)
+def lazy(module: str, main: str = "main", parser: str = "parser") -> LazyCommand:
+    """The handler of a command whose module has ``main(argv)`` and ``parser()``."""
+    return LazyCommand(module, main, parser)
 
 
-COMMANDS = {
-    "prepare": (_prepare, "map, validate and chunk a segment export (dry run)"),
-    "run": (_run, "export a segment end to end: prepare, import, wait, report"),
-    "sandbox": (_sandbox, "run the local Constant Contact V3 stand-in"),
-    "connect": (_connect, "connect a Constant Contact account (OAuth) and store its tokens"),
-    "check": (_check, "prove a connection works: a valid token and an existing list"),
+class Command(NamedTuple):
+    handler: Handler
+    group: str  # a key of GROUPS
+    description: str  # one line, for `ccexport --help`
+
+
+EVERYDAY = "everyday"
+TOOLS = "tools"
+GROUPS = {EVERYDAY: "everyday commands", TOOLS: "tools"}  # in the order of the help
+
+COMMANDS: dict[str, Command] = {
+    "prepare": Command(
+        lazy("shared.prepare_command"),
+        EVERYDAY,
+        "check a segment export and show what a run would send, sending nothing",
+    ),
+    "run": Command(
+        lazy("shared.run_command"),
+        EVERYDAY,
+        "put the people of a segment export into Constant Contact lists, then report",
+    ),
+    "connect": Command(
+        lazy("shared.connection_commands", "connect_main", "connect_parser"),
+        EVERYDAY,
+        "connect a Constant Contact account (sign in once; its tokens are kept)",
+    ),
+    "check": Command(
+        lazy("shared.connection_commands", "check_main", "check_parser"),
+        EVERYDAY,
+        "check that a connection works and that a list exists",
+    ),
+    "sandbox": Command(
+        lazy("sandbox.cli"),
+        TOOLS,
+        "a local stand-in for Constant Contact, to try ccexport without an account",
+    ),
 }
+
+ABOUT = (
+    "ccexport puts the people of your Dynamics 365 Customer Insights segment exports "
+    "into Constant Contact lists, and tells you what happened to each of them."
+)
+EXAMPLES: tuple[Example, ...] = (
+    ("connect your Constant Contact account (once)", "ccexport connect"),
+    (
+        "send the newest export of a segment to the lists of its export definition",
+        "ccexport run az://inbox/HighValue --config high-value.json",
+    ),
+)
+
+
+def version() -> str:
+    """This installation's version (pyproject.toml's, from the package metadata)."""
+    from importlib import metadata  # noqa: PLC0415 - only --version needs it
+
+    try:
+        return metadata.version("ccexport")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: run `make install`)"
+
+
+def usage() -> str:
+    return "usage: ccexport COMMAND [OPTIONS ...]\n       ccexport [--help | --version]"
+
+
+def main_help(width: int | None = None) -> str:
+    """What `ccexport --help` prints: what ccexport is, its commands by group, examples."""
+    width = width or min(shutil.get_terminal_size().columns, 100)
+    column = max(map(len, COMMANDS), default=0) + 4
+    wrap = textwrap.TextWrapper(width=max(width - 2, 40))
+    indented = textwrap.TextWrapper(
+        width=max(width - 2, column + 20), subsequent_indent=" " * column
+    )
+    lines = [usage(), "", *wrap.wrap(ABOUT)]
+    known = list(GROUPS)
+    others = [c.group for c in COMMANDS.values() if c.group not in GROUPS]
+    for group in known + list(dict.fromkeys(others)):
+        names = [name for name, c in COMMANDS.items() if c.group == group]
+        if not names:
+            continue
+        lines += ["", f"{GROUPS.get(group, group)}:"]
+        for name in names:
+            lines += indented.wrap(f"  {name:<{column - 2}}{COMMANDS[name].description}")
+    lines += [
+        "",
+        "options:",
+        "  -h, --help     show this help and exit",
+        "  -V, --version  show the version of ccexport and exit",
+        "",
+        examples_text(EXAMPLES),
+        "",
+        "Each command explains itself: ccexport COMMAND --help",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help"} or args[0] not in COMMANDS:
-        parser = argparse.ArgumentParser(prog="ccexport", description=__doc__)
-        parser.add_argument("command", choices=sorted(COMMANDS))
-        if args and args[0] not in {"-h", "--help"}:
-            parser.error(f"unknown command {args[0]!r}")
-        parser.print_help()
-        return 0 if args else 2
-    handler, _help = COMMANDS[args[0]]
-    return handler(args[1:])
+    if not args:
+        print(main_help(), file=sys.stderr)
+        return EXIT_INPUT
+    first = args[0]
+    if first in {"-h", "--help"}:
+        print(main_help())
+        return 0
+    if first in {"-V", "--version"}:
+        print(f"ccexport {version()}")
+        return 0
+    command = COMMANDS.get(first)
+    if command is None:
+        what = "option" if first.startswith("-") else "command"
+        return _fail(
+            f"unknown {what} '{first}'; the commands are {', '.join(COMMANDS)} "
+            "(ccexport --help says what each does)",
+            EXIT_INPUT,
+        )
+    return command.handler(args[1:])
 
 
 if __name__ == "__main__":

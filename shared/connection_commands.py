@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import webbrowser
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from shared.cli import guarded
+from shared.cli_help import add_connection_option, command_parser
 from shared.constant_contact import ConstantContactClient
 from shared.errors import (
     AuthorizationError,
@@ -189,28 +191,65 @@ async def connect(
         )
 
 
+CONNECT_DESCRIPTION = """\
+Connect a Constant Contact account to ccexport: sign in once, and its tokens are
+kept for every later run.
+
+It prints (or opens in your browser) a Constant Contact sign-in address; once you
+approve, Constant Contact redirects to http://127.0.0.1:PORT/callback on this
+machine, and ccexport stores the tokens: in Azure Key Vault when KEY_VAULT_URL is
+set, else in a private file under CCEXPORT_HOME. Connect again whenever a run or
+`ccexport check` says the connection needs it."""
+
+CONNECT_EXAMPLES = (
+    ("connect your account under the name 'default'", "ccexport connect"),
+    (
+        "a second account, on a server without a browser",
+        "ccexport connect --connection acme --no-browser",
+    ),
+)
+
+
 def connect_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ccexport connect",
-        description="Connect a Constant Contact account (OAuth with PKCE) and store its tokens.",
+    parser = command_parser("connect", CONNECT_DESCRIPTION, CONNECT_EXAMPLES)
+    add_connection_option(
+        parser,
+        default=DEFAULT_CONNECTION,
+        help="a name for this account; runs and checks use it with --connection",
+        name_alias=True,
     )
-    parser.add_argument("--name", default=DEFAULT_CONNECTION, metavar="CONNECTION")
     parser.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
-        help=f"loopback port for the redirect http://127.0.0.1:PORT{CALLBACK_PATH} "
-        f"(register that URI with the app; 0: any free port; default {DEFAULT_PORT})",
+        help=f"port on 127.0.0.1 for the redirect http://127.0.0.1:PORT{CALLBACK_PATH} "
+        "(register that address with your Constant Contact app; 0: any free port)",
     )
     how = parser.add_mutually_exclusive_group()
-    how.add_argument("--no-browser", action="store_true", help="only print the address")
+    how.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="only print the sign-in address, to open in a browser yourself",
+    )
     how.add_argument(
         "--auto",
         action="store_true",
-        help="follow the authorize redirect without a browser (a local authorization server)",
+        help="follow the sign-in redirect without a browser (a local authorization "
+        "server, such as `ccexport sandbox`)",
     )
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for your approval",
+    )
     return parser
+
+
+def connect_main(argv: Sequence[str]) -> int:
+    args = connect_parser().parse_args(list(argv))
+    return guarded(lambda a: run_connect(a, os.environ))(args)
 
 
 def _logs(env: Mapping[str, str]) -> None:
@@ -227,7 +266,7 @@ def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     bundle = asyncio.run(
         connect(
             settings,
-            args.name,
+            args.connection,
             port=args.port,
             mode=_mode(args, settings),
             timeout=args.timeout,
@@ -236,8 +275,8 @@ def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
     refresh = "stored" if bundle.refresh_token else "NOT granted"
     print(
-        f"connected {args.name!r} (scope {bundle.scope or 'unknown'}; access token valid until "
-        f"{_iso(bundle.expires_at)}; refresh token {refresh})"
+        f"connected {args.connection!r} (scope {bundle.scope or 'unknown'}; access token "
+        f"valid until {_iso(bundle.expires_at)}; refresh token {refresh})"
     )
     return 0
 
@@ -283,25 +322,57 @@ async def check(settings: Settings, connection: str, list_id: str) -> dict[str, 
         }
 
 
+CHECK_DESCRIPTION = """\
+Check that a connection works: that its access token is valid (renewed when needed)
+and that a Constant Contact list exists in its account. Sends nothing.
+
+Run it after `ccexport connect`, or before a run to catch a typo in a list id."""
+
+CHECK_EXAMPLES = (
+    (
+        "check the default connection and a list",
+        "ccexport check --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    ),
+    (
+        "another connection, the answer as JSON",
+        "ccexport check --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6 --connection acme --json",
+    ),
+)
+
+CHECK_NOTES = """\
+exit status: 0 when both hold; 2 when the list does not exist (or its id is not a
+UUID); 1 when the connection must be made again or Constant Contact fails (one line
+on stderr says why)"""
+
+
 def check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ccexport check",
-        description="Prove a connection works: a valid access token and an existing list.",
+    parser = command_parser("check", CHECK_DESCRIPTION, CHECK_EXAMPLES, notes=CHECK_NOTES)
+    parser.add_argument(
+        "--list-id",
+        required=True,
+        metavar="UUID",
+        help="a Constant Contact list that must exist (required)",
     )
-    parser.add_argument("--list-id", required=True, metavar="UUID")
-    parser.add_argument("--name", default=DEFAULT_CONNECTION, metavar="CONNECTION")
+    add_connection_option(
+        parser, default=DEFAULT_CONNECTION, help="the connection to check", name_alias=True
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return parser
+
+
+def check_main(argv: Sequence[str]) -> int:
+    args = check_parser().parse_args(list(argv))
+    return guarded(lambda a: run_check(a, os.environ))(args)
 
 
 def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _logs(env)
     try:
         list_id = check_list_id(args.list_id)
-        report = asyncio.run(check(Settings.from_mapping(env), args.name, list_id))
+        report = asyncio.run(check(Settings.from_mapping(env), args.connection, list_id))
     except CcexportError as exc:
         if args.json:
-            failure = {"ok": False, "connection": args.name, "error": str(exc)}
+            failure = {"ok": False, "connection": args.connection, "error": str(exc)}
             sys.stdout.write(orjson.dumps(failure).decode() + "\n")
         raise
     if args.json:
@@ -309,7 +380,7 @@ def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     else:
         lst = report["list"]
         print(
-            f"ok: connection {args.name!r} has a valid access token (until "
+            f"ok: connection {args.connection!r} has a valid access token (until "
             f"{report['token']['expires_at']}) and list {lst['list_id']} exists ({lst['name']})"
         )
     return 0

@@ -53,7 +53,7 @@ class ReauthorizationRequired(CcexportError):
     def __init__(self, connection: str, reason: str) -> None:
         super().__init__(
             f"connection {connection!r} needs to be reconnected: {reason} "
-            f"(run `ccexport connect --name {connection}`)"
+            f"(run `ccexport connect --connection {connection}`)"
         )
         self.connection = connection
         self.reason = reason

@@ -21,10 +21,11 @@ import orjson
 from shared import exports, files, segments, storage
 from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import _export_from_args, guarded
+from shared.cli_help import command_parser
 from shared.errors import InputError
 from shared.export_state import state_store_for
 from shared.outputs import BlobOutput, LocalOutput, PreparedOutput
-from shared.prepare import prepare
+from shared.prepare import MAX_WORKERS, prepare
 from shared.run_report import render_changes
 from shared.run_state import baseline, changes_json
 from shared.runstore import open_run_store
@@ -94,47 +95,100 @@ def _print_summary(s: dict[str, Any], location: str) -> None:
     print(f"  output      {location}")
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ccexport prepare",
-        description="Map, validate and chunk a segment export without sending anything.",
-    )
+DESCRIPTION = """\
+Check a segment export and show what `ccexport run` would send, sending nothing
+(a dry run).
+
+It reads the export, maps its columns to contact fields, checks every email
+address, sets aside duplicates and the rows it cannot use (each with its reason,
+in DIR/rejects.csv), and writes the import requests a run would send to
+DIR/chunks and a summary to DIR/summary.json. Compared with the export's last run,
+it shows which contacts are new, changed or unchanged. Nothing reaches Constant
+Contact, and the export's saved state is only read."""
+
+EXAMPLES = (
+    (
+        "preview the newest export of a segment with its export definition",
+        "ccexport prepare ./exports/HighValue --config high-value.json --out ./preview",
+    ),
+    (
+        "a single CSV file, its columns mapped here",
+        "ccexport prepare contacts.csv --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6 \\\n"
+        "    --map email=PrimaryEmail --map first_name=FirstName --out ./preview",
+    ),
+)
+
+NOTES = """\
+exit status: 0 when prepared; 2 for input to fix (one line on stderr says what;
+nothing is written)"""
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = command_parser("prepare", DESCRIPTION, EXAMPLES, notes=NOTES)
     parser.add_argument(
         "source",
         metavar="SOURCE",
-        help="a CSV file, a Customer Insights run or table folder, or az://CONTAINER/PATH",
+        help="a CSV file (.csv or .csv.gz), a Customer Insights run or segment folder, "
+        "or the same in Blob Storage as az://CONTAINER/PATH",
     )
     parser.add_argument(
-        "--list-id", action="append", metavar="UUID", help="Constant Contact list id (repeatable)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="where to write chunks, rejects.csv and summary.json: a folder or "
+        "az://CONTAINER/PREFIX (required)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="EXPORT.json",
+        help="an export definition: its lists, column mapping and limits "
+        "(the options below override it)",
+    )
+    parser.add_argument(
+        "--list-id",
+        action="append",
+        metavar="UUID",
+        help="a Constant Contact list to send to (repeatable; default: the export definition's)",
     )
     parser.add_argument(
         "--map",
         action="append",
         metavar="FIELD=COLUMN",
-        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable)",
+        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable; "
+        "default: the export definition's mapping)",
     )
-    parser.add_argument("--config", metavar="EXPORT.json", help="an export definition file")
     parser.add_argument(
         "--max-profiles",
         type=int,
         metavar="N",
-        help=f"refuse exports with more rows (default {exports.DEFAULT_MAX_PROFILES:,})",
+        help="refuse an export with more rows than this (default: the export "
+        f"definition's, else {exports.DEFAULT_MAX_PROFILES:,})",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder (or az://CONTAINER/PREFIX)"
+        "--mode",
+        choices=exports.MODES,
+        help="mirror: also show the members a mirror run would remove from the lists "
+        "(default: the export definition's, else add)",
     )
     parser.add_argument(
-        "--mode", choices=exports.MODES, help="show what a run in this mode would remove"
-    )
-    parser.add_argument(
-        "--full", action="store_true", help="pack every contact, as `ccexport run --full` sends"
+        "--full",
+        action="store_true",
+        help="pack every contact, as `ccexport run --full` sends them, not only the new "
+        "and changed ones",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument(
-        "--workers", type=int, metavar="N",
-        help="processes that parse and map in parallel (default: 2 when there are 2 cores)",
-    )  # fmt: skip
+        "--workers",
+        type=int,
+        metavar="N",
+        help="workers that read and check rows in parallel (default: one per core, "
+        f"at most {MAX_WORKERS})",
+    )
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS
     )
-    return _prepare(parser.parse_args(list(argv)))
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    return _prepare(parser().parse_args(list(argv)))

@@ -30,6 +30,7 @@ import orjson
 
 from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import EXIT_FAILED, _export_from_args, guarded
+from shared.cli_help import add_connection_option, command_parser
 from shared.constant_contact import ConstantContactClient
 from shared.errors import InputError, ReauthorizationRequired
 from shared.exports import (
@@ -56,55 +57,96 @@ EXIT_NEEDS_CONFIRMATION = 4
 LOCAL_EXPORT_NAME = "local"
 
 
+DESCRIPTION = """\
+Put the people of a segment export into Constant Contact lists, then report what
+happened to every row.
+
+It checks the connection and the lists first, prepares the export (as `ccexport
+prepare` does), sends the new and changed contacts in as few imports as possible,
+waits for Constant Contact to finish them and prints a report. Runs on this
+machine, with the same steps as the deployed app. Only contacts new or changed
+since the export's last run are sent; with --mode mirror it also removes from the
+lists the members this export added who have left the segment."""
+
+EXAMPLES = (
+    (
+        "send the newest export of a segment to the lists of its export definition",
+        "ccexport run az://inbox/HighValue --config high-value.json",
+    ),
+    (
+        "a CSV file to one list, with a connection other than the default",
+        "ccexport run contacts.csv --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6 \\\n"
+        "    --map email=PrimaryEmail --connection acme",
+    ),
+    (
+        "resend what a run could not deliver (after the daily quota reset)",
+        "ccexport run az://inbox/HighValue --config high-value.json --run-id RUN_ID",
+    ),
+)
+
+NOTES = """\
+exit status: 0 when every contact was delivered; 3 when some were not (the report
+says which, and where their requests are kept); 4 when a mirror run stopped to ask
+for confirmation (nothing was sent); 1 when the run failed; 2 for input to fix"""
+
+
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ccexport run",
-        description="Export a segment to Constant Contact lists: prepare, import, wait, report.",
-    )
+    parser = command_parser("run", DESCRIPTION, EXAMPLES, notes=NOTES)
     add = parser.add_argument
     add(
         "source",
         metavar="SOURCE",
-        help="a CSV file, a Customer Insights run or table folder, or az://CONTAINER/PATH",
+        help="a CSV file (.csv or .csv.gz), a Customer Insights run or segment folder, "
+        "or the same in Blob Storage as az://CONTAINER/PATH",
     )
-    add("--list-id", action="append", metavar="UUID", help="Constant Contact list id (repeatable)")
+    add(
+        "--config",
+        metavar="EXPORT.json",
+        help="an export definition: its lists, column mapping, mode and limits "
+        "(the options below override it)",
+    )
+    add(
+        "--list-id",
+        action="append",
+        metavar="UUID",
+        help="a Constant Contact list to send to (repeatable; default: the export definition's)",
+    )
     add(
         "--map",
         action="append",
         metavar="FIELD=COLUMN",
-        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable)",
+        help="map a column to a contact field, e.g. email=PrimaryEmail (repeatable; "
+        "default: the export definition's mapping)",
     )
-    add("--config", metavar="EXPORT.json", help="an export definition file")
+    add_connection_option(
+        parser, default=DEFAULT_CONNECTION, help="the connected account to send to"
+    )
     add(
         "--max-profiles",
         type=int,
         metavar="N",
-        help=f"refuse exports with more rows (default {DEFAULT_MAX_PROFILES:,})",
-    )
-    add(
-        "--connection",
-        default=DEFAULT_CONNECTION,
-        metavar="NAME",
-        help=f"the connected account to import into (default {DEFAULT_CONNECTION!r})",
+        help="refuse an export with more rows than this (default: the export "
+        f"definition's, else {DEFAULT_MAX_PROFILES:,})",
     )
     add(
         "--run-id",
         metavar="ID",
         help="resume this run (after the daily quota reset, or to resend what failed): "
-        "what it already delivered is not sent again",
+        "what it already delivered is not sent again (default: a new run)",
     )
     add(
         "--mode",
         choices=MODES,
-        help="add: add and update members (default); mirror: also remove members this "
-        "export added that left the segment",
+        help="add: add and update members; mirror: also remove the members this export "
+        "added who left the segment (default: the export definition's, else add)",
     )
     add(
         "--max-removal-share",
         type=float,
         metavar="SHARE",
-        help=f"mirror mode: stop before removing more than this share of a list "
-        f"(default {DEFAULT_MAX_REMOVAL_SHARE:g}, i.e. {DEFAULT_MAX_REMOVAL_SHARE:.0%})",
+        help="mirror mode: stop before removing more than this share of a list "
+        f"(default: the export definition's, else {DEFAULT_MAX_REMOVAL_SHARE:g}, "
+        f"i.e. {DEFAULT_MAX_REMOVAL_SHARE * 100:g}%%)",
     )
     add(
         "--confirm-removals",
@@ -122,11 +164,18 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         metavar="S",
-        help="seconds between two status polls (default 2)",
+        help="seconds between two checks of the imports' progress",
     )
-    add("--timeout", type=float, metavar="S", help="give up waiting for the run after S seconds")
+    add(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up waiting for the run after S seconds (default: "
+        f"{(RunOptions.max_wait_seconds + 3600) / 3600:g} hours, the longest a run waits "
+        "for its imports plus one)",
+    )
     add("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS)
-    return parser  # fmt: skip
+    return parser
 
 
 async def preflight(services: RunServices, connection: str, list_ids: Sequence[str]) -> None:

@@ -71,7 +71,7 @@ async def test_check_fails_with_one_line_reasons(sandbox: RunningSandbox, tmp_pa
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [
         "ccexport: error: connection 'nobody' needs to be reconnected: no tokens are stored "
-        "for it (run `ccexport connect --name nobody`)"
+        "for it (run `ccexport connect --connection nobody`)"
     ]
     bad_id = run_cli(["check", "--list-id", "not-a-uuid", "--name", "acme"], env)
     assert bad_id.returncode == 2
