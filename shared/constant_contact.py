@@ -1,4 +1,5 @@
-"""The Constant Contact V3 client: bulk imports, activities, lists, contacts, memberships.
+"""The Constant Contact V3 client: bulk imports, activities, lists, custom fields, contacts,
+memberships.
 
 One aiohttp session per client; every request goes through the process's ``Pacer``
 (4 requests/s and the daily quota, per API key) and one retry loop that treats each
@@ -41,6 +42,7 @@ __all__ = [
     "ConstantContactClient",
     "Contact",
     "ContactList",
+    "CustomField",
     "Pacer",
     "RetryPolicy",
     "TokenProvider",
@@ -56,6 +58,7 @@ MAX_IDS_PER_REQUEST = 500  # contact_ids per membership activity [SPEC]
 MAX_LISTS_PER_REQUEST = 50  # target list_ids per activity [SPEC]
 PAGE_LIMIT = 500  # contacts and activities pages: 1-500 [SPEC]
 LISTS_PAGE_LIMIT = 500  # contact_lists: the description says 500, the schema 1000 (FACTS §9.7)
+CUSTOM_FIELDS_PAGE_LIMIT = 100  # contact_custom_fields: 1-100 [SPEC]
 
 _EMAIL = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z]{2,}")
 
@@ -151,6 +154,27 @@ class ContactList:
         count = doc.get("membership_count")
         return cls(
             doc["list_id"], str(doc.get("name", "")), count if isinstance(count, int) else None
+        )
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """A custom field of the account; imports name it ``cf:<name>``."""
+
+    custom_field_id: str
+    name: str
+    label: str = ""
+    type: str = ""
+
+    @classmethod
+    def from_document(cls, doc: Any) -> CustomField:
+        if not isinstance(doc, dict) or not isinstance(doc.get("custom_field_id"), str):
+            raise RemoteError("Constant Contact sent a custom field without a custom_field_id")
+        name = doc.get("name")
+        if not isinstance(name, str) or not name:
+            raise RemoteError("Constant Contact sent a custom field without a name")
+        return cls(
+            doc["custom_field_id"], name, str(doc.get("label") or ""), str(doc.get("type") or "")
         )
 
 
@@ -485,11 +509,14 @@ class ConstantContactClient(AsyncClosing):
         call = _Call("GET", "GET /contact_lists/{list_id}", self._url("contact_lists", list_id))
         return ContactList.from_document(await self._json(call))
 
-    async def lists(self) -> list[ContactList]:
-        """Every list of the account, following the cursor links."""
+    async def lists(self, *, membership_count: bool = False) -> list[ContactList]:
+        """Every list of the account, following the cursor links (with each list's
+        member count when asked: ``include_membership_count=all``)."""
         found: list[ContactList] = []
         url = self._url("contact_lists")
         params: dict[str, str] | None = {"limit": str(LISTS_PAGE_LIMIT)}
+        if membership_count and params is not None:
+            params["include_membership_count"] = "all"
         while True:
             doc = await self._json(_Call("GET", "GET /contact_lists", url, params=params))
             if not isinstance(doc, dict):
@@ -504,6 +531,23 @@ class ConstantContactClient(AsyncClosing):
         body = orjson.dumps({"name": name, "description": description, "favorite": False})
         call = _Call("POST", "POST /contact_lists", self._url("contact_lists"), body=body)
         return ContactList.from_document(await self._json(call))
+
+    async def create_or_find_list(self, name: str) -> tuple[ContactList, bool]:
+        """A list of this name: created (True), or the one the account already has
+        (False; Constant Contact answers 409 for a name taken)."""
+        try:
+            return await self.create_list(name), True
+        except RemoteError as exc:
+            if exc.status != 409:
+                raise
+        for lst in await self.lists(membership_count=True):
+            if lst.name == name:
+                return lst, False
+        raise RemoteError(
+            f"POST /contact_lists: Constant Contact refused list {name!r} as a conflict (409), "
+            "but the account has no list of that name",
+            status=409,
+        )
 
     async def check_lists(self, list_ids: Sequence[str]) -> list[str]:
         """The given list ids that the account does not have (fewest requests: one GET
@@ -521,6 +565,33 @@ class ConstantContactClient(AsyncClosing):
             return []
         known = {lst.list_id for lst in await self.lists()}
         return [list_id for list_id in wanted if list_id not in known]
+
+    # -- custom fields -------------------------------------------------------------------------
+
+    async def custom_fields(self) -> list[CustomField]:
+        """Every custom field of the account (at most 100), following the cursor links."""
+        found: list[CustomField] = []
+        url = self._url("contact_custom_fields")
+        params: dict[str, str] | None = {"limit": str(CUSTOM_FIELDS_PAGE_LIMIT)}
+        while True:
+            call = _Call("GET", "GET /contact_custom_fields", url, params=params)
+            doc = await self._json(call)
+            if not isinstance(doc, dict):
+                raise RemoteError("GET /contact_custom_fields: Constant Contact sent no page")
+            found.extend(CustomField.from_document(item) for item in doc.get("custom_fields", []))
+            href = _next_href(doc)
+            if href is None:
+                return found
+            url, params = self._absolute(href), None
+
+    async def create_custom_field(self, label: str, *, field_type: str = "string") -> CustomField:
+        """Create a custom field; its ``name`` (the ``cf:`` key) is made from the label
+        (blanks become underscores). RemoteError 409 when the name is taken."""
+        body = orjson.dumps({"label": label, "type": field_type})
+        call = _Call(
+            "POST", "POST /contact_custom_fields", self._url("contact_custom_fields"), body=body
+        )
+        return CustomField.from_document(await self._json(call))
 
     # -- contacts ----------------------------------------------------------------------------
 

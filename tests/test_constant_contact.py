@@ -129,6 +129,40 @@ async def test_lists_create_get_check_and_page(
     assert "was not found" in str(caught.value)  # the API's own message
 
 
+async def test_lists_with_counts_and_create_or_find_by_name(
+    sandbox: RunningSandbox, client: ConstantContactClient
+) -> None:
+    name = f"by-name-{time.time_ns()}"
+    made, created = await client.create_or_find_list(name)
+    assert (made.name, created) == (name, True)
+    found, created = await client.create_or_find_list(name)
+    assert (found.list_id, found.name, created) == (made.list_id, name, False)
+    assert found.membership_count == 0
+    counted = {lst.list_id: lst for lst in await client.lists(membership_count=True)}
+    assert counted[made.list_id].membership_count == 0
+    assert {lst.membership_count for lst in await client.lists()} == {None}
+
+
+async def test_custom_fields_listed_and_created(sandbox_factory: Factory) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200), retry=FAST
+    ) as client:
+        assert await client.custom_fields() == []
+        made = await client.create_custom_field("Favourite colour")
+        assert (made.name, made.label, made.type) == (
+            "Favourite_colour",
+            "Favourite colour",
+            "string",
+        )
+        dated = await client.create_custom_field("renewal", field_type="date")
+        assert [f.name for f in await client.custom_fields()] == ["Favourite_colour", "renewal"]
+        assert dated.type == "date"
+        with pytest.raises(RemoteError) as taken:
+            await client.create_custom_field("renewal")
+        assert taken.value.status == 409
+
+
 async def test_memberships_are_batched_by_500_and_exports_download_the_csv(
     sandbox: RunningSandbox, client: ConstantContactClient
 ) -> None:
