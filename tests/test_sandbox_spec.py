@@ -17,15 +17,19 @@ nothing here works around them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from sandbox import wire
+from sandbox.oauth import s256
 from tests.sandbox_api import Api, Reply, people
 from tests.sandbox_service import RunningSandbox, running_prism, running_sandbox
 from tests.services import ServiceError
@@ -53,6 +57,16 @@ def stack() -> Iterator[tuple[RunningSandbox, str]]:
 @pytest.fixture
 def sandbox(stack: tuple[RunningSandbox, str]) -> RunningSandbox:
     return stack[0]
+
+
+@pytest.fixture(scope="module")
+def auth_prism(stack: tuple[RunningSandbox, str]) -> Iterator[str]:
+    """A second Prism, in front of the sandbox's authorization server (``/token``)."""
+    try:
+        with running_prism(stack[0].auth_base) as prism:
+            yield prism
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -105,7 +119,13 @@ async def test_prism_reports_an_invalid_response(unused_tcp_port: int) -> None:
 
     async def wrong(_request: web.Request) -> web.Response:
         return wire.json_response(
-            {"activity_id": 123, "percent_done": "half", "created_at": "yesterday"}
+            {
+                "activity_id": 123,
+                "state": "initialized",
+                "percent_done": "half",
+                "created_at": "yesterday",
+                "percent_complete": 50,  # not in the contract: response objects are closed
+            }
         )
 
     app = web.Application()
@@ -123,6 +143,8 @@ async def test_prism_reports_an_invalid_response(unused_tcp_port: int) -> None:
     assert ("response", "body", "activity_id") in found
     assert ("response", "body", "percent_done") in found
     assert ("response", "body", "created_at") in found
+    codes = {v.get("code") for v in violations(reply)}
+    assert "additionalProperties" in codes, violations(reply)
 
 
 async def test_lists(api: Api) -> None:
@@ -193,6 +215,7 @@ async def test_contacts_and_memberships(api: Api, sandbox: RunningSandbox) -> No
         "city": "Town", "state": "MA", "zip": "01101", "country": "US", "work_city": "City",
         "cf:tier": "gold",
     }  # fmt: skip
+    sandbox.define_custom_fields("tier")
     await api.import_json([source], [rich, *people(5, domain="spec.example.com")])
     sandbox.unsubscribe(["person1@spec.example.com"])
     include = "custom_fields,list_memberships,phone_numbers,street_addresses,taggings,notes"
@@ -211,7 +234,8 @@ async def test_contacts_and_memberships(api: Api, sandbox: RunningSandbox) -> No
     await checked(api, "GET", f"/contacts?status=all&include={include}&limit=500")
     one = await checked(api, "GET", "/contacts?email=rich@example.com")
     contact_id = one.body["contacts"][0]["contact_id"]
-    await checked(api, "GET", f"/contacts/{contact_id}?include={include}")
+    full = await checked(api, "GET", f"/contacts/{contact_id}?include={include}")
+    assert [field["value"] for field in full.body["custom_fields"]] == ["gold"]
     assert (await checked(api, "GET", f"/contacts/{MISSING_ID}")).status == 404
     ids = [c["contact_id"] for c in page.body["contacts"]]
     added = await checked(
@@ -305,3 +329,130 @@ async def test_429_bodies(api: Api, sandbox: RunningSandbox) -> None:
         assert_valid(over)
     finally:
         sandbox.settings(requests_per_second=0, daily_quota=0)
+
+
+async def test_token_endpoint(auth_prism: str, sandbox: RunningSandbox) -> None:
+    """``/token`` through Prism: a code exchange (form body, as the client sends it), a
+    refresh (query string, as the developer guide shows it) and each error it answers.
+
+    ``/authorize`` is called directly: its answer is a redirect, which Prism's proxy
+    would follow instead of checking (the contract's description says so).
+    """
+    verifier = secrets.token_urlsafe(48)
+    redirect = "http://127.0.0.1:9/callback"
+    credentials = f"{sandbox.client_id}:{sandbox.client_secret}".encode()
+    basic = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+    async with aiohttp.ClientSession() as session:
+        consent = {
+            "client_id": sandbox.client_id, "redirect_uri": redirect, "response_type": "code",
+            "scope": "contact_data offline_access", "state": "s", "code_challenge": s256(verifier),
+            "code_challenge_method": "S256",
+        }  # fmt: skip
+        async with session.get(
+            sandbox.authorize_url, params=consent, allow_redirects=False
+        ) as response:
+            assert response.status == 302
+            code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+
+        async def token(
+            form: dict[str, str] | None = None,
+            query: dict[str, str] | None = None,
+            headers: dict[str, str] = basic,
+            bad_request: bool = False,
+        ) -> Reply:
+            async with session.post(
+                f"{auth_prism}/token", data=form, params=query, headers=headers
+            ) as response:
+                body = await response.json(content_type=None)
+                reply = Reply(response.status, body, dict(response.headers))
+            assert_valid(reply, bad_request=bad_request)
+            return reply
+
+        exchange = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "code_verifier": verifier,
+        }
+        issued = await token(exchange)
+        assert issued.status == 200
+        refresh = {"grant_type": "refresh_token", "refresh_token": issued.body["refresh_token"]}
+        assert (await token(query=refresh)).status == 200
+        used = await token(exchange)  # codes are single-use
+        assert (used.status, used.body["error"]) == (400, "invalid_grant")
+        wrong = base64.b64encode(f"{sandbox.client_id}:wrong".encode()).decode()
+        refused = await token(refresh, headers={"Authorization": f"Basic {wrong}"})
+        assert (refused.status, refused.body["error"]) == (401, "invalid_client")
+        odd = await token({"grant_type": "password"}, bad_request=True)
+        assert (odd.status, odd.body["error"]) == (400, "unsupported_grant_type")
+        try:
+            sandbox.settings(token_requests_per_second=1)
+            sandbox.reset_usage()
+            replies = [await token(refresh) for _ in range(2)]
+            assert [r.status for r in replies] == [200, 429]
+        finally:
+            sandbox.settings(token_requests_per_second=0)
+        sandbox.faults(token_error={"rate": 1, "count": 1, "status": 503})
+        unavailable = await token(refresh)
+        assert (unavailable.status, unavailable.body["error"]) == (503, "temporarily_unavailable")
+
+
+# --- custom fields ------------------------------------------------------------------------
+
+
+async def test_custom_fields_create_and_get(api: Api) -> None:
+    label = f"Spec field {secrets.token_hex(3)}"
+    created = await checked(api, "POST", "/contact_custom_fields", {"label": label, "type": "date"})
+    assert created.status == 201
+    assert created.body["name"] == label.replace(" ", "_")
+    field_id = created.body["custom_field_id"]
+    duplicate = await checked(
+        api, "POST", "/contact_custom_fields", {"label": label, "type": "string"}
+    )
+    assert duplicate.status == 409
+    one = await checked(api, "GET", f"/contact_custom_fields/{field_id}")
+    assert (one.status, one.body) == (200, created.body)
+    assert (await checked(api, "GET", f"/contact_custom_fields/{MISSING_ID}")).status == 404
+    too_long = await checked(
+        api,
+        "POST",
+        "/contact_custom_fields",
+        {"label": "x" * 51, "type": "string"},
+        bad_request=True,
+    )
+    assert too_long.status == 400
+
+
+async def test_custom_fields_collection(api: Api, sandbox: RunningSandbox) -> None:
+    for number in range(3):
+        sandbox.create_custom_field(f"Listed {secrets.token_hex(3)} {number}")
+    first = await checked(api, "GET", "/contact_custom_fields?limit=2")
+    assert len(first.body["custom_fields"]) == 2
+    href = first.body["_links"]["next"]["href"]
+    second = await checked(api, "GET", href.removeprefix("/v3"))
+    assert second.status == 200
+    assert second.body["custom_fields"]
+    everything = await checked(api, "GET", "/contact_custom_fields?limit=100")
+    assert len(everything.body["custom_fields"]) >= 3
+
+
+async def test_custom_fields_past_the_account_limit() -> None:
+    """The 101st field of an account is a 400 (its own sandbox: the shared one keeps few)."""
+    try:
+        with (
+            running_sandbox(rate_limit=0, daily_quota=0) as sandbox,
+            running_prism(sandbox.api_base) as prism,
+        ):
+            for number in range(100):
+                sandbox.create_custom_field(f"Field {number}")
+            async with aiohttp.ClientSession() as session:
+                api = Api(session, prism, sandbox.access_token())
+                over = await checked(
+                    api, "POST", "/contact_custom_fields", {"label": "One more", "type": "string"}
+                )
+                page = await checked(api, "GET", "/contact_custom_fields?limit=100")
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    assert over.status == 400
+    assert len(page.body["custom_fields"]) == 100
+    assert "_links" not in page.body or "next" not in page.body["_links"]
