@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,24 @@ def to_web_response(response: func.HttpResponse) -> web.Response:
         charset = f"; charset={response.charset}" if response.charset else ""
         headers["Content-Type"] = f"{response.mimetype}{charset}"
     return web.Response(status=response.status_code, body=response.get_body(), headers=headers)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A request no function serves gets a JSON error like the app's own, not aiohttp's page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = (
+            f"no function serves {request.method} {request.path}"
+            if exc.status in {404, 405}
+            else exc.reason
+        )
+        return web.json_response({"error": message}, status=exc.status)
 
 
 class FunctionRoutes:

@@ -20,7 +20,7 @@ from shared.serve.command import INBOX_INTERVAL, LOOPBACK, MAX_BODY, ServeOption
 from shared.serve.durable import DurableApi
 from shared.serve.events import InboxBlob, InboxEvents
 from shared.serve.host import HostedApp, TriggerFunction, hosted_app, resolve_setting
-from shared.serve.http import FunctionRoutes, Principal
+from shared.serve.http import FunctionRoutes, Principal, json_errors
 from shared.serve.schedule import check_schedule, next_fire, run_schedule
 from shared.settings import AppSettings
 
@@ -72,6 +72,10 @@ async def _inbox_listing(env: Mapping[str, str]) -> dict[str, str]:
 
 async def serve(options: ServeOptions, env: Mapping[str, str]) -> int:
     """Serve until SIGINT or SIGTERM; 0 when stopped cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # before the first line: a stop is never lost
     app = hosted_app()
     schedules = (
         {f.name: check_schedule(resolve_setting(f.setting, env)) for f in app.timers}
@@ -86,7 +90,7 @@ async def serve(options: ServeOptions, env: Mapping[str, str]) -> int:
     with engine:
         durable = DurableApi(engine)
         principal = Principal(options.user, options.roles)
-        web_app = web.Application(client_max_size=MAX_BODY)
+        web_app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         web_app.add_routes(list(durable.routes()))
         web_app.add_routes(list(FunctionRoutes(app, principal, durable.binding_json).routes()))
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
@@ -117,10 +121,6 @@ async def serve(options: ServeOptions, env: Mapping[str, str]) -> int:
             for name, schedule in schedules.items():
                 when = next_fire(schedule, now)
                 _say(f"timer {name} '{schedule}', next at {when:%Y-%m-%d %H:%M:%S}Z")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             tasks = [asyncio.create_task(events.run(stop))]
             for function in app.timers:
                 if function.name in schedules:
