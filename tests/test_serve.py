@@ -362,3 +362,35 @@ async def test_with_a_storage_connection_the_inbox_is_the_container(
         assert len(sandbox.members(list_id)) == samples[1].contacts
         reports = app_env.container(app_env.reports)
         assert any(started["run_id"] in b.name for b in reports.list_blobs())
+
+
+async def test_a_stop_lets_the_run_in_flight_finish_within_the_grace(
+    sandbox_factory: Any,
+    session: aiohttp.ClientSession,
+    samples: tuple[Path, SampleCounts],
+    tmp_path: Path,
+) -> None:
+    slow = sandbox_factory(
+        rate_limit=0, daily_quota=0, token_rate_limit=0, activity_delay=3, import_rate=5000
+    )
+    inbox, home = tmp_path / "inbox", tmp_path / "home"
+    copy_run(samples[0], inbox, FIRST_RUN)
+    env = serve_env(slow, home)
+    with running_serve(
+        env, "--inbox", str(inbox), "--no-timer", "--grace", "60", log=tmp_path / "serve.log"
+    ) as serve:
+        api = Client(session, serve)
+        await api.connect()
+        list_id = slow.create_list()
+        await api.define(list_id)
+        status, started = await api.call("POST", "exports/high-value/runs", {"folder": FIRST_RUN})
+        assert status == 202
+        run_id = started["id"]
+        while (await api.call("GET", f"runs/{run_id}"))[1]["custom_status"] is None:
+            await asyncio.sleep(0.1)
+        assert serve.stop(signal.SIGTERM) == 0  # the import is still being processed
+    assert "Traceback" not in serve.log_text()
+    assert "still running were stopped" not in serve.log_text()
+    report = json.loads((home / "runs" / run_id / "report.json").read_text())
+    assert_report_accounts(report, samples[1])
+    assert len(slow.members(list_id)) == samples[1].contacts
