@@ -10,10 +10,41 @@ from typing import Any
 import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache as challenges
 
-from tests import services
+from tests import repository_guard, services
 from tests.function_harness import AppEnv, DurableFake, new_app_env
 from tests.keyvault_fake import KeyVaultFake
 from tests.sandbox_service import RunningSandbox, running_sandbox
+
+# Nothing the tests run may read beside the repository (a fresh clone has nothing
+# there): every path this process opens or lists in the repository's parent folder,
+# outside the repository, fails the test that read it, and the run
+# (tests/repository_guard.py; the static half is tests/test_repository_bounds.py).
+OUTSIDE_READS = repository_guard.install(
+    repository_guard.OutsideReads(services.ROOT, repository_guard.default_ignored())
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp:
+        OUTSIDE_READS.ignore(config.option.basetemp)
+
+
+@pytest.fixture(autouse=True)
+def _reads_stay_in_the_repository() -> Iterator[None]:
+    seen = len(OUTSIDE_READS.found)
+    yield
+    if len(OUTSIDE_READS.found) > seen:
+        found = OUTSIDE_READS.found[seen:]
+        pytest.fail(repository_guard.report(found, services.ROOT), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Reads outside any test (collection, session fixtures) fail the run too."""
+    if OUTSIDE_READS.found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(repository_guard.report(OUTSIDE_READS.found, services.ROOT))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
