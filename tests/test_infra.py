@@ -462,6 +462,13 @@ def test_parameters_file_maps_onto_main_bicep() -> None:
 def test_deployment_leaves_infra_and_tool_venvs_out_of_the_package() -> None:
     ignored = set((ROOT / ".funcignore").read_text().split())
     assert {"infra", "tests", ".venv", ".venv-checkov", ".azure", "azure.yaml"} <= ignored
+    assert "shared/serve" in ignored  # workstation-only; it needs development packages
+
+
+def test_the_deployed_app_never_loads_serve() -> None:
+    deployed = [ROOT / "function_app.py", *sorted((ROOT / "functions").glob("*.py"))]
+    for path in deployed:
+        assert "shared.serve" not in path.read_text(), path
 
 
 @pytest.mark.parametrize("script", ["postdeploy.sh", "postdeploy.ps1"])
