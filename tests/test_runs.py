@@ -242,7 +242,7 @@ def test_an_import_that_counted_fewer_contacts_is_a_mismatch() -> None:
 def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     clock = iter(float(i) for i in range(100))
     screen, pipe = io.StringIO(), io.StringIO()
-    bar = ProgressBar(screen, enabled=True, clock=lambda: next(clock))
+    bar = ProgressBar(screen, enabled=True, clock=lambda: next(clock), columns=lambda: 80)
     quiet = ProgressBar(pipe, enabled=False)
     status = {"phase": "uploading", "contacts_total": 200, "contacts_done": 100,
               "chunks_uploaded": 1, "chunks_total": 2, "chunks_failed": 0}  # fmt: skip
@@ -253,9 +253,9 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     quiet.status(status)
     quiet.close()
 
-    assert "preparing          5,000 rows read" in screen.getvalue()
-    assert (
-        "[##############..............] 100/200 contacts imported (1/2 sent)" in screen.getvalue()
-    )
+    assert "preparing: 5,000 rows read" in screen.getvalue()
+    assert "uploading  50%|####" in screen.getvalue()
+    assert "| 100/200 contacts [" in screen.getvalue()
+    assert ", 1/2 sent]" in screen.getvalue()
     assert screen.getvalue().endswith("\n")
     assert pipe.getvalue() == ""
