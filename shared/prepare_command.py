@@ -26,7 +26,7 @@ from shared.errors import InputError
 from shared.export_state import state_store_for
 from shared.outputs import BlobOutput, LocalOutput, PreparedOutput
 from shared.prepare import MAX_WORKERS, prepare
-from shared.run_report import render_changes
+from shared.run_report import counts_text, render_changes
 from shared.run_state import baseline, changes_json
 from shared.runstore import open_run_store
 
@@ -74,10 +74,18 @@ def _print_summary(s: dict[str, Any], location: str) -> None:
     print(f"  rows read   {s['rows_read']:>10,}")
     print(f"  contacts    {s['contacts']:>10,}")
     print(f"  duplicates  {s['duplicates']:>10,}")
-    print(f"  rejected    {s['rejected']:>10,}  {s['reject_reasons'] or ''}")
-    for key in ("truncated", "invalid_values"):
-        if s[key]:
-            print(f"  {key.replace('_', ' '):<11} {s[key]}")
+    reasons = counts_text(s["reject_reasons"])
+    print(f"  rejected    {s['rejected']:>10,}" + (f"  ({reasons})" if reasons else ""))
+    if s["truncated"]:
+        print(
+            f"  truncated   {sum(s['truncated'].values()):>10,}  values cut to their field's "
+            f"length, still sent ({counts_text(s['truncated'])})"
+        )
+    if s["invalid_values"]:
+        print(
+            f"  invalid     {sum(s['invalid_values'].values()):>10,}  values left out, "
+            f"not a valid date ({counts_text(s['invalid_values'])})"
+        )
     print(
         f"  chunks      {s['chunks']:>10,}  (fewest possible {s['fewest_chunks_possible']}, "
         f"largest {s['largest_chunk_bytes']:,} bytes)"

@@ -244,7 +244,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif report is not None:
         print(render(report))
-        print(f"  report          {result.outcome.report}")
+        if result.outcome.report:
+            print(f"  report          {result.outcome.report}")
+    else:
+        status_text = result.outcome.status.value.replace("_", " ")
+        print(f"run {result.outcome.run_id}: {status_text} (no report was written)")
     status = result.outcome.status
     if status is RunStatus.COMPLETED:
         return 0

@@ -45,6 +45,7 @@ only in rejects.csv and in the staged bodies kept for a new run.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -213,10 +214,15 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
+def counts_text(counts: Mapping[str, int]) -> str:
+    """Counts by name as a person reads them: "2 invalid_email, 1 ragged_row"."""
+    return ", ".join(f"{count:,} {name}" for name, count in counts.items())
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a few lines for a terminal."""
     counts, chunks, requests = report["counts"], report["chunks"], report["requests"]
-    reasons = ", ".join(f"{k} {v:,}" for k, v in report["rejects"]["reasons"].items())
+    reasons = counts_text(report["rejects"]["reasons"])
     lines = [
         f"run {report['run_id']}: {report['status'].replace('_', ' ')}",
         f"  source          {report['source']}",
