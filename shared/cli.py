@@ -127,7 +127,12 @@ COMMANDS: dict[str, Command] = {
     "check": Command(
         lazy("shared.connection_commands", "check_main", "check_parser"),
         EVERYDAY,
-        "check that a connection works and that a list exists",
+        "check that a connection works and that its lists and custom fields exist",
+    ),
+    "lists": Command(
+        lazy("shared.lists_command"),
+        EVERYDAY,
+        "show the lists of a connected account (name, id, members), or create one",
     ),
     "sandbox": Command(
         lazy("sandbox.cli"),

@@ -7,7 +7,10 @@ opens a browser only where there is a display and a terminal; against a local
 authorization server (the sandbox approves at once) it follows the redirect itself.
 
 ``check`` gets a valid access token (refreshing it when needed, one refresh at a
-time across processes through a file lock) and confirms that a list exists.
+time across processes through a file lock) and confirms that the lists exist (by id
+or by name) and that the mapped custom fields do (creating them with
+``--create-fields``). ``account_client`` is that token handling for every command
+that reads the account (``ccexport lists`` too).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -29,15 +33,17 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from shared import exports
+from shared.account import check_account
 from shared.cli import guarded
 from shared.cli_help import add_connection_option, command_parser
 from shared.constant_contact import ConstantContactClient
+from shared.contacts import EMAIL, validate_mapping
 from shared.errors import (
     AuthorizationError,
     CcexportError,
     InputError,
     ReauthorizationRequired,
-    RemoteError,
 )
 from shared.exports import check_connection, check_list_id
 from shared.locks import FileLocks
@@ -49,6 +55,7 @@ from shared.tokens import (
     Connections,
     OAuthClient,
     TokenBundle,
+    TokenManager,
     read_status,
 )
 
@@ -284,8 +291,13 @@ def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # --- check ----------------------------------------------------------------------------------
 
 
-async def check(settings: Settings, connection: str, list_id: str) -> dict[str, Any]:
-    """A valid access token and an existing list, or an error saying which is missing."""
+@asynccontextmanager
+async def account_client(
+    settings: Settings, connection: str
+) -> AsyncIterator[tuple[TokenManager, ConstantContactClient]]:
+    """A usable access token of a connected account and a client with it: the token
+    refreshed when needed (one refresh at a time across processes), requests paced
+    under the API key's budget shared by every command of this CCEXPORT_HOME."""
     check_connection(connection)
     async with _connections(settings) as connections:
         marked = await read_status(connections.store, connection)
@@ -293,40 +305,58 @@ async def check(settings: Settings, connection: str, list_id: str) -> dict[str, 
             raise ReauthorizationRequired(connection, marked)
         manager = connections.tokens(connection)
         await manager.access_token()
-        source = manager.source
         pacer = shared_pacer(settings)
         async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
-            try:
-                found = await client.get_list(list_id)
-            except RemoteError as exc:
-                if exc.status == 404:
-                    raise InputError(
-                        f"list {list_id} does not exist in the account of connection {connection!r}"
-                    ) from None
-                raise
-        return {
-            "ok": True,
-            "connection": connection,
-            "token": {
-                "source": source,  # cache, store or refresh
-                "expires_at": _iso(manager.expires_at or 0.0),
-                "scope": manager.scope,
-                "refreshed_here": manager.refreshes,
-            },
-            "list": {
-                "list_id": found.list_id,
-                "name": found.name,
-                "membership_count": found.membership_count,
-            },
-            "requests": client.stats.requests,
-        }
+            yield manager, client
+
+
+async def check(
+    settings: Settings,
+    connection: str,
+    list_ids: Sequence[str],
+    custom_fields: Sequence[str] = (),
+    *,
+    create_fields: bool = False,
+) -> dict[str, Any]:
+    """A valid access token, existing lists (ids or names) and custom fields, or an
+    error saying which is missing."""
+    async with account_client(settings, connection) as (manager, client):
+        source = manager.source
+        found = await check_account(
+            client, list_ids, custom_fields, connection=connection, create_fields=create_fields
+        )
+    lists = [
+        {"list_id": lst.list_id, "name": lst.name, "membership_count": lst.membership_count}
+        for lst in found.lists
+    ]
+    return {
+        "ok": True,
+        "connection": connection,
+        "token": {
+            "source": source,  # cache, store or refresh
+            "expires_at": _iso(manager.expires_at or 0.0),
+            "scope": manager.scope,
+            "refreshed_here": manager.refreshes,
+        },
+        "list": lists[0],
+        "lists": lists,
+        "list_names": dict(found.names),
+        "custom_fields": {
+            "checked": list(found.custom_fields),
+            "created": list(found.created_fields),
+        },
+        "requests": client.stats.requests,
+    }
 
 
 CHECK_DESCRIPTION = """\
-Check that a connection works: that its access token is valid (renewed when needed)
-and that a Constant Contact list exists in its account. Sends nothing.
+Check that a connection works: that its access token is valid (renewed when
+needed), that Constant Contact lists exist in its account (by id or by name) and,
+with --map or --config, that the custom fields it maps (cf:NAME) exist. Sends no
+contacts.
 
-Run it after `ccexport connect`, or before a run to catch a typo in a list id."""
+Run it after `ccexport connect`, or before a run to catch a typo in a list or a
+custom field; --create-fields creates the missing custom fields (as text fields)."""
 
 CHECK_EXAMPLES = (
     (
@@ -334,29 +364,57 @@ CHECK_EXAMPLES = (
         "ccexport check --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6",
     ),
     (
-        "another connection, the answer as JSON",
-        "ccexport check --list-id 3fa85f64-5717-4562-b3fc-2c963f66afa6 --connection acme --json",
+        "a list by its name, on another connection, the answer as JSON",
+        "ccexport check --list-id 'Newsletter NL' --connection acme --json",
+    ),
+    (
+        "an export definition's lists and custom fields, creating the missing fields",
+        "ccexport check --config high-value.json --create-fields",
     ),
 )
 
 CHECK_NOTES = """\
-exit status: 0 when both hold; 2 when the list does not exist (or its id is not a
-UUID); 1 when the connection must be made again or Constant Contact fails (one line
-on stderr says why)"""
+exit status: 0 when all hold; 2 when a list or a custom field does not exist (or a
+list is neither an id nor a name); 1 when the connection must be made again or
+Constant Contact fails (one line on stderr says why)"""
 
 
 def check_parser() -> argparse.ArgumentParser:
     parser = command_parser("check", CHECK_DESCRIPTION, CHECK_EXAMPLES, notes=CHECK_NOTES)
     parser.add_argument(
         "--list-id",
-        required=True,
-        metavar="UUID",
-        help="a Constant Contact list that must exist (required)",
+        action="append",
+        metavar="UUID|NAME",
+        help="a Constant Contact list that must exist: its id or its name (repeatable; "
+        "at least one, here or in --config)",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        metavar="FIELD=COLUMN",
+        help="a mapping as `ccexport run` takes it; its cf:NAME custom fields must exist "
+        "(repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="EXPORT.json",
+        help="an export definition: its lists and the custom fields of its mapping must "
+        "exist (default: none)",
+    )
+    parser.add_argument(
+        "--create-fields",
+        action="store_true",
+        help="create the mapped custom fields the account lacks, as text fields "
+        "(default: report them as missing)",
     )
     add_connection_option(
         parser, default=DEFAULT_CONNECTION, help="the connection to check", name_alias=True
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (default: one line of text)",
+    )
     return parser
 
 
@@ -365,11 +423,36 @@ def check_main(argv: Sequence[str]) -> int:
     return guarded(lambda a: run_check(a, os.environ))(args)
 
 
+def _check_targets(args: argparse.Namespace) -> tuple[list[str], list[str], bool]:
+    """The lists, the custom fields and whether to create them, from the flags."""
+    lists: list[str] = []
+    mapping: dict[str, str] = {}
+    create = bool(args.create_fields)
+    if args.config:
+        definition = exports.load(Path(args.config))
+        lists += definition.list_ids
+        mapping.update(definition.mapping)
+        create = create or definition.create_custom_fields
+    lists += [check_list_id(value) for value in args.list_id or []]
+    maps = exports.parse_maps(args.map or [])
+    if maps:
+        validate_mapping({EMAIL: "-", **maps})  # the names; a check needs no email column
+    mapping.update(maps)
+    if not lists:
+        raise InputError(
+            "no list to check: give --list-id (a list id or name, repeatable) or --config"
+        )
+    fields = [target[3:] for target in mapping if target.startswith("cf:")]
+    return list(dict.fromkeys(lists)), fields, create
+
+
 def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _logs(env)
     try:
-        list_id = check_list_id(args.list_id)
-        report = asyncio.run(check(Settings.from_mapping(env), args.connection, list_id))
+        lists, fields, create = _check_targets(args)
+        report = asyncio.run(
+            check(Settings.from_mapping(env), args.connection, lists, fields, create_fields=create)
+        )
     except CcexportError as exc:
         if args.json:
             failure = {"ok": False, "connection": args.connection, "error": str(exc)}
@@ -378,9 +461,25 @@ def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        lst = report["list"]
-        print(
-            f"ok: connection {args.connection!r} has a valid access token (until "
-            f"{report['token']['expires_at']}) and list {lst['list_id']} exists ({lst['name']})"
-        )
+        print(_check_line(args.connection, report))
     return 0
+
+
+def _check_line(connection: str, report: Mapping[str, Any]) -> str:
+    found = report["lists"]
+    if len(found) == 1:
+        lists = f"list {found[0]['list_id']} exists ({found[0]['name']})"
+    else:
+        each = ", ".join(f"{lst['list_id']} ({lst['name']})" for lst in found)
+        lists = f"lists {each} exist"
+    line = (
+        f"ok: connection {connection!r} has a valid access token (until "
+        f"{report['token']['expires_at']}) and {lists}"
+    )
+    fields = report["custom_fields"]
+    if fields["checked"]:
+        line += "; custom fields " + ", ".join(f"cf:{name}" for name in fields["checked"])
+        line += " exist"
+        if fields["created"]:
+            line += " (created now: " + ", ".join(f"cf:{n}" for n in fields["created"]) + ")"
+    return line

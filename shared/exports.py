@@ -14,8 +14,14 @@ JSON form (``--config FILE``, and what the HTTP API stores)::
       "segments": [{"export": "BlobExport", "table": "HighValue*"}],
       "enabled": true,
       "mode": "mirror",
-      "max_removal_share": 0.2
+      "max_removal_share": 0.2,
+      "create_custom_fields": true
     }
+
+``list_ids`` holds list UUIDs or list names; names are resolved against the account
+(shared/account.py) when a run starts, before anything is sent, and the run carries
+the ids. ``create_custom_fields`` (default false): before a run, create the mapped
+``cf:`` custom fields the account lacks (as text fields) instead of stopping on them.
 
 ``connection``, ``segments`` and ``enabled`` are what the function app needs to run a
 definition on its own: which Constant Contact account it sends with, which inbox
@@ -60,9 +66,12 @@ _FIELDS = {
     "enabled",
     "mode",
     "max_removal_share",
+    "create_custom_fields",
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
+LIST_NAME_MAX = 255  # a list name's maxLength [SPEC ListInput]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_connection(name: str) -> str:
@@ -75,14 +84,35 @@ def check_connection(name: str) -> str:
     return name
 
 
-def check_list_id(value: str) -> str:
-    """A Constant Contact list id: a UUID, returned in its canonical lower-case form."""
+def is_list_uuid(value: str) -> bool:
+    """Whether a list reference is an id (a UUID) rather than a list name."""
     try:
-        return str(uuid.UUID(value.strip()))
+        uuid.UUID(value.strip())
     except (ValueError, AttributeError):
+        return False
+    return True
+
+
+def check_list_id(value: str) -> str:
+    """A Constant Contact list: its id, returned as a canonical lower-case UUID, or its
+    name (1-255 characters, no control characters; outer blanks trimmed), which is
+    resolved against the account before a run sends anything (shared/account.py)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"list {value!r}: give a list id (a UUID) or a list name")
+    if is_list_uuid(value):
+        return str(uuid.UUID(value.strip()))
+    name = value.strip()
+    if not name or len(name) > LIST_NAME_MAX or _CONTROL.search(name):
         raise ConfigError(
-            f"list id {value!r} is not a UUID (copy it from the list's address in Constant Contact)"
-        ) from None
+            f"list {value[:80]!r} is neither a list id (a UUID) nor a list name "
+            f"(1-{LIST_NAME_MAX} characters without control characters)"
+        )
+    return name
+
+
+def list_names(list_ids: Sequence[str]) -> list[str]:
+    """The references among ``list_ids`` that are list names, not ids."""
+    return [ref for ref in list_ids if not is_list_uuid(ref)]
 
 
 @dataclass(frozen=True)
@@ -150,12 +180,15 @@ class ExportDefinition:
     enabled: bool = True
     mode: str = "add"
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+    create_custom_fields: bool = False
 
     def __post_init__(self) -> None:
         if not self.list_ids:
             raise ConfigError(
                 "no list id: name at least one Constant Contact list (--list-id UUID)"
             )
+        if not isinstance(self.create_custom_fields, bool):
+            raise ConfigError("create_custom_fields must be true or false")
         if len(self.list_ids) > MAX_LISTS:
             raise ConfigError(f"{len(self.list_ids)} list ids; an import takes at most {MAX_LISTS}")
         if self.name is not None and not _NAME.fullmatch(self.name):
@@ -203,7 +236,14 @@ class ExportDefinition:
             data["mode"] = self.mode
         if self.max_removal_share != DEFAULT_MAX_REMOVAL_SHARE:
             data["max_removal_share"] = self.max_removal_share
+        if self.create_custom_fields:
+            data["create_custom_fields"] = True
         return data
+
+    @property
+    def custom_field_names(self) -> list[str]:
+        """The custom fields the mapping sends to (``cf:NAME`` -> NAME), in its order."""
+        return [target[3:] for target in self.mapping if target.startswith("cf:")]
 
     def with_overrides(
         self,
@@ -237,7 +277,7 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
     raw_lists = data.get("list_ids", [])
     if not isinstance(raw_lists, list) or not all(isinstance(v, str) for v in raw_lists):
-        raise ConfigError(f"{where}: list_ids must be a list of UUID strings")
+        raise ConfigError(f"{where}: list_ids must be a list of list ids (UUIDs) or names")
     mapping = data.get("mapping", {})
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
@@ -252,6 +292,9 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: enabled must be true or false")
+    create_fields = data.get("create_custom_fields", False)
+    if not isinstance(create_fields, bool):
+        raise ConfigError(f"{where}: create_custom_fields must be true or false")
     return ExportDefinition(
         list_ids=tuple(dict.fromkeys(check_list_id(v) for v in raw_lists)),
         mapping=dict(mapping),
@@ -264,6 +307,7 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
         enabled=enabled,
         mode=data.get("mode", "add"),
         max_removal_share=data.get("max_removal_share", DEFAULT_MAX_REMOVAL_SHARE),
+        create_custom_fields=create_fields,
     )
 
 

@@ -39,7 +39,7 @@ from shared.changes import PART_MARK, SNAPSHOT_FILE, ChangeTracker, content_dige
 from shared.chunks import DEFAULT_MAX_BODY_BYTES, ChunkInfo, JsonChunker
 from shared.contacts import DUPLICATE, ContactMapper
 from shared.errors import CcexportError, InputError
-from shared.exports import ExportDefinition
+from shared.exports import ExportDefinition, list_names
 from shared.outputs import PreparedOutput, RejectsWriter, chunk_name
 from shared.seen_keys import SeenKeys
 from shared.segments import Segment
@@ -407,4 +407,7 @@ def _run(
     }
     if counted is not None:
         summary["changes"] = counted
+    names = list_names(export.list_ids)
+    if names:  # a dry run looks nothing up: its bodies carry the names (shared/account.py)
+        summary["list_names"] = dict.fromkeys(names, "resolved to its id at run time")
     return summary, chunks

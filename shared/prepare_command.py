@@ -100,6 +100,8 @@ def _print_summary(s: dict[str, Any], location: str) -> None:
         for line in render_changes(changes, None):
             print(line)
         print(f"  would send  {changes['sent']:>10,}")
+    for name, when in s.get("list_names", {}).items():
+        print(f"  list        {name!r}: a list name, {when}")
     print(f"  output      {location}")
 
 
@@ -155,8 +157,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--list-id",
         action="append",
-        metavar="UUID",
-        help="a Constant Contact list to send to (repeatable; default: the export definition's)",
+        metavar="UUID|NAME",
+        help="a Constant Contact list to send to: its id, or its name (resolved at run time; "
+        "prepare looks nothing up) (repeatable; default: the export definition's)",
     )
     parser.add_argument(
         "--map",

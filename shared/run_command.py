@@ -3,8 +3,10 @@
 The same orchestrator and activities as the function app, on the local Durable Task
 engine (shared/local_run.py), against local files or blobs and against Constant
 Contact or the sandbox, whichever the settings name. Before anything is prepared it
-checks that the connection has a usable token and that the lists exist, so a typo
-costs one request instead of a whole run.
+checks that the connection has a usable token, that the lists exist (list names are
+resolved to ids here, once; the run carries the ids) and that the mapped custom fields
+exist (``--create-fields`` creates the missing ones), so a typo costs a request or two
+instead of a whole run.
 
 Runs are incremental: only contacts new or changed since the export's last successful
 run are sent (``--full`` sends all). ``--mode mirror`` also removes from the lists the
@@ -28,15 +30,17 @@ from datetime import UTC, datetime
 
 import orjson
 
+from shared.account import check_account
 from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import EXIT_FAILED, _export_from_args, guarded
 from shared.cli_help import add_connection_option, command_parser
 from shared.constant_contact import ConstantContactClient
-from shared.errors import InputError, ReauthorizationRequired
+from shared.errors import ReauthorizationRequired
 from shared.exports import (
     DEFAULT_MAX_PROFILES,
     DEFAULT_MAX_REMOVAL_SHARE,
     MODES,
+    ExportDefinition,
     check_connection,
 )
 from shared.local_run import run_locally
@@ -61,12 +65,13 @@ DESCRIPTION = """\
 Put the people of a segment export into Constant Contact lists, then report what
 happened to every row.
 
-It checks the connection and the lists first, prepares the export (as `ccexport
-prepare` does), sends the new and changed contacts in as few imports as possible,
-waits for Constant Contact to finish them and prints a report. Runs on this
-machine, with the same steps as the deployed app. Only contacts new or changed
-since the export's last run are sent; with --mode mirror it also removes from the
-lists the members this export added who have left the segment."""
+It checks the connection, the lists (by id or name) and the mapped custom fields
+first, prepares the export (as `ccexport prepare` does), sends the new and changed
+contacts in as few imports as possible, waits for Constant Contact to finish them
+and prints a report. Runs on this machine, with the same steps as the deployed
+app. Only contacts new or changed since the export's last run are sent; with --mode
+mirror it also removes from the lists the members this export added who have left
+the segment."""
 
 EXAMPLES = (
     (
@@ -108,8 +113,9 @@ def parser() -> argparse.ArgumentParser:
     add(
         "--list-id",
         action="append",
-        metavar="UUID",
-        help="a Constant Contact list to send to (repeatable; default: the export definition's)",
+        metavar="UUID|NAME",
+        help="a Constant Contact list to send to: its id or its name (repeatable; "
+        "default: the export definition's)",
     )
     add(
         "--map",
@@ -158,6 +164,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send every contact, not only those new or changed since the last run",
     )
+    add(
+        "--create-fields",
+        action="store_true",
+        help="create the mapped custom fields (cf:NAME) the account lacks, as text fields, "
+        "before anything is sent (default: the export definition's create_custom_fields, "
+        "else stop with an error naming them)",
+    )
     add("--json", action="store_true", help="print the report as JSON on stdout")
     add(
         "--poll-seconds",
@@ -178,8 +191,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def preflight(services: RunServices, connection: str, list_ids: Sequence[str]) -> None:
-    """A usable token and existing lists, or a one-line error before any work."""
+async def preflight(
+    services: RunServices, connection: str, export: ExportDefinition, *, create_fields: bool
+) -> ExportDefinition:
+    """A usable token, existing lists and custom fields, or a one-line error before any
+    work; returns the export with its lists as ids (names resolved here, once)."""
     settings = services.settings
     store = open_secret_store(settings.store_settings)  # its own: this loop ends here
     try:
@@ -192,13 +208,16 @@ async def preflight(services: RunServices, connection: str, list_ids: Sequence[s
         async with ConstantContactClient(
             settings.api_base, manager.access_token, services.pacer, retry=services.retry
         ) as client:
-            missing = await client.check_lists(list_ids)
+            found = await check_account(
+                client,
+                export.list_ids,
+                export.custom_field_names,
+                connection=connection,
+                create_fields=create_fields or export.create_custom_fields,
+            )
     finally:
         await store.close()
-    if missing:
-        raise InputError(
-            f"list(s) {', '.join(missing)} do not exist in the account of connection {connection!r}"
-        )
+    return found.applied_to(export)
 
 
 @guarded
@@ -218,17 +237,18 @@ def run(args: argparse.Namespace) -> int:
         full=args.full,
         confirm_removals=args.confirm_removals,
     )
+    connection = check_connection(args.connection)
+    services = RunServices.from_env(os.environ)
+    export = asyncio.run(preflight(services, connection, export, create_fields=args.create_fields))
     run_input = RunInput.create(
         run_id,
         export,
         args.source,
-        connection=check_connection(args.connection),
+        connection=connection,
         trigger="cli",
         requested_at=now,
         options=options,
     )
-    services = RunServices.from_env(os.environ)
-    asyncio.run(preflight(services, run_input.connection, export.list_ids))
     bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty())
     if bar.enabled:
         print(f"run {run_id}", file=sys.stderr)

@@ -106,11 +106,36 @@ def test_definition_fields_round_trip_and_strict_validation() -> None:
         ({"enabled": "yes"}, "enabled must be true or false"),
         ({"connection": "Acme Corp"}, "invalid connection name"),
         ({"connection": 7}, "connection must be the name of a connection"),
-        ({"list_ids": ["nope"]}, "is not a UUID"),
+        ({"list_ids": ["tab\tin name"]}, "is neither a list id (a UUID) nor a list name"),
+        ({"list_ids": ["  "]}, "is neither a list id"),
+        ({"list_ids": ["x" * 256]}, "is neither a list id"),
+        ({"list_ids": [7]}, "list_ids must be a list of list ids (UUIDs) or names"),
+        ({"create_custom_fields": "yes"}, "create_custom_fields must be true or false"),
     ]
     for change, message in bad:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             exports.from_json({**DEFINITION, **change})
+
+
+def test_lists_by_id_or_name_and_create_custom_fields() -> None:
+    upper = "3FA85F64-5717-4562-B3FC-2C963F66AFA6"
+    definition = exports.from_json(
+        {
+            **DEFINITION,
+            "list_ids": [f" {upper} ", "  Newsletter NL ", "Newsletter NL", "x" * 255],
+            "mapping": {"email": "Mail", "cf:tier": "Tier", "first_name": "F", "cf:b2": "B"},
+            "create_custom_fields": True,
+        }
+    )
+    assert definition.list_ids == (upper.lower(), "Newsletter NL", "x" * 255)
+    assert exports.list_names(definition.list_ids) == ["Newsletter NL", "x" * 255]
+    assert definition.custom_field_names == ["tier", "b2"]
+    assert definition.to_json()["create_custom_fields"] is True
+    assert exports.from_json(definition.to_json()) == definition
+    assert "create_custom_fields" not in exports.from_json(DEFINITION).to_json()
+    assert not exports.from_json(DEFINITION).create_custom_fields
+    flags = definition.with_overrides(list_ids=["Other list", upper])
+    assert flags.list_ids == (upper.lower(), "Newsletter NL", "x" * 255, "Other list")
 
 
 def test_segment_patterns_ignore_case_and_respect_the_prefix() -> None:

@@ -52,6 +52,26 @@ def test_prepare_with_config_prints_json_and_writes_output(sample: Path, tmp_pat
     assert len((out / "rejects.csv").read_text().splitlines()) == 1 + 30 + 6
 
 
+def test_a_list_name_is_taken_offline_and_noted_as_resolved_at_run_time(
+    sample: Path, tmp_path: Path
+) -> None:
+    env = {"CTCT_API_BASE": "http://127.0.0.1:9/v3"}  # nothing listens: nothing is asked
+    args = ["prepare", str(sample / EXPORT / TABLE), "--list-id", " Newsletter NL ",
+            "--list-id", LIST_ID.upper(), "--map", "email=PrimaryEmail"]  # fmt: skip
+    shown = ccexport(*args, "--out", str(tmp_path / "text"), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "  list        'Newsletter NL': a list name, resolved to its id at run time" in (
+        shown.stdout.splitlines()
+    )
+    result = ccexport(*args, "--out", str(tmp_path / "o"), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["list_ids"] == ["Newsletter NL", LIST_ID]
+    assert summary["list_names"] == {"Newsletter NL": "resolved to its id at run time"}
+    body = orjson.loads(next((tmp_path / "o" / "chunks").iterdir()).read_bytes())
+    assert body["list_ids"] == ["Newsletter NL", LIST_ID]
+
+
 def test_prepare_with_flags_only(sample: Path, tmp_path: Path) -> None:
     result = ccexport("prepare", str(sample / EXPORT / TABLE), "--list-id", LIST_ID,
                       "--map", "email=PrimaryEmail", "--out", str(tmp_path / "o"))  # fmt: skip
@@ -63,8 +83,8 @@ def test_prepare_with_flags_only(sample: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (
-            ["--list-id", "not-a-uuid", "--map", "email=PrimaryEmail"],
-            "ccexport: error: list id 'not-a-uuid' is not a UUID",
+            ["--list-id", "tab\tin-name", "--map", "email=PrimaryEmail"],
+            "ccexport: error: list 'tab\\tin-name' is neither a list id (a UUID) nor a list name",
         ),
         (
             ["--list-id", LIST_ID, "--map", "email=Mail"],

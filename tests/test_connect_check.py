@@ -73,9 +73,9 @@ async def test_check_fails_with_one_line_reasons(sandbox: RunningSandbox, tmp_pa
         "ccexport: error: connection 'nobody' needs to be reconnected: no tokens are stored "
         "for it (run `ccexport connect --connection nobody`)"
     ]
-    bad_id = run_cli(["check", "--list-id", "not-a-uuid", "--name", "acme"], env)
+    bad_id = run_cli(["check", "--list-id", "tab\tin-name", "--name", "acme"], env)
     assert bad_id.returncode == 2
-    assert "is not a UUID" in bad_id.stderr
+    assert "is neither a list id (a UUID) nor a list name" in bad_id.stderr
 
 
 def test_connect_with_a_wrong_client_secret_says_so(

@@ -358,7 +358,7 @@ def test_ccexport_run_refuses_an_unknown_list_before_doing_anything(
 
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"ccexport: error: list(s) {unknown} do not exist in the account of connection 'default'"
+        f"ccexport: error: list {unknown} does not exist in the account of connection 'default'"
     )
     assert not (home / "runs").exists()
 
