@@ -25,11 +25,17 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from sandbox import wire
 from sandbox.oauth import s256
+from shared.constant_contact import ConstantContactClient
+from shared.pacing import Pacer
+from shared.tokens import OAuthClient
+from tests.ctct_support import FAST, SandboxTokens
 from tests.sandbox_api import Api, Reply, people
 from tests.sandbox_service import RunningSandbox, running_prism, running_sandbox
 from tests.services import ServiceError
@@ -395,6 +401,108 @@ async def test_token_endpoint(auth_prism: str, sandbox: RunningSandbox) -> None:
         sandbox.faults(token_error={"rate": 1, "count": 1, "status": 503})
         unavailable = await token(refresh)
         assert (unavailable.status, unavailable.body["error"]) == (503, "temporarily_unavailable")
+
+
+async def _relay(
+    upstreams: dict[str, str], port: int, found: list[dict[str, Any]]
+) -> web.AppRunner:
+    """``http://127.0.0.1:port/<prefix>/...`` -> ``upstreams[prefix]/...``, collecting every
+    violation Prism reports. The client follows ``_links`` hrefs that start with ``/v3``
+    as given, and Prism serves the contract's paths at its root: this joins the two."""
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def relay(request: web.Request) -> web.Response:
+        target = f"{upstreams[request.match_info['prefix']]}/{request.match_info['tail']}"
+        if request.query_string:
+            target += f"?{request.query_string}"
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() in ("authorization", "content-type", "accept")
+        }
+        async with session.request(
+            request.method, URL(target, encoded=True), data=await request.read(), headers=headers
+        ) as response:
+            found.extend(json.loads(response.headers.get("sl-violations", "[]")))
+            return web.Response(
+                status=response.status,
+                body=await response.read(),
+                headers={"Content-Type": response.headers.get("Content-Type", "text/plain")},
+            )
+
+    async def close(_app: web.Application) -> None:
+        await session.close()
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_route("*", "/{prefix}/{tail:.*}", relay)
+    app.on_cleanup.append(close)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def test_the_client_speaks_the_contract(
+    stack: tuple[RunningSandbox, str], auth_prism: str, unused_tcp_port: int
+) -> None:
+    """ccexport's own client, every call it makes, through Prism: no violation, in what it
+    sends or in what it reads (cursor pages and the export file link included)."""
+    sandbox, prism = stack
+    found: list[dict[str, Any]] = []
+    runner = await _relay({"v3": prism, "oauth": auth_prism}, unused_tcp_port, found)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        async with ConstantContactClient(
+            f"{base}/v3", SandboxTokens(sandbox), Pacer(200), retry=FAST
+        ) as client:
+            made = await client.create_list(f"Client list {secrets.token_hex(4)}")
+            assert (await client.get_list(made.list_id)).name == made.name
+            other = sandbox.create_list()
+            assert await client.check_lists([made.list_id, other]) == []
+            domain = f"{made.list_id[:8]}.example.com"
+            contacts = people(600, 0, domain)
+            body = orjson.dumps({"import_data": contacts, "list_ids": [made.list_id]})
+            started = [
+                await client.import_json(body),
+                await client.import_csv(
+                    f"email,first_name\nextra@{domain},X\n".encode(), [made.list_id, other]
+                ),
+            ]
+            polled = await client.poll_imports(a.activity_id for a in started)
+            assert set(polled) == {a.activity_id for a in started}
+            for activity in started:
+                assert (await client.wait_for(activity.activity_id, poll_interval=0.05)).done
+            members = [c async for c in client.contacts_by_list(made.list_id)]  # two pages
+            assert len(members) == 601
+            assert await client.contact_by_email(f"person7@{domain}") is not None
+            ids = [c.contact_id for c in members[:3]]
+            changes = [
+                *await client.add_list_memberships(ids, [other]),
+                *await client.remove_list_memberships(ids, [other]),
+            ]
+            for activity in changes:
+                await client.wait_for(activity.activity_id, poll_interval=0.05)
+            exported = await client.export_contacts([made.list_id], poll_interval=0.05)
+            assert len(exported.splitlines()) == 602
+            assert await client.list_activities(state="completed")
+
+        verifier = secrets.token_urlsafe(48)
+        redirect = "http://127.0.0.1:9/callback"
+        oauth = OAuthClient(
+            f"{base}/oauth", sandbox.client_id, sandbox.client_secret, pacer=Pacer(100)
+        )
+        consent = URL(oauth.authorize_url(redirect, "st", s256(verifier))).query
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(sandbox.authorize_url, params=consent, allow_redirects=False) as answer,
+        ):
+            code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+        bundle = await oauth.exchange_code(code, redirect, verifier)
+        assert bundle.refresh_token is not None
+        assert (await oauth.refresh(bundle.refresh_token)).access_token
+    finally:
+        await runner.cleanup()
+    assert found == []
 
 
 # --- custom fields ------------------------------------------------------------------------
