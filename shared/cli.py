@@ -101,7 +101,7 @@ def lazy(module: str, main: str = "main", parser: str = "parser") -> LazyCommand
 class Command(NamedTuple):
     handler: Handler
     group: str  # a key of GROUPS
-    description: str  # one line, for `ccexport --help`
+    description: str  # one line for `ccexport --help`: 66 characters fit 80 columns
 
 
 EVERYDAY = "everyday"
@@ -112,17 +112,17 @@ COMMANDS: dict[str, Command] = {
     "prepare": Command(
         lazy("shared.prepare_command"),
         EVERYDAY,
-        "check a segment export and show what a run would send, sending nothing",
+        "a dry run: check a segment export and show what a run would send",
     ),
     "run": Command(
         lazy("shared.run_command"),
         EVERYDAY,
-        "put the people of a segment export into Constant Contact lists, then report",
+        "send a segment export to Constant Contact lists, then report on it",
     ),
     "connect": Command(
         lazy("shared.connection_commands", "connect_main", "connect_parser"),
         EVERYDAY,
-        "connect a Constant Contact account (sign in once; its tokens are kept)",
+        "sign in to a Constant Contact account once; its tokens are kept",
     ),
     "check": Command(
         lazy("shared.connection_commands", "check_main", "check_parser"),
@@ -137,7 +137,7 @@ COMMANDS: dict[str, Command] = {
     "sandbox": Command(
         lazy("sandbox.cli"),
         TOOLS,
-        "a local stand-in for Constant Contact, to try ccexport without an account",
+        "a local stand-in for Constant Contact, to try ccexport safely",
     ),
 }
 

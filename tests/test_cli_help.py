@@ -61,6 +61,24 @@ def test_main_help_says_what_ccexport_is_and_lists_every_command_by_group() -> N
     assert text == main_help(80) + "\n"
 
 
+def test_help_and_version_load_no_command() -> None:
+    """`ccexport --help` reads the table only; cli_help is argparse and nothing else."""
+    program = (
+        "import sys\n"
+        "import shared.cli_help\n"
+        "helper = sorted(m for m in sys.modules if m.startswith('shared.'))\n"
+        "from shared.cli import COMMANDS, main\n"
+        "main(['--help']); main(['--version'])\n"
+        "modules = {getattr(c.handler, 'module', 'sandbox') for c in COMMANDS.values()}\n"
+        "heavy = ('aiohttp', 'azure', 'tqdm', 'pyarrow', 'numpy', *modules)\n"
+        "print(helper, sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "['shared.cli_help'] []"
+
+
 def test_no_command_is_a_usage_error_and_an_unknown_one_names_the_commands() -> None:
     bare = ccexport()
     assert bare.returncode == 2
