@@ -2,6 +2,8 @@
 
 ``limit`` on the collection: the description says 1-500, the schema's ``maximum`` is
 1000 (a spec inconsistency, FACTS §9.7); the sandbox accepts the schema's 1000.
+``status`` takes one value or several, comma-separated, as its description says (the
+spec declares a single enum; contract/constant-contact-v3.yaml an array).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def _membership_flag(request: web.Request) -> bool:
     return value is not None
 
 
+def _statuses(request: web.Request) -> list[str]:
+    raw = request.query.get("status", "active")
+    statuses = [item.strip() for item in raw.split(",") if item.strip()]
+    if not statuses or any(item not in {"all", "active", "deleted"} for item in statuses):
+        raise ApiError(400, "status takes all, active or deleted, comma-separated.")
+    return statuses
+
+
 def _known(sandbox: Sandbox, list_id: str) -> ContactList:
     lst = sandbox.store.lists.get(list_id)
     if lst is None:
@@ -63,15 +73,15 @@ async def get_lists(request: web.Request) -> web.Response:
             "count": wire.query_bool(request, "include_count"),
             "membership": _membership_flag(request),
             "name": request.query.get("name"),
-            "status": request.query.get("status", "active"),
+            "statuses": _statuses(request),
             "start": 0,
         }
-        if query["status"] not in {"all", "active", "deleted"}:
-            raise ApiError(400, "status must be all, active or deleted.")
+    # No list is ever deleted here: "deleted" alone selects none.
+    live = bool({"all", "active"} & set(query["statuses"]))
     chosen = [
         lst
         for lst in sandbox.store.lists.values()
-        if (query["name"] is None or lst.name == query["name"]) and query["status"] != "deleted"
+        if (query["name"] is None or lst.name == query["name"]) and live
     ]
     start, limit = query["start"], query["limit"]
     page = chosen[start : start + limit]

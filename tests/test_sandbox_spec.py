@@ -167,6 +167,10 @@ async def test_lists(api: Api) -> None:
     )
     assert page.body["_links"]["next"]["href"]
     await checked(api, "GET", page.body["_links"]["next"]["href"].removeprefix("/v3"))
+    several = await checked(api, "GET", "/contact_lists?status=active,deleted&limit=1000")
+    assert list_id in {lst["list_id"] for lst in several.body["lists"]}
+    deleted = await checked(api, "GET", "/contact_lists?status=deleted")
+    assert deleted.body["lists"] == []
     one = await checked(api, "GET", f"/contact_lists/{list_id}?include_membership_count=active")
     assert one.status == 200
     missing = await checked(api, "GET", f"/contact_lists/{MISSING_ID}")
