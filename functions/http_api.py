@@ -23,10 +23,16 @@ import orjson
 
 from functions.principal import Caller, Forbidden, Unauthenticated, caller_of
 from functions.services import Services, services
-from shared import exports
+from shared import account, exports
 from shared.catalog import Connection, NotFound, Stored, connection_from_request
 from shared.documents import DocumentChanged, DocumentExists
-from shared.errors import AuthorizationError, CcexportError, InputError, RemoteError
+from shared.errors import (
+    AuthorizationError,
+    CcexportError,
+    InputError,
+    ReauthorizationRequired,
+    RemoteError,
+)
 from shared.exports import ExportDefinition
 from shared.inbox import export_of_run
 from shared.locks import LockError
@@ -64,6 +70,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (NotReady, 409),
+    (ReauthorizationRequired, 409),
     (DocumentExists, 409),
     (DocumentChanged, 412),
     (InputError, 400),  # ConfigError, AuthorizationError
@@ -432,6 +439,57 @@ async def connection_item(req: func.HttpRequest) -> func.HttpResponse:
             return await _connection_answer(
                 app, 201 if if_match is None else 200, Stored(connection, etag)
             )
+
+    return await _answer(handle)
+
+
+async def _usable_connection(app: Services, caller: Caller, name: str) -> None:
+    """A connection the caller may use; 404 as for an unknown one otherwise."""
+    existing = await app.catalog.connection(name)
+    if existing is None or not caller.may_use(existing.value):
+        raise NotFound(f"no connection named {name!r}")
+
+
+@bp.route(route="connections/{name}/lists", methods=["GET", "POST"])
+async def connection_lists(req: func.HttpRequest) -> func.HttpResponse:
+    """The lists of the connection's account (name, id, members); ``POST {"name": ...}``
+    creates one (201), or answers the existing list of that name (200)."""
+    name = req.route_params.get("name", "")
+
+    async def handle() -> func.HttpResponse:
+        caller = caller_of(req.headers)
+        async with services() as app:
+            await _usable_connection(app, caller, name)
+            if req.method == "GET":
+                async with app.accounts().client(name) as client:
+                    found = await account.account_lists(client)
+                lists = [account.list_document(lst) for lst in found]
+                return _json(200, {"connection": name, "lists": lists})
+            body = _body(req)
+            if not isinstance(body, dict) or set(body) != {"name"}:
+                raise InputError('the body must be {"name": "<the new list\'s name>"}')
+            list_name = account.new_list_name(body["name"])
+            async with app.accounts().client(name) as client:
+                made, created = await client.create_or_find_list(list_name)
+        doc = {"connection": name, "created": created, "list": account.list_document(made)}
+        return _json(201 if created else 200, doc)
+
+    return await _answer(handle)
+
+
+@bp.route(route="connections/{name}/custom_fields", methods=["GET"])
+async def connection_custom_fields(req: func.HttpRequest) -> func.HttpResponse:
+    """The custom fields of the connection's account (the names ``cf:NAME`` maps to)."""
+    name = req.route_params.get("name", "")
+
+    async def handle() -> func.HttpResponse:
+        caller = caller_of(req.headers)
+        async with services() as app:
+            await _usable_connection(app, caller, name)
+            async with app.accounts().client(name) as client:
+                found = await account.account_custom_fields(client)
+        fields = [account.field_document(custom) for custom in found]
+        return _json(200, {"connection": name, "custom_fields": fields})
 
     return await _answer(handle)
 

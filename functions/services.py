@@ -18,6 +18,7 @@ import azure.durable_functions as df
 from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 
+from shared.account import AccountAccess
 from shared.catalog import Catalog
 from shared.documents import BlobDocuments, Documents, FolderDocuments
 from shared.inbox import FolderInbox, Inbox, Listing
@@ -64,7 +65,13 @@ class Services:
             self.runs,
             DurableEngine(client),
             quiet_seconds=self.app.quiet_seconds,
+            preflight=self.accounts().preflight,
         )
+
+    def accounts(self) -> AccountAccess:
+        """Constant Contact clients for the connections: their lists and custom fields,
+        and the look at the account before a run starts (list names, custom fields)."""
+        return AccountAccess(Settings.from_mapping(self.env), self.connections)
 
     async def connections(self) -> Connections:
         """The OAuth side: tokens in the secret store, one refresh at a time by lease."""

@@ -24,7 +24,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -536,10 +536,13 @@ class ConstantContactClient(AsyncClosing):
         """A list of this name: created (True), or the one the account already has
         (False; Constant Contact answers 409 for a name taken)."""
         try:
-            return await self.create_list(name), True
+            made = await self.create_list(name)
         except RemoteError as exc:
             if exc.status != 409:
                 raise
+        else:  # a new list has no members yet
+            count = 0 if made.membership_count is None else made.membership_count
+            return replace(made, membership_count=count), True
         for lst in await self.lists(membership_count=True):
             if lst.name == name:
                 return lst, False

@@ -57,6 +57,7 @@ from shared.export_state import (
     state_store_for,
     union,
 )
+from shared.exports import list_names
 from shared.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.mirror import PLAN_FILE, ListChanges, list_members, plan_list, read_plan, write_plan
 from shared.pacing import Pacer, process_pacer
@@ -237,6 +238,12 @@ class RunActivities:
         staging = runs.staging_location(run.run_id)
         try:
             export = run.definition()
+            unresolved = list_names(export.list_ids)
+            if unresolved:  # a run is started with ids (shared/account.py resolves names)
+                raise InputError(
+                    f"list name(s) {', '.join(map(repr, unresolved))} were not resolved to "
+                    "list ids before the run started"
+                )
             staged = runs.staged_summary(run.run_id)
             if staged is not None and staged.get("list_ids") == list(export.list_ids):
                 log.info("run %s: using the segment an earlier attempt prepared", run.run_id)

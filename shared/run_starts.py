@@ -9,19 +9,25 @@ the local runner its own engine; nothing here imports ``azure.functions``.
 What a run is given (the orchestrator's input, ``RunInput``): the run id, the export
 definition, the run folder as ``az://container/path``, the connection's name, what
 started it and when. No contact data and no secrets.
+
+Before a run starts, its ``Preflight`` (the function app's: shared/account.py) looks at
+the account when the definition needs it: list names become ids (once, here: the
+run carries the ids) and mapped custom fields are verified (or created). What it
+refuses is input to fix: ``run_now`` raises it (the HTTP API answers 400); blob
+events and the schedule log it and start nothing for that export.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from shared.catalog import Catalog, Connection, ConnectionStatus, NotFound
-from shared.errors import CcexportError, ConfigError
+from shared.errors import CcexportError, ConfigError, InputError, ReauthorizationRequired
 from shared.exports import ExportDefinition
 from shared.inbox import Listing, RunFolder, completeness, newest_complete, parse_blob_name, run_key
 from shared.run_index import RunIndex, RunRecord
@@ -48,6 +54,10 @@ class Engine(Protocol):
 
 class NotReady(CcexportError):
     """An export that cannot send now: no connection, consent not accepted, not connected."""
+
+
+Preflight = Callable[[ExportDefinition], Awaitable[ExportDefinition]]
+"""The definition a run is started with: its lists as ids, its custom fields checked."""
 
 
 class Outcome(StrEnum):
@@ -101,6 +111,7 @@ class Launcher:
         *,
         quiet_seconds: float,
         clock: Callable[[], datetime] = _utcnow,
+        preflight: Preflight | None = None,
     ) -> None:
         self.catalog = catalog
         self.inbox = inbox
@@ -108,6 +119,7 @@ class Launcher:
         self.engine = engine
         self.quiet_seconds = quiet_seconds
         self._clock = clock
+        self._preflight = preflight
 
     async def ready_connection(self, definition: ExportDefinition) -> Connection:
         """The connection a definition sends with, if it may send now; else NotReady."""
@@ -160,7 +172,13 @@ class Launcher:
             return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, status)
         if status in DONE and not restart_done:
             return StartResult(run_id, Outcome.DONE, definition.name, folder.source, status)
-        payload = run_input(run_id, definition, folder, trigger, self._clock(), options)
+        checked = definition
+        if self._preflight is not None:
+            try:
+                checked = await self._preflight(definition)
+            except ReauthorizationRequired as exc:
+                raise NotReady(str(exc)) from None
+        payload = run_input(run_id, checked, folder, trigger, self._clock(), options)
         try:
             await self.engine.start(run_id, payload)
         except Exception:
@@ -237,8 +255,20 @@ class Launcher:
                 definitions = await self._startable()
             for definition in definitions:
                 if folder.matched_by(definition):
-                    results.append(await self.start(definition, folder, trigger))
+                    results += await self._start_or_log(definition, folder, trigger)
         return results
+
+    async def _start_or_log(
+        self, definition: ExportDefinition, folder: RunFolder, trigger: str
+    ) -> list[StartResult]:
+        """Start a run for an event or the schedule; what a person must fix (a list or a
+        custom field the account lacks, a connection to connect again) is logged and
+        starts nothing, since a retry of the event could not change it."""
+        try:
+            return [await self.start(definition, folder, trigger)]
+        except (InputError, NotReady) as exc:
+            log.warning("export %r not started for %s: %s", definition.name, folder.path, exc)
+            return []
 
     async def refresh_all(self, trigger: str = "timer") -> list[StartResult]:
         """The schedule: every enabled export from its newest complete run folder(s),
@@ -252,7 +282,7 @@ class Launcher:
         for definition in definitions:
             for folder in whole:
                 if folder.matched_by(definition):
-                    results.append(await self.start(definition, folder, trigger))
+                    results += await self._start_or_log(definition, folder, trigger)
         return results
 
     async def run_now(

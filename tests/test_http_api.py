@@ -86,9 +86,9 @@ async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv
     assert response_json(created)["privacy_consent"]["accepted_by"] == "function-key"
     put = http_api.export_item
 
-    bad = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "list_ids": ["x"]})
+    bad = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "list_ids": ["\x07"]})
     assert bad.status_code == 400
-    assert "is not a UUID" in response_json(bad)["error"]
+    assert "is neither a list id (a UUID) nor a list name" in response_json(bad)["error"]
     assert (await call(put, "GET", "exports/high-value")).status_code == 404  # nothing saved
     missing = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "connection": "zz"})
     assert missing.status_code == 400

@@ -130,6 +130,9 @@ async def test_a_stranger_gets_nothing_from_any_endpoint(
         (http_api.connection_item, "PUT", "connections/mine", {"body": {"display_name": "x"}}),
         (http_api.connection_item, "DELETE", "connections/acme", {}),
         (http_api.connection_connect, "GET", "connections/acme/connect", {}),
+        (http_api.connection_lists, "GET", "connections/acme/lists", {}),
+        (http_api.connection_lists, "POST", "connections/acme/lists", {"body": {"name": "x"}}),
+        (http_api.connection_custom_fields, "GET", "connections/acme/custom_fields", {}),
     ]  # fmt: skip
     durable = {http_api.export_runs, http_api.runs_list, http_api.run_item}
     for who, headers in STRANGERS.items():
