@@ -119,6 +119,11 @@ COMMANDS: dict[str, Command] = {
         EVERYDAY,
         "send a segment export to Constant Contact lists, then report on it",
     ),
+    "lists": Command(
+        lazy("shared.lists_command"),
+        EVERYDAY,
+        "show an account's lists (name, id, members), or create one",
+    ),
     "connect": Command(
         lazy("shared.connection_commands", "connect_main", "connect_parser"),
         EVERYDAY,
@@ -127,12 +132,12 @@ COMMANDS: dict[str, Command] = {
     "check": Command(
         lazy("shared.connection_commands", "check_main", "check_parser"),
         EVERYDAY,
-        "check that a connection works and that its lists and custom fields exist",
+        "check that a connection works and its lists and fields exist",
     ),
-    "lists": Command(
-        lazy("shared.lists_command"),
+    "serve": Command(
+        lazy("shared.serve.command"),
         EVERYDAY,
-        "show the lists of a connected account (name, id, members), or create one",
+        "run the function app here: HTTP API, runs, timer and inbox",
     ),
     "sandbox": Command(
         lazy("sandbox.cli"),
