@@ -461,6 +461,12 @@ async def test_the_client_speaks_the_contract(
         ) as client:
             made = await client.create_list(f"Client list {secrets.token_hex(4)}")
             assert (await client.get_list(made.list_id)).name == made.name
+            again, created = await client.create_or_find_list(made.name)  # 409, then the list
+            assert (again.list_id, created) == (made.list_id, False)
+            field = await client.create_custom_field(f"Client field {secrets.token_hex(3)}")
+            assert field.custom_field_id in {
+                f.custom_field_id for f in await client.custom_fields()
+            }
             other = sandbox.create_list()
             assert await client.check_lists([made.list_id, other]) == []
             domain = f"{made.list_id[:8]}.example.com"
