@@ -36,6 +36,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
 
+from shared.serve.durable import client_binding
+
 SYSTEM_KEY = "durable-system-key-for-tests"
 TASK_HUB = "ccexporttests"
 
@@ -135,30 +137,8 @@ class DurableFake:
         """The client binding's JSON, as the host passes it to a durable-client function."""
         hooks = f"{self.base_url}/runtime/webhooks/durabletask"
         query = f"taskHub={TASK_HUB}&connection=Storage&code={SYSTEM_KEY}"
-        instance = f"{hooks}/instances/INSTANCEID"
-        return json.dumps(
-            {
-                "taskHubName": TASK_HUB,
-                "creationUrls": {
-                    "createNewInstancePostUri": f"{hooks}/orchestrators/{{functionName}}"
-                    f"[/{{instanceId}}]?{query}",
-                },
-                "managementUrls": {
-                    "id": "INSTANCEID",
-                    "statusQueryGetUri": f"{instance}?{query}",
-                    "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
-                    "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
-                    "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
-                    "purgeHistoryDeleteUri": f"{instance}?{query}",
-                    "restartPostUri": f"{instance}/restart?{query}",
-                    "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
-                    "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
-                },
-                "baseUrl": hooks,
-                "requiredQueryStringParameters": f"code={SYSTEM_KEY}",
-                "rpcBaseUrl": f"{self.base_url}/durabletask/",
-                "httpBaseUrl": "",
-            }
+        return client_binding(
+            hooks, f"{self.base_url}/durabletask/", query, f"code={SYSTEM_KEY}", TASK_HUB
         )
 
     def client(self) -> df.DurableOrchestrationClient:

@@ -167,9 +167,8 @@ async def test_a_run_started_over_http_completes_and_shows_its_report(
     tmp_path: Path,
 ) -> None:
     api = Client(session, served)
-    assert (
-        served.lines[1]
-        == f"inbox {tmp_path / 'inbox'} (3 files there now; new run folders start runs)"
+    assert served.line("inbox ") == (
+        f"inbox {tmp_path / 'inbox'} (3 files there now; new run folders start runs)"
     )
     connection = await api.connect()
     # Every request is signed in as serve's principal: consent names local-admin's id.

@@ -45,6 +45,42 @@ def status_json(state: RunState) -> dict[str, Any]:
     }
 
 
+def client_binding(
+    hooks: str, rpc_base: str, query: str, required: str = "", task_hub: str = TASK_HUB
+) -> str:
+    """A durable client binding's JSON, as the Functions host passes it to a function.
+
+    ``hooks`` is the extension's webhook base (the management URLs start there),
+    ``rpc_base`` where the client starts and reads instances, ``query`` what every
+    management URL carries (``taskHub=…``, and in Azure the system key).
+    """
+    instance = f"{hooks}/instances/INSTANCEID"
+    return json.dumps(
+        {
+            "taskHubName": task_hub,
+            "creationUrls": {
+                "createNewInstancePostUri": f"{hooks}/orchestrators/{{functionName}}"
+                f"[/{{instanceId}}]?{query}",
+            },
+            "managementUrls": {
+                "id": "INSTANCEID",
+                "statusQueryGetUri": f"{instance}?{query}",
+                "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
+                "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
+                "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
+                "purgeHistoryDeleteUri": f"{instance}?{query}",
+                "restartPostUri": f"{instance}/restart?{query}",
+                "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
+                "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
+            },
+            "baseUrl": hooks,
+            "requiredQueryStringParameters": required,
+            "rpcBaseUrl": rpc_base,
+            "httpBaseUrl": "",
+        }
+    )
+
+
 class DurableApi:
     """Routes under ``/runtime/webhooks/durabletask`` backed by a :class:`LocalEngine`."""
 
@@ -97,32 +133,7 @@ class DurableApi:
     def binding_json(self) -> str:
         """The durable client binding's JSON, as the host passes it to a function."""
         hooks = f"{self.base_url}{WEBHOOKS}"
-        query = f"taskHub={TASK_HUB}&connection=Storage"
-        instance = f"{hooks}/instances/INSTANCEID"
-        return json.dumps(
-            {
-                "taskHubName": TASK_HUB,
-                "creationUrls": {
-                    "createNewInstancePostUri": f"{hooks}/orchestrators/{{functionName}}"
-                    f"[/{{instanceId}}]?{query}",
-                },
-                "managementUrls": {
-                    "id": "INSTANCEID",
-                    "statusQueryGetUri": f"{instance}?{query}",
-                    "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
-                    "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
-                    "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
-                    "purgeHistoryDeleteUri": f"{instance}?{query}",
-                    "restartPostUri": f"{instance}/restart?{query}",
-                    "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
-                    "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
-                },
-                "baseUrl": hooks,
-                "requiredQueryStringParameters": "",
-                "rpcBaseUrl": f"{hooks}/",
-                "httpBaseUrl": "",
-            }
-        )
+        return client_binding(hooks, f"{hooks}/", f"taskHub={TASK_HUB}&connection=Storage")
 
     def running(self) -> list[str]:
         """Instances started here that have not ended (blocking: call in a thread)."""
