@@ -8,6 +8,7 @@ with a message, rather than leaving a function silently unserved.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import sys
@@ -89,7 +90,11 @@ def hosted_app(app: func.FunctionApp | None = None) -> HostedApp:
     http: list[HttpFunction] = []
     timers: list[TriggerFunction] = []
     blobs: list[TriggerFunction] = []
-    for function in app.get_functions():
+    # The library indexes an app once (a second get_functions() finds every name taken,
+    # as the worker never asks twice); index a shallow copy with a fresh name table.
+    indexed = copy.copy(app)
+    indexed.functions_bindings = {}
+    for function in indexed.get_functions():
         name = str(function.get_function_name())
         declared = function.get_trigger()
         if declared is None:
