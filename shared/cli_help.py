@@ -87,15 +87,25 @@ def command_parser(
 
 
 def add_connection_option(
-    parser: argparse.ArgumentParser, *, default: str, help: str, name_alias: bool = False
+    parser: argparse.ArgumentParser,
+    *,
+    default: str,
+    help: str,
+    name_alias: bool = False,
+    default_text: str | None = None,
 ) -> None:
     """``--connection NAME``: the one name for a connected Constant Contact account.
 
     ``name_alias`` keeps the older ``--name`` working, hidden from the help (same dest).
+    ``default_text`` says the default in words where it is not a fixed name (the option
+    itself then defaults to None, and the command decides).
     """
-    shown = default.replace("%", "%%")
+    shown = default_text or f"'{default}'"
     parser.add_argument(
-        "--connection", default=default, metavar="NAME", help=f"{help} (default: '{shown}')"
+        "--connection",
+        default=None if default_text else default,
+        metavar="NAME",
+        help=f"{help} (default: {shown.replace('%', '%%')})",
     )
     if name_alias:
         parser.add_argument(

@@ -125,7 +125,10 @@ def parser() -> argparse.ArgumentParser:
         "default: the export definition's mapping)",
     )
     add_connection_option(
-        parser, default=DEFAULT_CONNECTION, help="the connected account to send to"
+        parser,
+        default=DEFAULT_CONNECTION,
+        help="the connected account to send to",
+        default_text=f"the export definition's connection, else '{DEFAULT_CONNECTION}'",
     )
     add(
         "--max-profiles",
@@ -237,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         full=args.full,
         confirm_removals=args.confirm_removals,
     )
-    connection = check_connection(args.connection)
+    connection = check_connection(args.connection or export.connection or DEFAULT_CONNECTION)
     services = RunServices.from_env(os.environ)
     export = asyncio.run(preflight(services, connection, export, create_fields=args.create_fields))
     run_input = RunInput.create(

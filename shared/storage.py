@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
 
 RANGE_BYTES = 4 << 20
-CONNECTION_SETTINGS = ("CCEXPORT_STORAGE_CONNECTION_STRING", "AzureWebJobsStorage")
+CONNECTION_SETTINGS = (
+    "CCEXPORT_STORAGE",
+    "CCEXPORT_STORAGE_CONNECTION_STRING",
+    "AzureWebJobsStorage",
+)
+"""In the order the function app reads them (shared.settings.AppSettings)."""
 
 
 def connection_string(env: Mapping[str, str]) -> str | None:

@@ -176,3 +176,25 @@ def test_24_checks_after_expiry_all_succeed_without_invalid_grant(
         f"\n24 checks: {elapsed:.1f}s, {refreshes} refreshes, "
         f"{stats['throttled']} throttled answers, invalid_grant {stats['invalid_grant']}"
     )
+
+
+def test_run_sends_with_the_definitions_connection_unless_told_another(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    env = cli_env(sandbox, tmp_path / "home")
+    assert run_cli(["connect", "--connection", "acme"], env).returncode == 0
+    (tmp_path / "seg.csv").write_text("PrimaryEmail\nann@example.com\n")
+    definition = {
+        "name": "x",
+        "connection": "acme",
+        "list_ids": [sandbox.create_list()],
+        "mapping": {"email": "PrimaryEmail"},
+    }
+    (tmp_path / "def.json").write_text(json.dumps(definition))
+    args = ["run", str(tmp_path / "seg.csv"), "--config", str(tmp_path / "def.json"), "--json"]
+    sent = run_cli(args, env)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["connection"] == "acme"
+    other = run_cli([*args, "--connection", "other"], env)
+    assert other.returncode == 1
+    assert other.stderr.startswith("ccexport: error: connection 'other' needs to be reconnected")

@@ -139,3 +139,16 @@ def test_ncrontab_schedules() -> None:
     for bad in ("*/15 * * * *", "every day", "0 0 25 * * *"):
         with pytest.raises(ConfigError, match="not an NCRONTAB expression of six fields"):
             check_schedule(bad)
+
+
+def test_every_command_finds_the_storage_connection_the_app_finds() -> None:
+    from shared import storage  # noqa: PLC0415
+    from shared.settings import AppSettings  # noqa: PLC0415
+
+    for env in (
+        {"CCEXPORT_STORAGE": "UseDevelopmentStorage=true"},
+        {"CCEXPORT_STORAGE_CONNECTION_STRING": "A=1", "AzureWebJobsStorage": "B=2"},
+        {"AzureWebJobsStorage": "B=2"},
+        {"CCEXPORT_STORAGE": "C=3", "AzureWebJobsStorage": "B=2"},
+    ):
+        assert storage.connection_string(env) == AppSettings.from_mapping(env).connection_string
