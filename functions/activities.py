@@ -10,6 +10,7 @@ local engine.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from azure.durable_functions import Blueprint
@@ -19,14 +20,16 @@ from shared.run_activities import RunActivities, RunServices
 bp = Blueprint()
 
 _current: RunActivities | None = None
+_building = threading.Lock()  # activities start together on several threads
 
 
 def run_activities() -> RunActivities:
     """The process's activities, built from the app settings the first time."""
     global _current  # noqa: PLW0603 - one per worker process, like its connections
-    if _current is None:
-        _current = RunActivities(RunServices.from_env(os.environ))
-    return _current
+    with _building:
+        if _current is None:
+            _current = RunActivities(RunServices.from_env(os.environ))
+        return _current
 
 
 def install(activities: RunActivities | None) -> RunActivities | None:

@@ -39,6 +39,12 @@ class FileStore(Protocol):
     def read_bytes(self, name: str) -> bytes: ...
 
 
+def raise_unreadable(error: OSError) -> None:
+    """os.walk's onerror: an unreadable folder is an error, not an empty one."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
+
+
 class LocalFiles:
     """Files under a local directory."""
 
@@ -55,11 +61,15 @@ class LocalFiles:
         return self._path(name).is_file()
 
     def list_files(self, folder: str) -> list[str]:
+        """Every file below ``folder``, but hidden ones: a name starting with a dot is a
+        copy or download still being written, or a tool's own, never a part."""
         base = self._path(folder)
         found: list[str] = []
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base, onerror=raise_unreadable):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
             for file in files:
-                found.append(Path(dirpath, file).relative_to(self.root).as_posix())
+                if not file.startswith("."):
+                    found.append(Path(dirpath, file).relative_to(self.root).as_posix())
         return sorted(found)
 
     def open(self, name: str) -> io.BufferedReader:

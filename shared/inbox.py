@@ -49,7 +49,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from shared.exports import ExportDefinition
-from shared.files import BLOB_SCHEME
+from shared.files import BLOB_SCHEME, raise_unreadable
 from shared.segments import CSV_SUFFIXES, MODEL_FILE
 
 RUN_KEY_DIGITS = 32
@@ -306,8 +306,11 @@ class FolderInbox(Listing):
 
     @staticmethod
     def _info(name: str, stat: os.stat_result) -> BlobInfo:
-        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        return BlobInfo(name, etag, datetime.fromtimestamp(stat.st_mtime, UTC))
+        # A copy that keeps the source's times (cp -p, rsync -a, Explorer) would look
+        # older than it is by its mtime; its ctime is when it arrived here.
+        arrived = max(stat.st_mtime_ns, stat.st_ctime_ns)
+        etag = f'"{arrived:x}-{stat.st_size:x}"'
+        return BlobInfo(name, etag, datetime.fromtimestamp(arrived / 1e9, UTC))
 
     def _walk(self, prefix: str) -> list[BlobInfo]:
         assert self.local_root is not None
@@ -316,7 +319,7 @@ class FolderInbox(Listing):
         if not start.is_relative_to(root):
             return []  # a name that climbs out of the inbox names nothing in it
         found: list[BlobInfo] = []
-        for folder, dirs, names in os.walk(start):
+        for folder, dirs, names in os.walk(start, onerror=raise_unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for file_name in sorted(names):
                 if file_name.startswith("."):

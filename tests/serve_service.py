@@ -29,6 +29,10 @@ class RunningServe:
     def origin(self) -> str:
         return self.api.rsplit("/", 1)[0]
 
+    @property
+    def port(self) -> int:
+        return int(self.origin.rsplit(":", 1)[1])
+
     def stop(self, sig: int | None = None, timeout: float = 60.0) -> int:
         """Send SIGTERM (or ``sig``) and wait; returns the exit status."""
         if self.proc.poll() is None:

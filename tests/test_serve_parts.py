@@ -4,7 +4,10 @@ routes, sign-in headers, inbox events and the schedule."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -152,3 +155,59 @@ def test_every_command_finds_the_storage_connection_the_app_finds() -> None:
         {"CCEXPORT_STORAGE": "C=3", "AzureWebJobsStorage": "B=2"},
     ):
         assert storage.connection_string(env) == AppSettings.from_mapping(env).connection_string
+
+
+async def test_a_failed_event_is_tried_again_with_backoff_then_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from shared.errors import RemoteError  # noqa: PLC0415
+    from shared.serve.events import RETRIES  # noqa: PLC0415
+
+    now = [0.0]
+    calls: list[str] = []
+
+    async def flaky(name: str) -> None:
+        calls.append(name)
+        raise RemoteError("Constant Contact answered 503")
+
+    files = {"E/model.json": "1"}
+
+    async def listing() -> dict[str, str]:
+        return dict(files)
+
+    events = InboxEvents(listing, flaky, interval=1.0, settle=False, clock=lambda: now[0])
+    await events.prime()
+    files["E/T/2026/11/28/0930/T_1.csv"] = "1"
+    for _ in range(100):  # 100 s: past every backoff (2 + 4 + 8 + 16 + 32)
+        await events.poll()
+        now[0] += 1.0
+    assert len(calls) == 1 + RETRIES  # retried, with backoff, then given up
+    assert "trying again in 2 s" in caplog.text
+    assert "failed 6 times; not raised again: Constant Contact answered 503" in caplog.text
+    assert "Traceback" not in caplog.text  # an expected error is one line
+    files["E/T/2026/11/28/0930/T_1.csv"] = "2"  # a new version is a new event
+    await events.poll()
+    assert len(calls) == 2 + RETRIES
+
+
+async def test_a_copy_that_keeps_old_times_is_not_taken_for_a_finished_folder(
+    tmp_path: Path,
+) -> None:
+    from shared.inbox import FolderInbox, completeness  # noqa: PLC0415
+
+    run = tmp_path / "E" / "T" / "2026" / "11" / "28" / "0930"
+    run.mkdir(parents=True)
+    (tmp_path / "E" / "model.json").write_text("{}")
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / "E" / "model.json", (hour_ago, hour_ago))
+    time.sleep(0.02)
+    (run / "T_1.csv").write_text("a\n")  # copied later, keeping its source's old time
+    os.utime(run / "T_1.csv", (hour_ago - 60, hour_ago - 60))
+    (run / ".T_2.csv.partial").write_text("still coming")
+    inbox = FolderInbox(tmp_path)
+    folder = await inbox.run_folder("E/T/2026/11/28/0930")
+    assert folder is not None
+    assert [p.name for p in folder.parts] == ["E/T/2026/11/28/0930/T_1.csv"]
+    model = await inbox.model("E")
+    verdict = completeness(folder, model, datetime.now(UTC), quiet_seconds=120)
+    assert not verdict.complete, verdict.reason

@@ -129,6 +129,8 @@ def prepare_environment(args: argparse.Namespace, env: MutableMapping[str, str])
             raise ConfigError(f"--inbox {inbox}: cannot create it ({exc.strerror})") from None
         if not inbox.is_dir():
             raise ConfigError(f"--inbox {inbox}: not a folder")
+        if not os.access(inbox, os.R_OK | os.X_OK):
+            raise ConfigError(f"--inbox {inbox}: this user cannot read it")
         env["CCEXPORT_LOCAL_INBOX"] = str(inbox.resolve())
     return ServeOptions(
         port=args.port,

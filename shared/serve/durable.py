@@ -13,10 +13,12 @@ an instance that is pending or running refuses a new start; any other is replace
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +31,16 @@ _ACTIVE = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING})
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    """UTC with its offset, as the extension writes times (the engine's are naive UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _input(raw: str) -> Any:
+    """A request's JSON payload; the SDK sends its input JSON-encoded as a string."""
+    payload: Any = json.loads(raw) if raw.strip() else None
+    return json.loads(payload) if isinstance(payload, str) else payload
 
 
 def status_json(state: RunState) -> dict[str, Any]:
@@ -92,17 +103,21 @@ class DurableApi:
         """``http://127.0.0.1:PORT``, set once the server listens."""
 
     def routes(self) -> Iterable[web.RouteDef]:
+        instance = WEBHOOKS + "/instances/{instance_id}"
         return (
             web.post(WEBHOOKS + "/orchestrators/{name}/{instance_id}", self._start),
-            web.get(WEBHOOKS + "/instances/{instance_id}", self._status),
+            web.get(instance, self._status),
+            web.delete(instance, self._purge),
+            web.post(instance + "/{action}", self._manage),
+            web.post(instance + "/raiseEvent/{event}", self._raise_event),
         )
 
     async def _start(self, request: web.Request) -> web.Response:
         name, instance_id = request.match_info["name"], request.match_info["instance_id"]
-        raw = await request.text()
-        payload: Any = json.loads(raw) if raw else None
-        if isinstance(payload, str):
-            payload = json.loads(payload)  # the SDK sends its input JSON-encoded as a string
+        try:
+            payload = _input(await request.text())
+        except ValueError:
+            return web.json_response({"ExceptionMessage": "the input is not JSON"}, status=400)
         try:
             result = await asyncio.to_thread(self._start_now, name, instance_id, payload)
         except LookupError as exc:
@@ -112,6 +127,54 @@ class DurableApi:
             return web.json_response({"Message": message}, status=409)
         self.started.add(instance_id)
         return web.json_response({"id": instance_id}, status=202)
+
+    async def _known(self, instance_id: str) -> RunState | None:
+        return await asyncio.to_thread(self.engine.status, instance_id)
+
+    async def _manage(self, request: web.Request) -> web.Response:
+        """terminate, suspend and resume, as the extension's management URLs do them."""
+        instance_id, action = request.match_info["instance_id"], request.match_info["action"]
+        calls: dict[str, Callable[[str], object]] = {
+            "terminate": self.engine.client.terminate_orchestration,
+            "suspend": self.engine.client.suspend_orchestration,
+            "resume": self.engine.client.resume_orchestration,
+        }
+        if action not in calls:
+            message = f"{action} is not offered by ccexport serve's local engine"
+            return web.json_response({"Message": message}, status=501)
+        state = await self._known(instance_id)
+        if state is None:
+            return web.json_response({"Message": f"No instance {instance_id}."}, status=404)
+        if state.status.is_terminal:
+            return web.json_response({"Message": f"{instance_id} has ended."}, status=410)
+        await asyncio.to_thread(calls[action], instance_id)
+        return web.Response(status=202)
+
+    async def _raise_event(self, request: web.Request) -> web.Response:
+        instance_id, event = request.match_info["instance_id"], request.match_info["event"]
+        try:
+            data = _input(await request.text())
+        except ValueError:
+            return web.json_response({"Message": "the event data is not JSON"}, status=400)
+        state = await self._known(instance_id)
+        if state is None:
+            return web.json_response({"Message": f"No instance {instance_id}."}, status=404)
+        if state.status.is_terminal:
+            return web.json_response({"Message": f"{instance_id} has ended."}, status=410)
+        raise_event = self.engine.client.raise_orchestration_event
+        await asyncio.to_thread(raise_event, instance_id, event, data=data)
+        return web.Response(status=202)
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        state = await self._known(instance_id)
+        if state is None:
+            return web.json_response({"Message": f"No instance {instance_id}."}, status=404)
+        if not state.status.is_terminal:
+            message = f"{instance_id} is still running; terminate it first."
+            return web.json_response({"Message": message}, status=409)
+        await asyncio.to_thread(self.engine.client.purge_orchestration, instance_id)
+        return web.json_response({"instancesDeleted": 1})
 
     def _start_now(self, name: str, instance_id: str, payload: Any) -> bool:
         existing = self.engine.status(instance_id)
@@ -144,15 +207,13 @@ class DurableApi:
                 active.append(instance_id)
         return active
 
-    def wait_for_running(self, grace: float) -> list[str]:
-        """Wait up to ``grace`` seconds for the runs started here to end; returns the
-        ones still running then (blocking: call in a thread)."""
+    def wait_for_running(self, grace: float, hurry: threading.Event) -> list[str]:
+        """Wait up to ``grace`` seconds, or until ``hurry`` is set, for the runs started
+        here to end; returns the ones still running then (blocking: call in a thread)."""
         deadline = time.monotonic() + grace
         active = self.running()
-        while active and time.monotonic() < deadline:
-            try:
-                self.engine.wait(active[0], max(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                break
+        while active and time.monotonic() < deadline and not hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.engine.wait(active[0], min(0.5, max(0.05, deadline - time.monotonic())))
             active = self.running()
         return active

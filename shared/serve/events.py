@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from shared.errors import CcexportError
 from shared.segments import MODEL_FILE
 
 log = logging.getLogger("ccexport.serve")
@@ -40,8 +42,25 @@ class InboxBlob:
     container_name: str
 
 
+RETRIES = 5
+"""Attempts after the first for an event whose trigger failed, as Event Grid retries."""
+
+
+@dataclass
+class _Failed:
+    etag: str
+    attempts: int
+    next_at: float
+
+
 class InboxEvents:
-    """Raises ``on_created(name)`` for each new or changed file of the inbox."""
+    """Raises ``on_created(name)`` for each new or changed file of the inbox.
+
+    A trigger that fails is tried again on later listings, with backoff, up to
+    ``RETRIES`` more times (Event Grid delivers again too); expected errors are logged
+    as one line. Listings come at ``interval`` seconds, or five times as long as the
+    last listing took, so a large inbox does not keep a core busy.
+    """
 
     def __init__(
         self,
@@ -50,13 +69,17 @@ class InboxEvents:
         *,
         interval: float,
         settle: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._listing = listing
         self._on_created = on_created
         self.interval = interval
         self.settle = settle
+        self._clock = clock
         self._raised: dict[str, str] = {}
         self._seen: dict[str, str] = {}
+        self._failed: dict[str, _Failed] = {}
+        self._pause = interval
 
     async def prime(self) -> int:
         """Take what is in the inbox now as already announced; returns how many files."""
@@ -64,34 +87,60 @@ class InboxEvents:
         self._seen = dict(self._raised)
         return len(self._raised)
 
+    def _due(self, name: str, etag: str) -> bool:
+        if self._raised.get(name) == etag:
+            return False
+        failed = self._failed.get(name)
+        if failed is not None and failed.etag == etag:
+            return self._clock() >= failed.next_at
+        # A folder's file is raised once it is the same on two listings in a row.
+        return not self.settle or self._seen.get(name) == etag
+
     async def poll(self) -> list[str]:
         """One listing: raise the events it shows; returns the names raised."""
+        began = self._clock()
         now = await self._listing()
-        due: list[str] = []
-        for name, etag in now.items():
-            if self._raised.get(name) == etag:
-                continue
-            if self.settle and self._seen.get(name) != etag:
-                continue  # still changing, or seen for the first time: next listing
-            due.append(name)
+        self._pause = max(self.interval, 5 * (self._clock() - began))
+        due = [name for name, etag in now.items() if self._due(name, etag)]
         self._seen = dict(now)
         self._raised = {n: e for n, e in self._raised.items() if n in now}
+        self._failed = {n: f for n, f in self._failed.items() if now.get(n) == f.etag}
         due.sort(key=lambda name: (name.rpartition("/")[2] == MODEL_FILE, name))
         for name in due:
             self._raised[name] = now[name]
             try:
                 await self._on_created(name)
-            except Exception:
-                log.exception("inbox event for a file failed; it is not raised again")
+            except Exception as exc:
+                self._retry_later(name, now[name], exc)
+            else:
+                self._failed.pop(name, None)
         return due
+
+    def _retry_later(self, name: str, etag: str, exc: Exception) -> None:
+        previous = self._failed.get(name)
+        attempts = previous.attempts + 1 if previous is not None else 1
+        why = str(exc) if isinstance(exc, CcexportError) else type(exc).__name__
+        if attempts > RETRIES:
+            log.error(
+                "inbox event for %s failed %d times; not raised again: %s", name, attempts, why
+            )
+            self._failed.pop(name, None)
+            return
+        if not isinstance(exc, CcexportError):
+            log.error("inbox event for %s failed", name, exc_info=exc)
+        delay = self.interval * 2**attempts
+        log.warning("inbox event for %s failed (%s); trying again in %.0f s", name, why, delay)
+        self._raised.pop(name, None)
+        self._failed[name] = _Failed(etag, attempts, self._clock() + delay)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), self.interval)
+                await asyncio.wait_for(stop.wait(), self._pause)
             except TimeoutError:
                 try:
                     await self.poll()
-                except Exception:
-                    log.exception("listing the inbox failed; trying again")
+                except Exception as exc:
+                    why = str(exc) if isinstance(exc, CcexportError) else type(exc).__name__
+                    log.warning("listing the inbox failed (%s); trying again", why)

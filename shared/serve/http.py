@@ -25,6 +25,7 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shared.serve.host import HostedApp, HostError, HttpFunction
 
@@ -72,18 +73,30 @@ def aiohttp_path(prefix: str, route: str) -> str:
     return f"/{prefix}/{path}" if prefix else f"/{path}"
 
 
+def _joined(pairs: Iterable[tuple[str, str]], *, fold: bool) -> dict[str, str]:
+    """Repeated names joined with commas, as the Functions host passes them."""
+    joined: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower() if fold else name
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
+
+
 def to_http_request(request: web.Request, body: bytes, principal: Principal) -> func.HttpRequest:
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if not name.lower().startswith(PRINCIPAL_PREFIX)
-    }
+    headers = _joined(
+        (
+            (name, value)
+            for name, value in request.headers.items()
+            if not name.lower().startswith(PRINCIPAL_PREFIX)
+        ),
+        fold=True,
+    )
     headers.update(principal.headers())
     return func.HttpRequest(
         method=request.method,
         url=str(request.url),
         headers=headers,
-        params={name: value for name, value in request.query.items()},
+        params=_joined(request.query.items(), fold=False),
         route_params=dict(request.match_info),
         body=body,
     )
@@ -97,10 +110,56 @@ def to_web_response(response: func.HttpResponse) -> web.Response:
     return web.Response(status=response.status_code, body=response.get_body(), headers=headers)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _refusal(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Gate:
+    """Who may reach serve at all: this machine's programs, never a web page.
+
+    Every request is signed in as an admin (by default) with no key, so a page in the
+    user's browser must not reach it: a request whose ``Host`` is not serve's own
+    address (DNS rebinding) or that a browser marks as coming from another site
+    (``Origin``, ``Sec-Fetch-Site``) is refused. While serve stops, only reads are
+    answered, so runs in flight can be watched but no new one starts.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: frozenset[str] = frozenset()
+        self.stopping = False
+
+    def listen_on(self, port: int) -> None:
+        self.hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(f"http://{host}" for host in self.hosts)
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._admit(request, handler)
+
+        return gate
+
+    async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.host.lower() not in self.hosts:
+            return _refusal(421, "serve answers only at its own address (127.0.0.1 or localhost)")
+        origin = request.headers.get("Origin")
+        if (origin is not None and origin.lower() not in self.origins) or request.headers.get(
+            "Sec-Fetch-Site", ""
+        ).lower() == "cross-site":
+            return _refusal(403, "requests from other sites are refused")
+        if self.stopping and request.method not in {"GET", "HEAD"}:
+            return _refusal(503, "serve is stopping: it starts nothing new")
+        return await handler(request)
+
+
 @web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request no function serves gets a JSON error like the app's own, not aiohttp's page."""
     try:
         return await handler(request)
@@ -112,7 +171,7 @@ async def json_errors(
             if exc.status in {404, 405}
             else exc.reason
         )
-        return web.json_response({"error": message}, status=exc.status)
+        return _refusal(exc.status, message)
 
 
 class FunctionRoutes:
@@ -133,6 +192,8 @@ class FunctionRoutes:
 
     def _handler(self, function: HttpFunction) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
+            if request.method not in function.methods:  # aiohttp adds HEAD to GET routes
+                raise web.HTTPMethodNotAllowed(request.method, function.methods)
             started = time.monotonic()
             body = await request.read()
             kwargs: dict[str, Any] = {

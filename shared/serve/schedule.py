@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
-from shared.errors import ConfigError
+from shared.errors import CcexportError, ConfigError
 
 log = logging.getLogger("ccexport.serve")
 
@@ -58,6 +58,8 @@ async def run_schedule(
         late = (clock() - due).total_seconds() > 1.0
         try:
             await fire(late)
+        except CcexportError as exc:
+            log.warning("the timer trigger failed: %s", exc)
         except Exception:
             log.exception("the timer trigger failed")
         due = next_fire(schedule, max(clock(), due))
