@@ -87,11 +87,13 @@ async def preflight(
     *,
     connection: str,
     create_fields: bool = False,
+    always: bool = False,
 ) -> ExportDefinition:
     """The definition with its lists as ids, once its lists and custom fields hold.
 
-    Sends nothing when there is nothing to look at (ids only, no custom field)."""
-    if not needs_account(definition):
+    Sends nothing when there is nothing to look at (ids only, no custom field), unless
+    ``always``: the command line confirms even lists given by id before it starts."""
+    if not always and not needs_account(definition):
         return definition
     checked = await check_account(
         client,

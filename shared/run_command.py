@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from shared.account import check_account
+from shared.account import preflight as account_preflight
 from shared.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.cli import EXIT_FAILED, _export_from_args, guarded
 from shared.cli_help import add_connection_option, command_parser
@@ -211,16 +211,11 @@ async def preflight(
         async with ConstantContactClient(
             settings.api_base, manager.access_token, services.pacer, retry=services.retry
         ) as client:
-            found = await check_account(
-                client,
-                export.list_ids,
-                export.custom_field_names,
-                connection=connection,
-                create_fields=create_fields or export.create_custom_fields,
+            return await account_preflight(
+                client, export, connection=connection, create_fields=create_fields, always=True
             )
     finally:
         await store.close()
-    return found.applied_to(export)
 
 
 @guarded

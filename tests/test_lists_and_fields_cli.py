@@ -5,7 +5,6 @@ lists` (and `--create`), list names in `check` and `run`, the custom-field prefl
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import uuid
@@ -17,10 +16,10 @@ import aiohttp
 import pytest
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from shared.contacts import check_email
 from tests.ctct_support import run_cli
 from tests.sandbox_api import Api, api_for, people
 from tests.sandbox_service import RunningSandbox, cli_env
+from tests.test_export_run import expected_emails as sample_emails
 
 Factory = Callable[..., RunningSandbox]
 FAST = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}
@@ -71,14 +70,7 @@ def source_of(sample: Path) -> str:
 
 
 def expected_emails(sample: Path) -> list[str]:
-    found: dict[str, None] = {}
-    for part in sorted((sample / EXPORT / TABLE / RUN).glob("*.csv")):
-        with part.open(encoding="utf-8", newline="") as fh:
-            for row in csv.reader(fh):
-                email, reason = check_email(row[1])
-                if reason is None:
-                    found.setdefault(email)
-    return sorted(found)
+    return sorted(sample_emails(sample))
 
 
 def one_error_line(code: int, stderr: str) -> str:
