@@ -54,6 +54,10 @@ def _submit_import(sandbox: Sandbox, kind: str, batch: ImportBatch, body: bytes)
         fault = "failed"
     elif sandbox.faults.fire("import_timed_out"):
         fault = "timed_out"
+    elif batch.records and sandbox.faults.fire("import_short"):
+        batch.records.pop()  # refused by the service: not applied, not counted
+        batch.correctable_count += 1
+        batch.activity_errors.append("import_data: the email address is not valid.")
     sandbox.counters["dropped_contacts"] += batch.dropped
     activity = sandbox.activities.submit(
         kind,

@@ -13,6 +13,8 @@ can say "the next two requests get 503" as easily as "10 % of requests do".
 | latency          | ``seconds`` are added before a /v3 request is handled           |
 | import_failed    | a new import activity ends ``failed`` (nothing applied)         |
 | import_timed_out | a new import activity ends ``timed_out`` (nothing applied)      |
+| import_short     | a new import activity completes without its last contact: not   |
+|                  | applied, not in person_count, counted correctable (refused)     |
 | token_error      | the token endpoint answers ``status`` (503 by default)          |
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 NAMES = (
     "http_500", "http_503", "reset", "latency", "import_failed", "import_timed_out", "token_error",
+    "import_short",
 )  # fmt: skip
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -24,7 +26,6 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from functions import activities as bindings
-from shared.contacts import check_email
 from shared.exports import ExportDefinition
 from shared.local_run import run_locally
 from shared.pacing import Pacer
@@ -44,13 +45,17 @@ TIMEOUT = 60.0
 
 
 def expected_emails(sample: Path) -> list[str]:
-    """The valid addresses of the sample, normalised and deduplicated, read from its CSV."""
+    """The addresses the list must hold, read from the sample's CSV without ccexport's
+    own rules: trimmed and lower-cased, the first row of each address kept. The sample's
+    only broken addresses (bench/sample.py writes ``not-an-email-N``) have no "@"; every
+    other one is ``user.N@exampleM.com``, so "something@something.tld" tells them apart."""
     found: dict[str, None] = {}
     for part in sorted((sample / EXPORT / TABLE / RUN).glob("*.csv")):
         with part.open(encoding="utf-8", newline="") as fh:
             for row in csv.reader(fh):
-                email, reason = check_email(row[1])
-                if reason is None:
+                email = row[1].strip().lower()
+                local, at, domain = email.partition("@")
+                if at and local and "." in domain.strip("."):
                     found.setdefault(email)
     return list(found)
 
@@ -361,6 +366,163 @@ def test_ccexport_run_refuses_an_unknown_list_before_doing_anything(
         f"ccexport: error: list {unknown} does not exist in the account of connection 'default'"
     )
     assert not (home / "runs").exists()
+
+
+# --- `ccexport run`: what it says and how it exits when contacts did not all go -------------
+
+
+def run_command(
+    sandbox: RunningSandbox, home: Path, sample: Path, list_id: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`ccexport run` of the sample from the local folder, bodies of BODY_BYTES."""
+    args = ["run", str(sample / EXPORT / TABLE / RUN), "--list-id", list_id,
+            "--map", "email=PrimaryEmail", "--map", "first_name=FirstName",
+            "--poll-seconds", "0.2", "--max-body-bytes", str(BODY_BYTES), *extra]  # fmt: skip
+    return run_cli(args, env_for(sandbox, home, None), timeout=120)
+
+
+def printed_report(stdout: str) -> dict[str, Any]:
+    """The report.json whose path `ccexport run` prints on its last line."""
+    last = stdout.strip().splitlines()[-1].split()
+    assert last[0] == "report", stdout
+    found: dict[str, Any] = json.loads(Path(last[1]).read_bytes())
+    return found
+
+
+def sandbox_activities(sandbox: RunningSandbox) -> list[dict[str, Any]]:
+    """Every activity the sandbox holds, as the API describes it (newest first)."""
+    request = urllib.request.Request(
+        f"{sandbox.api_base}/activities?limit=500", headers=sandbox.auth_headers()
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        found: list[dict[str, Any]] = json.loads(response.read())["activities"]
+    return found
+
+
+def body_emails(path: Path) -> set[str]:
+    """The addresses in a staged request body."""
+    return {c["email"] for c in json.loads(path.read_bytes())["import_data"]}
+
+
+def test_an_import_counted_short_is_a_mismatch_and_ccexport_run_exits_3(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    # One import completes without its last contact: Constant Contact counts one fewer.
+    sandbox.faults(import_short={"rate": 1, "count": 1})
+
+    done = run_command(sandbox, home, sample, list_id)
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert sandbox.stats()["faults"]["import_short"] == 1
+    [short] = [a for a in sandbox_activities(sandbox) if a["status"]["correctable_count"]]
+    sent = short["status"]["items_total_count"]
+    assert short["status"]["person_count"] == sent - 1
+    missing = set(expected_emails(sample)) - set(sandbox.members(list_id))
+    assert len(missing) == 1  # the one contact it did not count is not on the list
+    report = printed_report(done.stdout)
+    assert report["status"] == "completed_with_errors"
+    # Which import: the one whose activity Constant Contact counted short, and only it.
+    [entry] = [c for c in report["chunk_outcomes"] if c["activity_id"] == short["activity_id"]]
+    assert (entry["fate"], entry["contacts"], entry["shortfall"]) == ("imported", sent, 1)
+    assert report["mismatches"] == [
+        {"chunk": entry["name"], "sent": sent, "person_count": sent - 1,
+         "error_count": 0, "correctable_count": 1}
+    ]  # fmt: skip
+    others = [c for c in report["chunk_outcomes"] if c is not entry]
+    assert others
+    assert all(c["person_count"] == c["contacts"] and not c["shortfall"] for c in others)
+    counts = report["counts"]
+    assert counts["contacts_not_delivered"] == 1
+    assert (
+        counts["contacts_delivered"] == counts["contacts"] - 1 == len(expected_emails(sample)) - 1
+    )
+    assert counts["person_count"] == counts["contacts"] - 1
+    assert report["not_delivered"]["contacts"] == 1
+    # What the command printed says the same, naming the import.
+    lines = done.stdout.splitlines()
+    assert (
+        f"  ! {entry['name']}: sent {sent:,}, Constant Contact counted {sent - 1:,} "
+        "(errors 0, correctable 1)" in lines
+    )
+    assert f"  ! {entry['name']}: imported, {sent:,} contacts (1 contacts not counted)" in lines
+    assert "  NOT delivered            1" in lines
+
+
+def test_ccexport_run_exits_3_naming_the_contacts_that_did_not_go_then_0_on_resume(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    sandbox.faults(import_failed={"rate": 1, "count": 1})  # one import ends failed
+
+    done = run_command(sandbox, home, sample, list_id)
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    report = printed_report(done.stdout)
+    assert report["status"] == "completed_with_errors"
+    [failed] = [c for c in report["chunk_outcomes"] if c["fate"] == "import_failed"]
+    missing = set(expected_emails(sample)) - set(sandbox.members(list_id))
+    # The report names the body that did not go; it is kept, holding exactly those people.
+    assert body_emails(Path(failed["kept_at"])) == missing
+    assert len(missing) == failed["contacts"] == report["counts"]["contacts_not_delivered"] > 0
+    held = report["not_delivered"]
+    assert (held["contacts"], held["chunks"]) == (len(missing), [failed["name"]])
+    assert Path(failed["kept_at"]).parent.parent == Path(held["kept_in"])
+    assert f"--run-id {report['run_id']}" in held["how_to_resend"]
+    lines = done.stdout.splitlines()
+    assert f"  NOT delivered   {len(missing):>10,}" in lines
+    [flagged] = [line for line in lines if line.startswith(f"  ! {failed['name']}: ")]
+    assert flagged.startswith(f"  ! {failed['name']}: import failed, {len(missing):,} contacts (")
+    assert f"  kept for resend {held['kept_in']}" in lines
+
+    again = run_command(sandbox, home, sample, list_id, "--run-id", report["run_id"])
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert printed_report(again.stdout)["status"] == "completed"
+    assert sorted(sandbox.members(list_id)) == sorted(expected_emails(sample))
+
+
+def test_ccexport_run_exits_1_when_nothing_could_be_sent(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+    sandbox.faults(import_failed=1)  # every import ends failed
+
+    done = run_command(sandbox, home, sample, list_id, "--json")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "failed"
+    assert {c["fate"] for c in report["chunk_outcomes"]} == {"import_failed"}
+    assert report["counts"]["contacts_delivered"] == 0
+    assert report["counts"]["contacts_not_delivered"] == report["counts"]["contacts"]
+    assert sandbox.members(list_id) == []
+
+
+def test_ccexport_run_exits_3_when_the_daily_quota_runs_out(
+    sandbox_factory: Callable[..., RunningSandbox], sample: Path, home: Path
+) -> None:
+    # The list check and two imports fit in the day's quota; the rest waits for tomorrow.
+    sandbox = sandbox_factory(rate_limit=0, daily_quota=3, activity_delay=0)
+    list_id = sandbox.create_list()
+    connect(sandbox, home)
+
+    done = run_command(sandbox, home, sample, list_id)
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    report = printed_report(done.stdout)
+    assert report["status"] == "quota_exhausted"
+    resets_at = report["quota"]["resets_at"]
+    assert resets_at.endswith("T00:00:00Z")
+    assert f"  quota           exhausted; resets at {resets_at}" in done.stdout.splitlines()
+    assert f"--run-id {report['run_id']}" in report["quota"]["resume"]
 
 
 @pytest.fixture(autouse=True)
