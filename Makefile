@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test lint typecheck pytest run bench clean lint-infra chaos
+.PHONY: install test lint typecheck pytest run bench clean lint-infra chaos mutate
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -53,6 +53,17 @@ bench: install
 # the sandbox, Azurite and the Key Vault fake. Ends with its figures; at most 10 min.
 chaos: install
 	CHAOS_SCALE=full $(PY) -m tests.chaos
+
+# Mutation testing of the core (docs/MUTATION.md): mutmut, niced, with at most
+# MUTATE_CHILDREN test processes, over the modules of tests/mutation/__main__.py's SCOPE
+# (MODULES="chunks contacts ..." for some of them; REV=HEAD to run on a commit instead
+# of the working tree). Ends with the kill rate per module and the survivors. Slow: not
+# part of `make test`; run it before resolving an issue that touches those modules.
+MODULES ?=
+MUTATE_CHILDREN ?= 2
+REV ?=
+mutate: install
+	$(PY) -m tests.mutation --max-children $(MUTATE_CHILDREN) $(if $(REV),--rev $(REV)) $(MODULES)
 
 # Policy scan of infra/ with checkov, in its own venv (its pinned pycep-parser clashes
 # with the one the tests use). Offline: no platform download, no update check; a

@@ -1,0 +1,357 @@
+"""``make mutate``: mutmut over the core modules, then the kill rate per module and the
+survivors, last.
+
+    python -m tests.mutation [--max-children N] [--rev REV] [--diffs] [MODULE ...]
+
+MODULE is a name of ``SCOPE`` below (all of them when none is given). mutmut runs
+niced (``nice -n 10``) with at most ``--max-children`` test processes (2 by default),
+its output goes to mutants/mutate.log, and every selected mutant is tested again (the
+test-to-function map is collected afresh each time). ``--rev REV`` runs on a commit
+instead of the working tree (``git archive`` into mutants/snapshot/), for figures
+that others' unfinished edits cannot move. Survivors named in docs/MUTATION.md count
+as documented; the exit status is 1 when a survivor is neither killed nor
+documented, or the overall kill rate is under ``TARGET``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = ROOT / "mutants" / "snapshot"
+DOC = ROOT / "docs" / "MUTATION.md"
+TARGET = 0.90
+
+# mutmut's names: "<module>.x_<function>__mutmut_<n>" for functions and
+# "<module>.xǁ<Class>ǁ<method>__mutmut_<n>" for methods.
+SEP = "\u01c1"
+
+
+def method(cls: str, name: str) -> str:
+    return f"x{SEP}{cls}{SEP}{name}"
+
+
+def function(name: str) -> str:
+    return f"x_{name}"
+
+
+@dataclass(frozen=True)
+class Module:
+    """One row of the table: a file, and which of its functions are in scope."""
+
+    path: str
+    functions: tuple[str, ...] = ("*",)  # mangled function names, fnmatch patterns
+    why: str = ""
+
+    @property
+    def dotted(self) -> str:
+        return self.path.removesuffix(".py").replace("/", ".")
+
+    def globs(self) -> list[str]:
+        return [f"{self.dotted}.{f}__mutmut_*" for f in self.functions]
+
+    def covers(self, mutant: str) -> bool:
+        return any(fnmatch.fnmatchcase(mutant, g) for g in self.globs())
+
+
+SCOPE: dict[str, Module] = {
+    "chunks": Module("shared/chunks.py", why="packing request bodies (4 MB, 40,000)"),
+    "contacts": Module("shared/contacts.py", why="row -> contact rules, email checks"),
+    "seen_keys": Module("shared/seen_keys.py", why="duplicate email keys across blocks"),
+    "block_workers": Module("shared/block_workers.py", why="the prepare router"),
+    "plain_blocks": Module("shared/plain_blocks.py", why="which blocks take the fast path"),
+    "outputs": Module("shared/outputs.py", why="bodies, rejects.csv, whole or nothing"),
+    "run_report": Module("shared/run_report.py", why="reconciliation and mismatches"),
+    "mirror": Module("shared/mirror.py", why="mirror planning"),
+    "mirror_stop": Module(
+        "shared/runs.py",
+        (
+            method("ListPlan", "share"),
+            method("RunTally", "mirror"),
+            method("RunTally", "needs_members"),
+            method("RunTally", "check_empty_segment"),
+            method("RunTally", "members_found"),
+            method("RunTally", "awaits_confirmation"),
+            method("RunTally", "removals_due"),
+        ),
+        why="mirror mode's safety stop (shared/runs.py RunTally)",
+    ),
+    "retry": Module(
+        "shared/constant_contact.py",
+        (
+            method("RetryPolicy", "delay"),
+            method("ConstantContactClient", "_request"),
+            method("ConstantContactClient", "_after_refusal"),
+            method("ConstantContactClient", "_transient"),
+            function("_error_items"),
+            function("error_key"),
+        ),
+        why="the client's retry decisions",
+    ),
+    "pacing": Module("shared/pacing.py", why="4 requests/s and the daily quota, per key"),
+    "tokens": Module(
+        "shared/tokens.py",
+        (
+            method("TokenBundle", "fresh"),
+            method("TokenManager", "_fresh"),
+            method("TokenManager", "access_token"),
+            method("TokenManager", "_use"),
+            method("TokenManager", "_refresh_under_lock"),
+            method("TokenManager", "_load"),
+        ),
+        why="token refresh under the lock",
+    ),
+    "run_key": Module(
+        "shared/inbox.py", (function("run_key"), function("export_of_run")), why="the run id"
+    ),
+    "run_starts": Module(
+        "shared/run_starts.py",
+        (
+            function("run_input"),
+            method("Launcher", "start"),
+            method("Launcher", "_start_or_log"),
+            method("Launcher", "run_now"),
+        ),
+        why="each run started at most once",
+    ),
+    "principal": Module("functions/principal.py", why="role checks of the HTTP API"),
+}
+
+KILLED = {1: "killed", 3: "killed"}
+TIMEOUTS = {36, 24, -24, 152, 255, -9}  # mutmut's timeouts; -9: SIGKILL past the CPU limit
+SURVIVED = 0
+NO_TESTS = {5, 33}
+
+
+@dataclass
+class Row:
+    name: str
+    module: Module
+    total: int = 0
+    killed: int = 0
+    timeouts: int = 0
+    survivors: list[str] = field(default_factory=list)
+    no_tests: list[str] = field(default_factory=list)
+    suspicious: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def not_killed(self) -> list[str]:
+        return self.survivors + self.no_tests + self.suspicious
+
+    @property
+    def rate(self) -> float:
+        checked = self.total - len(self.unchecked)
+        return (self.killed + self.timeouts) / checked if checked else 1.0
+
+
+def documented_names(doc: Path = DOC) -> set[str]:
+    """Mutant names docs/MUTATION.md lists (in backquotes), each with its reason."""
+    if not doc.exists():
+        return set()
+    return set(re.findall(r"`([\w.]+" + SEP + r"?[\w" + SEP + r"]*__mutmut_\d+)`", doc.read_text()))
+
+
+def results(tree: Path, rows: Iterable[Row]) -> None:
+    """Fill the rows from mutmut's per-file results (mutants/<path>.meta)."""
+    for row in rows:
+        meta = tree / "mutants" / (row.module.path + ".meta")
+        codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+        for mutant, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
+            if not row.module.covers(mutant):
+                continue
+            row.total += 1
+            if code is None:
+                row.unchecked.append(mutant)
+            elif code in KILLED:
+                row.killed += 1
+            elif code in TIMEOUTS:
+                row.timeouts += 1
+            elif code == SURVIVED:
+                row.survivors.append(mutant)
+            elif code in NO_TESTS:
+                row.no_tests.append(mutant)
+            else:
+                row.suspicious.append(mutant)
+
+
+def _natural(name: str) -> tuple[str, int]:
+    base, _, number = name.rpartition("__mutmut_")
+    return base, int(number) if number.isdigit() else 0
+
+
+def table(rows: Sequence[Row], documented: set[str]) -> list[str]:
+    head = (
+        f"{'module':<14}{'file / functions':<28}{'mutants':>8}{'killed':>8}{'timeout':>8}"
+        f"{'survived':>9}{'no test':>8}{'suspic.':>8}{'rate':>8}{'undoc.':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        what = r.module.path if r.module.functions == ("*",) else f"{r.module.path} (part)"
+        undocumented = [m for m in r.not_killed if m not in documented]
+        lines.append(
+            f"{r.name:<14}{what:<28}{r.total:>8}{r.killed:>8}{r.timeouts:>8}"
+            f"{len(r.survivors):>9}{len(r.no_tests):>8}{len(r.suspicious):>8}"
+            f"{r.rate:>8.1%}{len(undocumented):>8}"
+        )
+    total = sum(r.total - len(r.unchecked) for r in rows)
+    killed = sum(r.killed + r.timeouts for r in rows)
+    rate = killed / total if total else 1.0
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'overall':<42}{sum(r.total for r in rows):>8}{sum(r.killed for r in rows):>8}"
+        f"{sum(r.timeouts for r in rows):>8}{sum(len(r.survivors) for r in rows):>9}"
+        f"{sum(len(r.no_tests) for r in rows):>8}{sum(len(r.suspicious) for r in rows):>8}"
+        f"{rate:>8.1%}{sum(len([m for m in r.not_killed if m not in documented]) for r in rows):>8}"
+    )
+    return lines
+
+
+def diff(tree: Path, mutant: str, path: str) -> str:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: PLC0415 - dev tool
+    from mutmut.utils.file_utils import change_cwd  # noqa: PLC0415
+
+    try:
+        with change_cwd(tree):
+            text = get_diff_for_mutant(mutant, path=path)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        return f"    (no diff: {exc})"
+    body = [line for line in text.splitlines() if not line.startswith(("---", "+++"))]
+    return "\n".join(f"    {line}" for line in body)
+
+
+def snapshot(rev: str) -> Path:
+    """The tree of a commit in mutants/snapshot/ (kept while the commit is the same, with
+    mutmut's own mutants/ inside it)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    marker = SNAPSHOT / ".rev"
+    if marker.exists() and marker.read_text().strip() == sha:
+        return SNAPSHOT
+    shutil.rmtree(SNAPSHOT, ignore_errors=True)
+    SNAPSHOT.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "archive", sha], cwd=ROOT, stdout=subprocess.PIPE)
+    assert archive.stdout is not None
+    with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+        tar.extractall(SNAPSHOT, filter="data")
+    if archive.wait() != 0:
+        raise SystemExit(f"git archive {sha} failed")
+    marker.write_text(sha + "\n")
+    return SNAPSHOT
+
+
+def run_mutmut(tree: Path, globs: list[str], max_children: int) -> tuple[int, float]:
+    """Run mutmut niced in ``tree``; its output (a spinner, progress) goes to the log."""
+    mutants = tree / "mutants"
+    mutants.mkdir(exist_ok=True)
+    log_path = mutants / "mutate.log"
+    # The test-to-function map is collected afresh: tests change between runs.
+    (mutants / "mutmut-stats.json").unlink(missing_ok=True)
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    cmd = ["nice", "-n", "10", mutmut, "run", "--max-children", str(max_children), *globs]
+    start = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
+        printed = start
+        while proc.poll() is None:
+            time.sleep(5)
+            if time.monotonic() - printed >= 60:
+                printed = time.monotonic()
+                print(f"  [{printed - start:5.0f}s] {_progress(log_path)}", flush=True)
+    return proc.returncode, time.monotonic() - start
+
+
+def _progress(log_path: Path) -> str:
+    """mutmut's last progress line (``done/total 🎉 killed ... 🙁 survived``)."""
+    try:
+        tail = log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    found = re.findall(r"\d+/\d+ [^\r\n⠀-⣿]*", tail)
+    if found:
+        return str(found[-1]).strip()
+    steps = re.findall(r"(Generating mutants|Running stats|Running clean tests|forced fail)", tail)
+    return str(steps[-1]) if steps else ""
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(SCOPE))
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--rev", help="run on this commit (git archive) instead of the tree")
+    parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
+    parser.add_argument(
+        "--report-only", action="store_true", help="read the last results, run nothing"
+    )
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in SCOPE]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(SCOPE)}")
+    names = list(args.modules) or list(SCOPE)
+    rows = [Row(name, SCOPE[name]) for name in names]
+    tree = snapshot(args.rev) if args.rev else ROOT
+    command = "make mutate" + (f" MODULES='{' '.join(args.modules)}'" if args.modules else "")
+    command += f" REV={args.rev}" if args.rev else ""
+    where = f"commit {(tree / '.rev').read_text().strip()[:12]}" if args.rev else "working tree"
+    started = datetime.now(UTC)
+    elapsed = 0.0
+    log_path = tree / "mutants" / "mutate.log"
+    if not args.report_only:
+        print(f"mutmut ({where}) over {', '.join(names)}; log in {log_path.relative_to(ROOT)}")
+        globs = [g for r in rows for g in r.module.globs()]
+        code, elapsed = run_mutmut(tree, globs, args.max_children)
+        if code != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+            print(re.sub(r"[^\n]*\r", "", tail))
+            print(f"mutmut failed (exit {code}); see {log_path.relative_to(ROOT)}")
+            return code or 1
+    results(tree, rows)
+    documented = documented_names()
+    print()
+    if not args.report_only:
+        print(
+            f"mutation run of {started:%Y-%m-%d %H:%M} UTC on the {where}: {command}, "
+            f"{elapsed / 60:.1f} min"
+        )
+    for line in table(rows, documented):
+        print(line)
+    undocumented = 0
+    for row in rows:
+        for label, mutants in (
+            ("survived", row.survivors),
+            ("no test", row.no_tests),
+            ("suspicious", row.suspicious),
+        ):
+            for mutant in mutants:
+                known = mutant in documented
+                undocumented += not known
+                mark = "documented" if known else "NOT DOCUMENTED"
+                print(f"  {label:<10} {mutant}  [{mark}]")
+                if args.diffs or not known:
+                    print(diff(tree, mutant, row.module.path))
+    checked = sum(r.total - len(r.unchecked) for r in rows)
+    rate = sum(r.killed + r.timeouts for r in rows) / checked if checked else 1.0
+    print()
+    print(
+        f"overall kill rate {rate:.1%} (target {TARGET:.0%}); "
+        f"{undocumented} survivor(s) neither killed nor documented in docs/MUTATION.md"
+    )
+    return 0 if rate >= TARGET and not undocumented else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
