@@ -58,6 +58,17 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/__sandbox/authorization")
+async def authorization(request: web.Request) -> web.Response:
+    """What the requests made with one authorization's tokens met (``?token=`` any access
+    or refresh token it was issued): its id (for a fault's ``authorization``), its
+    requests by template and status, the faults fired on them, its 429 ``throttled``."""
+    found = sandbox_of(request).stats.authorization(request.query.get("token", ""))
+    if found is None:
+        raise ApiError(404, "No authorization issued that token.")
+    return wire.json_response(found.snapshot())
+
+
 @routes.get("/__sandbox/imports")
 async def imports(request: web.Request) -> web.Response:
     """Each import body accepted (by SHA-256), optionally only those for ``?list_id=``,
