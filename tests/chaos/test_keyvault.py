@@ -27,7 +27,7 @@ from shared.pacing import Pacer
 from shared.run_activities import RunActivities, RunServices, locks_from_settings
 from shared.runstore import blob_service_from_settings, open_run_store
 from shared.settings import CLIENT_SECRET_NAME, Settings
-from tests.chaos.conftest import count_faults
+from tests.chaos.evidence import CountingActivities, Tally, aimed, met
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import (
     check_delivery,
@@ -46,6 +46,8 @@ from tests.sandbox_service import RunningSandbox
 pytestmark = pytest.mark.azurite
 
 VAULT_FAULTS = ((503, None), (500, None), (429, 0.2))
+VAULT_STATUSES = {str(status) for status, _ in VAULT_FAULTS}
+_RESPONSE_STATUS = re.compile(r"^Response status: '?(\d{3})")
 _ADDRESS = re.compile(r"[^\s@'\"<>(),;]+@[^\s@'\"<>(),;]+")
 
 
@@ -118,12 +120,14 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
             await store.set(CLIENT_SECRET_NAME, client_secret)
 
     asyncio.run(seed_vault())
-    store_tokens(chaos_sandbox, vault_store(keyvault), aged=True)  # refreshed at once
+    refresh_token = store_tokens(chaos_sandbox, vault_store(keyvault), aged=True)  # at once
     source = upload(segment, azurite, "inbox", f"vault-{uuid.uuid4().hex[:8]}")
     run = run_input(source, list_id, options(SCALE.body_bytes))
     settings = Settings.from_mapping(env)
     assert settings.key_vault_url == keyvault.url
     assert settings.client_secret is None
+
+    tally = Tally()
 
     def activities() -> RunActivities:
         blob = blob_service_from_settings(env)
@@ -136,18 +140,34 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
             pacer=Pacer(40.0),
             retry=FAST,
         )
-        return RunActivities(services)
+        return CountingActivities(services, tally)
 
-    chaos_sandbox.faults(http_503=0.10)
-    before, vault_before = chaos_sandbox.stats(), keyvault.faults_fired
+    authorization = met(chaos_sandbox, refresh_token).authorization
+    chaos_sandbox.faults(**aimed(authorization, http_503={"rate": 0.10, "by": 3}))
+    vault_before, logged_before = keyvault.faults_fired, len(all_logs.records)
     vault_faults.start()
     try:
         rounds = run_to_the_end(run, activities)
     finally:
-        count_faults(chaos_sandbox, before)
-        FIGURES.fault("key_vault_errors", keyvault.faults_fired - vault_before)
+        seen = met(chaos_sandbox, refresh_token)
+        vault_fired = keyvault.faults_fired - vault_before
+        FIGURES.fault("http_503", seen.faults["http_503"])
+        FIGURES.fault("key_vault_errors", vault_fired)
     check_delivery(chaos_sandbox, list_id, segment, rounds.reports())
-    assert keyvault.faults_fired > vault_before, "the vault should have failed during the run"
+    # The API's 503s reached this run, and its clients sent each request again.
+    assert seen.faults["http_503"] >= 1, "no API request of this run was answered 503"
+    assert seen.answered("503") == seen.faults["http_503"]
+    assert tally.client()["retries"] >= seen.faults["http_503"] - seen.faults["http_503"] // 4
+    # The vault's errors reached this run (the only client of the vault while it ran):
+    # the SDK's own log has every one of those answers, and its retries got through.
+    assert vault_fired >= 1, "the vault should have failed during the run"
+    statuses = [
+        found.group(1)
+        for record in all_logs.records[logged_before:]
+        if record.name.startswith("azure.core")
+        and (found := _RESPONSE_STATUS.match(record.getMessage())) is not None
+    ]
+    assert sum(status in VAULT_STATUSES for status in statuses) >= vault_fired, statuses
     bundles = [orjson.loads(v) for v in keyvault.stored_values() if v.startswith("{")]
     tokens = {str(b[k]) for b in bundles for k in ("access_token", "refresh_token") if b.get(k)}
     assert len(tokens) >= 3, "a refreshed token was stored in the vault during the run"
