@@ -62,9 +62,10 @@ class JsonChunker:
 
     def add(self, contact: bytes) -> None:
         if len(self._buffer) + len(contact) + 1 > self._room or self._count >= self._max_contacts:
-            if not self._count:
+            if self._count:
+                self._flush()
+            if len(self._buffer) + len(contact) + 1 > self._room:  # not even in an empty body
                 raise ValueError(f"one contact is {len(contact)} bytes, more than a request holds")
-            self._flush()
         self._buffer += contact
         self._buffer += b","
         self._count += 1
