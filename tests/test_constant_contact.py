@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +20,11 @@ import pytest
 from shared.constant_contact import ConstantContactClient, RetryPolicy, api_messages, error_key
 from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
 from shared.pacing import QUOTA_MESSAGE, Pacer, process_pacer
+from shared.run_activities import RunServices
 from tests.ctct_support import FAST, SandboxTokens
 from tests.sandbox_api import people
-from tests.sandbox_service import RunningSandbox
+from tests.sandbox_service import RunningSandbox, cli_env
+from tests.services import ROOT
 
 Factory = Callable[..., RunningSandbox]
 UNLIMITED = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}
@@ -95,6 +99,10 @@ async def test_poll_falls_back_to_single_gets_only_for_ids_not_listed(
     with pytest.raises(RemoteError) as caught:
         await client.poll_imports([activity.activity_id, unknown])
     assert caught.value.status == 404
+    assert str(caught.value) == (
+        "GET /activities/{activity_id}: Constant Contact refused the request (404): "
+        "Resource not found for the activity_id provided."
+    )
 
 
 async def test_csv_import_is_multipart_without_our_own_content_type(
@@ -161,6 +169,8 @@ async def test_custom_fields_listed_and_created(sandbox_factory: Factory) -> Non
         with pytest.raises(RemoteError) as taken:
             await client.create_custom_field("renewal")
         assert taken.value.status == 409
+        assert "Constant Contact refused the request (409)" in str(taken.value)
+        assert "renewal" in str(taken.value)  # the API's own message names the field
 
 
 async def test_memberships_are_batched_by_500_and_exports_download_the_csv(
@@ -189,7 +199,7 @@ async def test_memberships_are_batched_by_500_and_exports_download_the_csv(
     for activity in removed:
         await client.wait_for(activity.activity_id, poll_interval=0.05)
     assert sandbox.members(target) == []
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^at most 50 list ids per request$"):
         await client.add_list_memberships(ids, [target] * 51)
 
 
@@ -420,3 +430,102 @@ def test_one_process_pacer_per_api_key() -> None:
     assert process_pacer("key-a") is process_pacer("key-a")
     assert process_pacer("key-a") is not process_pacer("key-b")
     assert process_pacer("key-a").rate == 4.0
+
+
+# --- the production defaults, pinned ------------------------------------------------------------
+
+LIMIT = 4.0  # Constant Contact: 4 requests per second per API key
+MARGIN = 0.8  # README, "Limits and retries": runs pace themselves at 80 % of the limit
+
+
+async def test_runs_pace_under_the_limit_by_the_documented_margin(
+    sandbox_factory: Factory, tmp_path: Path
+) -> None:
+    # The sandbox keeps the real limit (4/s per key); a key of its own gets a fresh pacer.
+    sandbox = sandbox_factory(
+        daily_quota=0, token_rate_limit=0, client_id=f"pace-{uuid.uuid4().hex[:8]}"
+    )
+    assert sandbox.settings()["requests_per_second"] == LIMIT
+    list_id = sandbox.create_list()
+    # The pacer a run gets, built as the function app and `ccexport run` build it.
+    services = RunServices.from_env(cli_env(sandbox, tmp_path / "home"))
+    pacer = services.pacer
+    assert pacer.rate == pytest.approx(LIMIT * MARGIN)
+    tokens = SandboxTokens(sandbox)
+    await tokens()  # minted before the clock starts
+    burst = 17
+    async with ConstantContactClient(
+        sandbox.api_base, tokens, pacer, retry=services.retry
+    ) as client:
+        started = time.monotonic()
+        got = await asyncio.gather(*(client.get_list(list_id) for _ in range(burst)))
+        elapsed = time.monotonic() - started
+        assert client.stats.throttled == 0
+    assert [g.list_id for g in got] == [list_id] * burst
+    # Not one request refused as too fast: the margin absorbs arrival bunching.
+    assert sandbox.stats()["throttled"] == 0
+    assert sandbox.requests("GET /v3/contact_lists/{list_id}") == {"200": burst}
+    # The last of N starts (N-1)/rate after the first: 5 s at 3.2/s, 4 s at 4/s, 3.2 s at 5/s.
+    # A loaded machine only makes it slower, never faster.
+    assert elapsed >= (burst - 1) / (LIMIT * MARGIN) - 0.05
+    assert (burst - 1) / elapsed < LIMIT
+
+
+def function_timeout() -> float:
+    """host.json's functionTimeout in seconds: the longest an activity may run."""
+    raw: str = json.loads((ROOT / "host.json").read_text())["functionTimeout"]
+    hours, minutes, seconds = raw.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def backoff_ceiling(policy: RetryPolicy, retry: int) -> float:
+    """The longest wait before retry ``retry`` (1 = the first): doubling from the base,
+    capped (RetryPolicy.delay's rule, written out here)."""
+    return min(policy.backoff_cap, policy.backoff_base * 2.0 ** (retry - 1))
+
+
+def test_the_production_retry_policy_is_bounded() -> None:
+    policy = RetryPolicy()
+    # What runs get: the function app and `ccexport run` build RunServices the same way.
+    assert RunServices.from_env({"CTCT_CLIENT_ID": "bounded"}).retry == policy
+    # A handful of tries, not hundreds: a 5xx outage is not cured by insisting.
+    assert 2 <= policy.attempts <= 5
+    assert 2 <= policy.throttled_attempts <= 10
+    # Backoff starts under a second and is capped at seconds, not minutes.
+    assert 0 < policy.backoff_base <= 1
+    assert policy.backoff_base <= policy.backoff_cap <= 10
+    assert 0 < policy.request_timeout <= 120
+    for retry in range(1, 40):
+        ceiling = backoff_ceiling(policy, retry)
+        waits = [policy.delay(retry) for _ in range(50)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+    # The worst one request can cost: every failing try runs to its timeout, and every
+    # retry (of failures and of throttled answers) waits its longest backoff. It must
+    # end well inside host.json's functionTimeout, which would kill the activity.
+    failures = policy.attempts * policy.request_timeout + sum(
+        backoff_ceiling(policy, n) for n in range(1, policy.attempts)
+    )
+    throttled = sum(backoff_ceiling(policy, n) for n in range(1, policy.throttled_attempts))
+    worst = failures + throttled
+    assert worst <= function_timeout() / 2  # 655 s against 30 minutes
+    assert function_timeout() == 30 * 60
+
+
+async def test_the_production_retry_policy_gives_up_on_a_5xx_outage_in_seconds(
+    sandbox_factory: Factory,
+) -> None:
+    sandbox = sandbox_factory(**UNLIMITED)
+    list_id = sandbox.create_list()
+    sandbox.faults(http_503={"rate": 1})
+    policy = RetryPolicy()
+    most = sum(backoff_ceiling(policy, n) for n in range(1, policy.attempts))  # 7.5 s
+    async with ConstantContactClient(
+        sandbox.api_base, SandboxTokens(sandbox), Pacer(200)
+    ) as client:  # no retry= : the client's own default
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=rf"503.*gave up after {policy.attempts} attempts"):
+            # Seconds, not minutes: a few tries with capped backoff (plus a loaded machine).
+            await asyncio.wait_for(client.get_list(list_id), timeout=30)
+        elapsed = time.monotonic() - started
+    assert sandbox.requests("GET /v3/contact_lists/{list_id}") == {"503": policy.attempts}
+    assert most / 2 <= elapsed <= 30
