@@ -3,7 +3,9 @@
 - ``DurableFake``: a small aiohttp server on 127.0.0.1 speaking the part of the
   Durable Functions HTTP management API that a client binding uses (start an
   orchestration under an instance id, read an instance's status), and a real
-  ``DurableOrchestrationClient`` built from the binding JSON that points at it.
+  ``DurableOrchestrationClient`` built from the binding JSON that points at it. It
+  starts over an existing instance as host.json's
+  ``extensions.durableTask.overridableExistingInstanceStates`` says, as the host does.
 - ``blob_binding``: the ``BlobClient`` the blob extension's converter makes from the
   model binding data the host sends for an Event Grid blob trigger.
 - ``timer_request``: a ``TimerRequest`` decoded from the JSON the host sends.
@@ -37,9 +39,21 @@ from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
 
 from shared.serve.durable import client_binding
+from tests.services import ROOT
 
 SYSTEM_KEY = "durable-system-key-for-tests"
 TASK_HUB = "ccexporttests"
+HOST_JSON = ROOT / "host.json"
+NON_RUNNING_STATES = "NonRunningStates"
+ANY_STATE = "AnyState"  # the extension's default (OverridableStates.AnyState = 0)
+
+
+def overridable_states(host_json: Path = HOST_JSON) -> str:
+    """host.json's ``extensions.durableTask.overridableExistingInstanceStates``, or the
+    extension's default, ``AnyState``, when it is not set."""
+    document = json.loads(host_json.read_text(encoding="utf-8"))
+    durable = document.get("extensions", {}).get("durableTask", {})
+    return str(durable.get("overridableExistingInstanceStates", ANY_STATE))
 
 
 @dataclass
@@ -54,15 +68,19 @@ class Instance:
 
 
 class DurableFake:
-    """The Durable extension's management endpoints, as far as a client binding uses them."""
+    """The Durable extension's management endpoints, as far as a client binding uses them.
 
-    def __init__(self) -> None:
+    Starting under an existing instance id follows ``host_json`` (the app's host.json
+    unless a test names another): with ``NonRunningStates`` a start over a Pending or
+    Running instance is answered with an error, as the host answers it; with
+    ``AnyState`` (or nothing set) it replaces the instance.
+    """
+
+    def __init__(self, host_json: Path = HOST_JSON) -> None:
         self.instances: dict[str, Instance] = {}
         self.starts: list[Instance] = []
         self.refused: list[str] = []
-        self.refuse_running = False
-        """Answer a start for a Pending or Running instance with an error, as the host does
-        with host.json's ``overridableExistingInstanceStates: NonRunningStates``."""
+        self.overridable_states = overridable_states(host_json)
         self.status_barrier = 0
         """Hold the first status reads until this many have arrived (at most 5 s): callers
         that arrive together all look before any of them starts (0: no holding)."""
@@ -70,6 +88,20 @@ class DurableFake:
         self._all_arrived: asyncio.Event | None = None
         self.base_url = ""
         self._runner: web.AppRunner | None = None
+
+    @property
+    def refuse_running(self) -> bool:
+        """Whether a start over a Pending or Running instance fails (host.json says so)."""
+        return self.overridable_states.casefold() == NON_RUNNING_STATES.casefold()
+
+    @refuse_running.setter
+    def refuse_running(self, value: bool) -> None:
+        # Host.json decides; a test may only say what it expects of it.
+        if value != self.refuse_running:
+            raise ValueError(
+                f"host.json says overridableExistingInstanceStates: {self.overridable_states}; "
+                "the fake follows it (pass another host_json to DurableFake to differ)"
+            )
 
     async def start(self) -> None:
         app = web.Application()

@@ -4,7 +4,11 @@ of the management API."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +18,17 @@ from functions import triggers
 from shared import exports
 from shared.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
 from shared.documents import BlobDocuments
-from shared.inbox import BlobInfo, RunFolder, group_folders, run_key
+from shared.inbox import BlobInfo, RunFolder, run_key
 from shared.runs import ORCHESTRATOR, RunInput
 from shared.settings import STORAGE_CONNECTION
-from tests.function_harness import AppEnv, DurableFake, blob_binding, timer_request
+from tests.function_harness import (
+    HOST_JSON,
+    AppEnv,
+    DurableFake,
+    blob_binding,
+    overridable_states,
+    timer_request,
+)
 
 pytestmark = pytest.mark.azurite
 
@@ -61,13 +72,37 @@ async def tick(durable: DurableFake, *, past_due: bool = False) -> None:
     await handler(timer=timer_request(past_due=past_due), durable=durable.client())
 
 
-def folder_now(app_env: AppEnv, path: str) -> RunFolder:
-    blobs = [
-        BlobInfo(b.name, str(b.etag), b.last_modified)
-        for b in app_env.container(app_env.inbox).list_blobs(name_starts_with=f"{path}/")
-    ]
-    [found] = group_folders(app_env.inbox, blobs)
-    return found
+def expected_run_key(export_name: str, container: str, folder: str, etags: list[str]) -> str:
+    """The run key by shared/inbox.py's recipe, written out here: the export's name, a
+    dot, and the first 32 hex digits of the SHA-256 of "ccexport-run-1", the export's
+    name, the container, the folder and the sorted ETags of its parts (without their
+    quotes), one a line."""
+    unquoted = sorted(etag.strip('"') for etag in etags)
+    material = "\n".join(["ccexport-run-1", export_name, container, folder, *unquoted])
+    return f"{export_name}.{hashlib.sha256(material.encode()).hexdigest()[:32]}"
+
+
+def key_now(app_env: AppEnv, export_name: str, folder: str) -> str:
+    """The run key of the folder's CSV parts as they are in the inbox now."""
+    listing = app_env.container(app_env.inbox).list_blobs(name_starts_with=f"{folder}/")
+    etags = [str(b.etag) for b in listing if b.name.endswith(".csv")]
+    return expected_run_key(export_name, app_env.inbox, folder, etags)
+
+
+def test_the_run_key_recipe_is_stable() -> None:
+    # Changing it would give every run folder already sent a new key: sent again.
+    moment = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    parts = tuple(
+        BlobInfo(f"{RUN}/HighValue_{n}.csv", etag, moment)
+        for n, etag in ((1, '"0x8DD0A1B2C3D4E60"'), (2, '"0x8DD0A1B2C3D4E5F"'))
+    )
+    folder = RunFolder("inbox", "", EXPORT, "HighValue", "2026/11/28/0930", parts=parts)
+    etags = [p.etag for p in parts]
+    assert run_key("high-value", folder) == expected_run_key("high-value", "inbox", RUN, etags)
+    assert run_key("high-value", folder) == "high-value.839e289c3e99b7ec2a3a9d030561f2de"
+    assert run_key("high-value", folder) != run_key("high-valve", folder)
+    elsewhere = RunFolder("inbox2", "", EXPORT, "HighValue", "2026/11/28/0930", parts=parts)
+    assert run_key("high-value", elsewhere) != run_key("high-value", folder)
 
 
 async def test_the_same_event_five_times_starts_one_run(
@@ -84,7 +119,7 @@ async def test_the_same_event_five_times_starts_one_run(
     assert len(durable_fake.starts) == 1
     started = durable_fake.starts[0]
     assert started.name == ORCHESTRATOR
-    expected_id = run_key("high-value", folder_now(app_env, RUN))
+    expected_id = key_now(app_env, "high-value", RUN)
     assert started.instance_id == expected_id
     run = RunInput.from_json(started.input)
     assert run.run_id == expected_id
@@ -115,7 +150,7 @@ async def test_a_folder_with_some_parts_starts_nothing_until_it_is_complete(
     await blob_event(app_env, durable_fake, MODEL)
     await blob_event(app_env, durable_fake, f"{RUN}/HighValue_2.csv")  # a late duplicate
     [started] = durable_fake.starts
-    assert started.instance_id == run_key("high-value", folder_now(app_env, RUN))
+    assert started.instance_id == key_now(app_env, "high-value", RUN)
 
 
 async def test_model_json_written_first_waits_for_the_quiet_time(
@@ -131,7 +166,7 @@ async def test_model_json_written_first_waits_for_the_quiet_time(
     monkeypatch.setenv("RUN_QUIET_SECONDS", "0")  # the quiet time has passed
     await blob_event(app_env, durable_fake, f"{RUN}/HighValue_2.csv")
     [started] = durable_fake.starts
-    assert started.instance_id == run_key("high-value", folder_now(app_env, RUN))
+    assert started.instance_id == key_now(app_env, "high-value", RUN)
 
 
 async def test_only_matching_enabled_exports_with_consent_start(
@@ -183,3 +218,57 @@ async def test_the_schedule_sends_each_newest_complete_folder_once(
     await tick(durable_fake)
     assert len(durable_fake.starts) == 3
     assert RunInput.from_json(durable_fake.starts[2].input).source.endswith(newest)
+
+
+# --- duplicate starts: the host refuses them because host.json says so ---------------------
+
+
+def test_host_json_makes_a_start_over_a_running_run_fail() -> None:
+    # The host setting the trigger relies on when deliveries race (shared/run_starts.py).
+    assert overridable_states(HOST_JSON) == "NonRunningStates"
+    assert DurableFake().refuse_running
+
+
+async def test_deliveries_racing_start_one_run_and_the_others_are_refused(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    deliveries = 4
+    durable_fake.status_barrier = deliveries  # every delivery looks before any starts
+    await seed(app_env)
+    app_env.write(f"{RUN}/HighValue_1.csv", b"id1,a@example.com\n")
+    app_env.write_later(MODEL)
+
+    await asyncio.gather(*(blob_event(app_env, durable_fake, MODEL) for _ in range(deliveries)))
+
+    [started] = durable_fake.starts  # they all found no run; the host let one start
+    assert started.instance_id == key_now(app_env, "high-value", RUN)
+    assert durable_fake.refused == [started.instance_id] * (deliveries - 1)
+
+
+async def test_the_fake_starts_over_a_running_instance_when_host_json_allows_it(
+    tmp_path: Path,
+) -> None:
+    for setting, refused in ((None, False), ("AnyState", False), ("NonRunningStates", True)):
+        durable_task: dict[str, Any] = {"hubName": "x"}
+        if setting is not None:
+            durable_task["overridableExistingInstanceStates"] = setting
+        host_json = tmp_path / f"host-{setting}.json"
+        host_json.write_text(json.dumps({"extensions": {"durableTask": durable_task}}))
+        fake = DurableFake(host_json)
+        await fake.start()
+        try:
+            client = fake.client()
+            await client.start_new(ORCHESTRATOR, "run-1", {"n": 1})
+            fake.set_status("run-1", "Running")
+            if refused:
+                with pytest.raises(Exception, match="status Running already exists"):
+                    await client.start_new(ORCHESTRATOR, "run-1", {"n": 2})
+                assert (len(fake.starts), fake.refused) == (1, ["run-1"])
+            else:
+                await client.start_new(ORCHESTRATOR, "run-1", {"n": 2})
+                assert (len(fake.starts), fake.refused) == (2, [])
+            fake.set_status("run-1", "Completed")  # a finished run may always be started again
+            await client.start_new(ORCHESTRATOR, "run-1", {"n": 3})
+            assert fake.instances["run-1"].input == {"n": 3}
+        finally:
+            await fake.stop()
