@@ -96,7 +96,6 @@ def check_bodies(
     cap: int = DEFAULT_CAP,
     expected: Sequence[Mapping[str, Any]] | None = None,
     max_contacts: int = CC_CONTACTS_LIMIT,
-    tight: bool = True,
 ) -> Checked:
     """Fail unless every body is one Constant Contact takes whole, and they hold ``expected``.
 
@@ -104,8 +103,8 @@ def check_bodies(
     ``{"import_data": [...], "list_ids": list_ids}`` written compactly, holding 1 to
     ``max_contacts`` (at most 40,000) contacts. Together: each email once, and when
     ``expected`` is given exactly those contacts, in that order: nothing lost, nothing
-    twice. ``tight``: bodies are filled in order, so each body but the last is closed
-    only because it holds ``max_contacts`` or the next contact would not have fitted.
+    twice. And full: bodies are filled in order, so each body but the last was closed
+    only because it held ``max_contacts`` or the next contact would not have fitted.
     """
     assert cap <= CC_BYTES_LIMIT, f"a cap of {cap:,} bytes is past what Constant Contact reads"
     contacts: list[Contact] = []
@@ -142,13 +141,12 @@ def check_bodies(
     assert not twice, f"{len(twice)} emails are sent more than once, e.g. {twice[:3]}"
     if expected is not None:
         _same_contacts(contacts, expected)
-    if tight:
-        for n in range(len(bodies) - 1):
-            nxt = len(compact(firsts[n + 1]))
-            assert counts[n] == max_contacts or sizes[n] + 1 + nxt > cap, (
-                f"body {n + 1} was closed at {counts[n]:,} contacts and {sizes[n]:,} bytes, "
-                f"but the next contact ({nxt:,} bytes) fitted under the cap of {cap:,}"
-            )
+    for n in range(len(bodies) - 1):
+        nxt = len(compact(firsts[n + 1]))
+        assert counts[n] == max_contacts or sizes[n] + 1 + nxt > cap, (
+            f"body {n + 1} was closed at {counts[n]:,} contacts and {sizes[n]:,} bytes, "
+            f"but the next contact ({nxt:,} bytes) fitted under the cap of {cap:,}"
+        )
     return Checked(contacts, counts, sizes, list(list_ids))
 
 

@@ -87,7 +87,7 @@ def test_bodies_hold_every_contact_in_order_under_the_byte_cap(feed: Feed, cap: 
         for i in range(5000)
     ]  # fmt: skip
     bodies, chunker = pack(feed, contacts, max_bytes=cap)
-    checked = check_bodies(bodies, list_ids=LISTS, cap=cap, expected=contacts)  # and tight
+    checked = check_bodies(bodies, list_ids=LISTS, cap=cap, expected=contacts)  # and full
     # Filled in order, each body but the last wants at most the largest contact (and its
     # comma) to be full, so at most P / (room - largest - 1) bodies hold P bytes of
     # contacts and commas; and at least P / room. Within one when that is small.

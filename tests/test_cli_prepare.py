@@ -14,6 +14,7 @@ from azure.storage.blob import BlobServiceClient
 from bench.sample import EXPORT, LIST_ID, RUN, TABLE, write_sample
 from shared import exports
 from shared.errors import ConfigError
+from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,9 +47,9 @@ def test_prepare_with_config_prints_json_and_writes_output(sample: Path, tmp_pat
     assert (summary["rows_read"], summary["contacts"]) == (3000, 2964)
     assert (summary["rejected"], summary["duplicates"]) == (30, 6)
     assert summary == orjson.loads((out / "summary.json").read_bytes())
-    assert summary["largest_chunk_bytes"] == max(
-        p.stat().st_size for p in (out / "chunks").iterdir()
-    )
+    checked = check_bodies(chunk_files(out), list_ids=[LIST_ID])  # every body, from its bytes
+    assert len(checked.contacts) == 2964
+    check_summary(summary, checked, DEFAULT_CAP)
     assert len((out / "rejects.csv").read_text().splitlines()) == 1 + 30 + 6
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
@@ -17,6 +16,7 @@ from shared.errors import InputError
 from shared.exports import ExportDefinition
 from shared.outputs import BlobOutput, LocalOutput
 from shared.prepare import PrepareResult, prepare
+from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
 from tests.segment_trees import RUN, Place, Tree, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
@@ -42,16 +42,16 @@ def run(place: Place, tree: Tree, source: str, out: Path, **export: Any) -> Prep
         list_ids=(LIST,), mapping=export.pop("mapping", MAPPING), **export
     )
     segment = segments.locate(store, name, encoding=definition.encoding)
-    return prepare(segment, definition, LocalOutput(out))
+    result = prepare(segment, definition, LocalOutput(out))
+    checked = check_bodies(chunk_files(out), list_ids=[LIST])  # every body, every prepare
+    assert checked.counts == [c.contacts for c in result.chunks]
+    check_summary(result.summary, checked, DEFAULT_CAP)
+    return result
 
 
 def sent(out: Path) -> list[dict[str, Any]]:
-    contacts: list[dict[str, Any]] = []
-    for path in sorted((out / "chunks").glob("*.json")):
-        body = orjson.loads(path.read_bytes())
-        assert body["list_ids"] == [LIST]
-        contacts.extend(body["import_data"])
-    return contacts
+    """The contacts of every body, in order, each body checked first (tests/body_checks.py)."""
+    return check_bodies(chunk_files(out), list_ids=[LIST]).contacts
 
 
 def rejects(out: Path) -> list[dict[str, str]]:
@@ -335,7 +335,13 @@ def test_blob_output_is_whole_or_absent(azurite: str, tmp_path: Path) -> None:
     names = sorted(b.name for b in container.list_blobs())
     assert "runs/r1/summary.json" in names
     assert "runs/r1/rejects.csv" in names
-    assert len([n for n in names if "/chunks/" in n]) == result.summary["chunks"] > 1
+    chunks = [n for n in names if "/chunks/" in n]
+    assert chunks == [f"runs/r1/chunks/chunk-{i:05d}.json" for i in range(1, len(chunks) + 1)]
+    bodies = [container.download_blob(n).readall() for n in chunks]
+    expected = [{"email": e, "first_name": f, "last_name": la} for _i, e, f, la in people(100)]
+    checked = check_bodies(bodies, list_ids=[LIST], cap=2000, expected=expected)
+    assert len(bodies) > 1
+    check_summary(result.summary, checked, 2000)
     small = definition.with_overrides(max_profiles=99)
     with pytest.raises(InputError):
         prepare(segment, small, BlobOutput(container, "runs/r2"), max_body_bytes=2000)

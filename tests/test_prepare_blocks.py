@@ -21,6 +21,7 @@ from shared.errors import InputError
 from shared.exports import ExportDefinition
 from shared.outputs import LocalOutput
 from shared.prepare import Workers, _ordered_results, prepare
+from tests.body_checks import Contact, check_bodies, check_summary, chunk_files
 from tests.segment_trees import RUN, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
@@ -50,18 +51,34 @@ def write(root: Path, tree: dict[str, bytes]) -> None:
         (root / name).write_bytes(data)
 
 
-def outcome(root: Path, source: str, out: Path, **kw: Any) -> dict[str, Any]:
+def expected_contacts(rows: list[tuple[str, ...]]) -> list[Contact]:
+    """What tricky_rows must send, worked out here: every address but "broken", in
+    lower case, from the first row that has it; empty values left out."""
+    kept: dict[str, Contact] = {}
+    for _id, email, first, notes in rows:
+        address = email.lower()
+        if email != "broken" and address not in kept:
+            values = {"first_name": first, "cf:notes": notes}
+            kept[address] = {"email": address, **{k: v for k, v in values.items() if v}}
+    return list(kept.values())
+
+
+def outcome(
+    root: Path, source: str, out: Path, *, rows: list[tuple[str, ...]] | None = None, **kw: Any
+) -> dict[str, Any]:
+    """The prepare's summary, bodies and rejects; every body checked (tests/body_checks.py)
+    and, given the segment's ``rows``, holding exactly the contacts they make."""
     store, name = files.resolve(str(root / source), None)
     segment = segments.locate(store, name)
     export = ExportDefinition(list_ids=(LIST,), mapping=MAPPING)
     summary = prepare(segment, export, LocalOutput(out), max_body_bytes=3000, **kw).summary
+    expected = None if rows is None else expected_contacts(rows)
+    chunks = chunk_files(out)
+    checked = check_bodies(chunks, list_ids=[LIST], cap=3000, expected=expected)
+    check_summary(summary, checked, 3000)
     for volatile in ("elapsed_seconds", "workers", "worker_kind", "blocks", "columnar_blocks"):
         summary.pop(volatile)
-    return {
-        "summary": summary,
-        "chunks": [p.read_bytes() for p in sorted((out / "chunks").iterdir())],
-        "rejects": (out / "rejects.csv").read_bytes(),
-    }
+    return {"summary": summary, "chunks": chunks, "rejects": (out / "rejects.csv").read_bytes()}
 
 
 @pytest.mark.parametrize("block_bytes", [64, 301, 4096])
@@ -74,8 +91,12 @@ def test_blocks_in_workers_match_one_pass(tmp_path: Path, block_bytes: int) -> N
         f"{RUN}/Seg_3.csv": csv_bytes(rows[1400:]),
     }
     write(tmp_path / "in", tree)
-    one_pass = outcome(tmp_path / "in", RUN, tmp_path / "a", workers=1, block_bytes=1 << 30)
-    blocks = outcome(tmp_path / "in", RUN, tmp_path / "b", workers=2, block_bytes=block_bytes)
+    one_pass = outcome(
+        tmp_path / "in", RUN, tmp_path / "a", rows=rows, workers=1, block_bytes=1 << 30
+    )
+    blocks = outcome(
+        tmp_path / "in", RUN, tmp_path / "b", rows=rows, workers=2, block_bytes=block_bytes
+    )
     assert blocks == one_pass
     s = one_pass["summary"]
     assert s["rows_read"] == 1500 == s["contacts"] + s["rejected"] + s["duplicates"]
@@ -93,8 +114,10 @@ def test_header_rows_in_every_part_with_small_blocks(tmp_path: Path) -> None:
         "s/a_2.csv": csv_bytes([COLUMNS, *rows[200:]]),
     }
     write(tmp_path / "in", tree)
-    one_pass = outcome(tmp_path / "in", "s", tmp_path / "a", workers=1, block_bytes=1 << 30)
-    blocks = outcome(tmp_path / "in", "s", tmp_path / "b", workers=2, block_bytes=100)
+    one_pass = outcome(
+        tmp_path / "in", "s", tmp_path / "a", rows=rows, workers=1, block_bytes=1 << 30
+    )
+    blocks = outcome(tmp_path / "in", "s", tmp_path / "b", rows=rows, workers=2, block_bytes=100)
     assert blocks == one_pass
     assert one_pass["summary"]["rows_read"] == 400
 
@@ -162,9 +185,10 @@ def test_the_row_path_alone_writes_the_same(tmp_path: Path) -> None:
         tmp_path / "in",
         {"s/a_1.csv": csv_bytes([COLUMNS, *clean]), "s/a_2.csv": csv_bytes([COLUMNS, *rows])},
     )
-    fast = outcome(tmp_path / "in", "s", tmp_path / "a", workers=2, block_bytes=2000)
+    both = [*clean, *rows]
+    fast = outcome(tmp_path / "in", "s", tmp_path / "a", rows=both, workers=2, block_bytes=2000)
     rows_only = outcome(
-        tmp_path / "in", "s", tmp_path / "b", workers=2, block_bytes=2000, fast=False
+        tmp_path / "in", "s", tmp_path / "b", rows=both, workers=2, block_bytes=2000, fast=False
     )
     assert fast == rows_only
     assert fast["summary"]["rows_read"] == len(clean) + len(rows)
@@ -178,7 +202,7 @@ def test_the_row_path_alone_writes_the_same(tmp_path: Path) -> None:
 def test_a_clean_file_starts_no_process(tmp_path: Path) -> None:
     rows = [r for r in tricky_rows(900, seed=4) if "\n" not in r[3] and "\r" not in r[3]]
     write(tmp_path / "in", {"s/a_1.csv": csv_bytes([COLUMNS, *rows])})
-    outcome(tmp_path / "in", "s", tmp_path / "a", workers=2, block_bytes=2000)
+    outcome(tmp_path / "in", "s", tmp_path / "a", rows=rows, workers=2, block_bytes=2000)
     summary = orjson.loads((tmp_path / "a" / "summary.json").read_bytes())
     assert summary["worker_kind"] == "threads"
     assert summary["columnar_blocks"] == summary["blocks"] > 1
