@@ -20,10 +20,14 @@ class Scale:
     """One run per seed for each fault."""
     kill_rows: int
     """Rows of the segment the killed ``ccexport run`` sends."""
+    runaway_line_bytes: int
+    """Length of the rows an unclosed quote swallows past the 16 MB field limit."""
 
 
-SMALL = Scale("small", rows=1_200, body_bytes=24_000, seeds=(1,), kill_rows=3_000)
-FULL = Scale("full", rows=12_000, body_bytes=40_000, seeds=(1, 2, 3), kill_rows=20_000)
+SMALL = Scale("small", rows=1_200, body_bytes=24_000, seeds=(1,), kill_rows=3_000,
+              runaway_line_bytes=4 << 20)  # fmt: skip
+FULL = Scale("full", rows=12_000, body_bytes=40_000, seeds=(1, 2, 3), kill_rows=20_000,
+             runaway_line_bytes=150)  # fmt: skip
 
 
 def current() -> Scale:
