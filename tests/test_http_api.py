@@ -80,6 +80,15 @@ def consent(accepted: bool = True) -> dict[str, Any]:
     return {"privacy_consent": {"accepted": accepted}}
 
 
+def error_of(response: func.HttpResponse, status: int) -> str:
+    """An error answer's one sentence, once its status and its shape are checked."""
+    assert response.status_code == status, response.get_body()
+    body = response_json(response)
+    assert isinstance(body, dict), body
+    assert list(body) == ["error"], body
+    return str(body["error"])
+
+
 async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv) -> None:
     created = await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     assert created.status_code == 201
@@ -89,12 +98,15 @@ async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv
     bad = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "list_ids": ["\x07"]})
     assert bad.status_code == 400
     assert "is neither a list id (a UUID) nor a list name" in response_json(bad)["error"]
-    assert (await call(put, "GET", "exports/high-value")).status_code == 404  # nothing saved
+    nothing = await call(put, "GET", "exports/high-value")  # nothing saved
+    assert error_of(nothing, 404) == "no export definition named 'high-value'"
     missing = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "connection": "zz"})
     assert missing.status_code == 400
     assert "connection 'zz' does not exist" in response_json(missing)["error"]
     other_name = await call(put, "PUT", "exports/high-value", body={**DEFINITION, "name": "x"})
-    assert other_name.status_code == 400
+    assert (
+        error_of(other_name, 400) == "export definition: the body names 'x', the URL 'high-value'"
+    )
     not_json = await call(put, "PUT", "exports/high-value", body=b"{nope")
     assert response_json(not_json) == {"error": "the body is not valid JSON"}
 
@@ -111,7 +123,8 @@ async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv
     stale = await call(
         put, "PUT", "exports/high-value", body=DEFINITION, headers={"If-Match": etag}
     )
-    assert stale.status_code == 412
+    definition_blob = f"{app_env.exports}/definitions/high-value.json"
+    assert error_of(stale, 412) == f"{definition_blob} changed since it was read (or was deleted)"
 
     got = await call(put, "GET", "exports/high-value")
     assert response_json(got)["description"] == "gold customers"
@@ -119,12 +132,17 @@ async def test_export_definitions_crud_with_etags_and_validation(app_env: AppEnv
     listed = response_json(await call(http_api.exports_list, "GET", "exports"))
     assert [e["name"] for e in listed["exports"]] == ["high-value"]
 
-    assert (
-        await call(put, "DELETE", "exports/high-value", headers={"If-Match": etag})
-    ).status_code == 412
+    stale_delete = await call(put, "DELETE", "exports/high-value", headers={"If-Match": etag})
+    assert error_of(stale_delete, 412) == f"{definition_blob} changed since it was read"
     assert (await call(put, "DELETE", "exports/high-value")).status_code == 204
-    assert (await call(put, "GET", "exports/high-value")).status_code == 404
-    assert (await call(put, "DELETE", "exports/high-value")).status_code == 404
+    assert (
+        error_of(await call(put, "GET", "exports/high-value"), 404)
+        == "no export definition named 'high-value'"
+    )
+    assert (
+        error_of(await call(put, "DELETE", "exports/high-value"), 404)
+        == "no export definition named 'high-value'"
+    )
 
 
 async def test_roles_decide_who_may_use_a_connection(app_env: AppEnv) -> None:
@@ -143,9 +161,14 @@ async def test_roles_decide_who_may_use_a_connection(app_env: AppEnv) -> None:
     hijack = await call(
         put, "PUT", "exports/theirs", body=DEFINITION, headers={**MARKETING, "If-Match": etag}
     )
-    assert hijack.status_code == 403
-    assert (await call(put, "GET", "exports/theirs", headers=MARKETING)).status_code == 403
-    assert (await call(put, "DELETE", "exports/theirs", headers=MARKETING)).status_code == 403
+    theirs_refused = "export 'theirs': your roles do not allow its connection 'sales-cc'"
+    assert error_of(hijack, 403) == theirs_refused
+    assert error_of(await call(put, "GET", "exports/theirs", headers=MARKETING), 403) == (
+        theirs_refused
+    )
+    assert error_of(await call(put, "DELETE", "exports/theirs", headers=MARKETING), 403) == (
+        theirs_refused
+    )
     listed = response_json(await call(http_api.exports_list, "GET", "exports", headers=MARKETING))
     assert [e["name"] for e in listed["exports"]] == ["mine"]
     everything = response_json(await call(http_api.exports_list, "GET", "exports"))
@@ -156,26 +179,25 @@ async def test_roles_decide_who_may_use_a_connection(app_env: AppEnv) -> None:
     assert denied.status_code == 403
     assert response_json(denied) == {"error": "only an admin may create or change connections"}
     connections = http_api.connection_item
-    assert (
-        await call(connections, "DELETE", "connections/acme", headers=MARKETING)
-    ).status_code == 403
+    delete = await call(connections, "DELETE", "connections/acme", headers=MARKETING)
+    assert error_of(delete, 403) == "only an admin may delete connections"
     assert (
         await call(connections, "GET", "connections/acme", headers=MARKETING)
     ).status_code == 200
-    assert (
-        await call(connections, "GET", "connections/sales-cc", headers=MARKETING)
-    ).status_code == 404
+    hidden = await call(connections, "GET", "connections/sales-cc", headers=MARKETING)
+    assert error_of(hidden, 404) == "no connection named 'sales-cc'"
     connect = http_api.connection_connect
-    assert (await call(connect, "GET", "connections/acme", headers=MARKETING)).status_code == 403
+    not_admin = await call(connect, "GET", "connections/acme", headers=MARKETING)
+    assert error_of(not_admin, 403) == "only an admin may connect accounts"
     admin_user = await put_connection({"display_name": "New"}, "new-cc", principal(["Admin"]))
     assert admin_user.status_code == 201
     seen = response_json(await call(http_api.connections_list, "GET", "connections", headers=SALES))
     assert [c["name"] for c in seen["connections"]] == ["sales-cc"]
 
     nobody = await call(put, "GET", "exports/mine", headers=principal([]))
-    assert nobody.status_code == 403
+    assert error_of(nobody, 403) == "export 'mine': your roles do not allow its connection 'acme'"
     forged = await call(put, "GET", "exports/mine", headers={"x-ms-client-principal": "%%%"})
-    assert forged.status_code == 401
+    assert error_of(forged, 401) == "the x-ms-client-principal header is not base64 JSON"
 
 
 async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: DurableFake) -> None:
@@ -222,9 +244,12 @@ async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: Dur
     assert done["report"] == report
     assert done["export"] == "high-value"
     denied = await call(status, "GET", f"runs/{run_id}", durable=durable_fake, headers=SALES)
-    assert denied.status_code == 403
+    assert (
+        error_of(denied, 403)
+        == "export 'high-value': your roles do not allow its connection 'acme'"
+    )
     unknown = await call(status, "GET", "runs/high-value." + "0" * 32, durable=durable_fake)
-    assert unknown.status_code == 404
+    assert error_of(unknown, 404) == "no run 'high-value.00000000000000000000000000000000'"
 
     sent = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
     assert sent.status_code == 409
@@ -246,7 +271,7 @@ async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: Dur
     bad_limit = await call(
         http_api.runs_list, "GET", "runs", durable=durable_fake, params={"limit": "0"}
     )
-    assert bad_limit.status_code == 400
+    assert error_of(bad_limit, 400) == "limit must be a whole number from 1 to 100"
 
     nowhere = await call(
         runs,
@@ -255,12 +280,75 @@ async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: Dur
         durable=durable_fake,
         body={"folder": "No/Such/Run"},
     )
-    assert nowhere.status_code == 400
+    assert error_of(nowhere, 400) == (
+        f"{app_env.inbox}/No/Such/Run: no Customer Insights part files there "
+        "(expected <Export>/<Table>/yyyy/MM/dd/HHmm)"
+    )
     refused = await call(
         runs, "POST", "exports/high-value/runs", durable=durable_fake, headers=SALES
     )
-    assert refused.status_code == 403
+    assert (
+        error_of(refused, 403)
+        == "export 'high-value': your roles do not allow its connection 'acme'"
+    )
     assert len(durable_fake.starts) == 2
+
+
+async def test_get_runs_shows_each_caller_the_runs_of_the_exports_they_may_use(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    await put_connection({"display_name": "Sales", "roles": ["sales"], **consent()}, "sales-cc")
+    await mark_connected(app_env)
+    await mark_connected(app_env, "sales-cc")
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    app_env.write_later(f"{EXPORT}/model.json")
+    connection_of = {"high-value": "acme", "lapsed": "acme", "leads": "sales-cc"}
+    run_of: dict[str, str] = {}
+    for name, connection in connection_of.items():
+        body = {**DEFINITION, "connection": connection}
+        assert (
+            await call(http_api.export_item, "PUT", f"exports/{name}", body=body)
+        ).status_code == 201
+        started = await call(
+            http_api.export_runs, "POST", f"exports/{name}/runs", durable=durable_fake
+        )
+        assert started.status_code == 202, response_json(started)
+        run_of[name] = response_json(started)["id"]
+
+    async def listed(headers: dict[str, str], **params: str) -> func.HttpResponse:
+        return await call(
+            http_api.runs_list, "GET", "runs", durable=durable_fake, headers=headers, params=params
+        )
+
+    async def run_ids(headers: dict[str, str], **params: str) -> set[str]:
+        answer = await listed(headers, **params)
+        assert answer.status_code == 200, response_json(answer)
+        return {r["run_id"] for r in response_json(answer)["runs"]}
+
+    everything = set(run_of.values())
+    assert len(everything) == 3
+    # A contributor: exactly the runs of the exports over connections their roles allow.
+    assert await run_ids(MARKETING) == {run_of["high-value"], run_of["lapsed"]}
+    assert await run_ids(SALES) == {run_of["leads"]}
+    assert await run_ids(principal(["marketing", "sales"])) == everything
+    assert await run_ids(principal(["support"])) == set()
+    # With ?export=: that export's runs, if its connection allows the caller.
+    assert await run_ids(MARKETING, export="lapsed") == {run_of["lapsed"]}
+    assert await run_ids(SALES, export="leads") == {run_of["leads"]}
+    refused = await listed(MARKETING, export="leads")
+    assert refused.status_code == 403
+    assert response_json(refused) == {
+        "error": "export 'leads': your roles do not allow its connection 'sales-cc'"
+    }
+    nobody = await listed(principal(["support"]), export="high-value")
+    assert nobody.status_code == 403
+    assert response_json(nobody) == {
+        "error": "export 'high-value': your roles do not allow its connection 'acme'"
+    }
+    # An admin (the function key alone, or the admin role) sees every run.
+    assert await run_ids(ADMIN) == await run_ids(principal(["admin"])) == everything
+    assert await run_ids(ADMIN, export="leads") == {run_of["leads"]}
 
 
 async def test_consent_and_connection_state_gate_runs(
@@ -323,7 +411,10 @@ async def test_connect_callback_and_delete(
     assert done.status_code == 200
     assert response_json(done) == {"connection": "acme", "status": "connected"}
     replay = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
-    assert replay.status_code == 400
+    assert (
+        error_of(replay, 400)
+        == "this authorization is unknown, expired or already used; start it again"
+    )
 
     store = LocalFileSecretStore(app_env.home)
     tokens = await store.get(tokens_secret("acme"))
@@ -341,10 +432,11 @@ async def test_connect_callback_and_delete(
     stale = await call(
         http_api.connection_item, "DELETE", "connections/acme", headers={"If-Match": etag}
     )
-    assert stale.status_code == 412
+    assert error_of(stale, 412) == "connection 'acme' changed since it was read"
     assert await store.get(tokens_secret("acme")) is not None
     deleted = await call(http_api.connection_item, "DELETE", "connections/acme")
     assert deleted.status_code == 204
     assert await store.get(tokens_secret("acme")) is None
     assert await store.get(pending_secret("acme")) is None
-    assert (await call(http_api.connection_item, "GET", "connections/acme")).status_code == 404
+    gone = await call(http_api.connection_item, "GET", "connections/acme")
+    assert error_of(gone, 404) == "no connection named 'acme'"
