@@ -122,6 +122,52 @@ def test_too_large_a_removal_stops_before_anything_is_sent() -> None:
     assert "max_removal_share" in finish.confirmation
 
 
+def test_removing_exactly_the_allowed_share_goes_ahead_and_one_more_stops() -> None:
+    for share, members, allowed in ((0.2, 100, 20), (0.2, 10, 2), (0.25, 8, 2), (0.5, 7, 3)):
+        export = replace(MIRROR, max_removal_share=share)
+        for remove, stops in ((allowed, False), (allowed + 1, True)):
+            account = MirrorAccount(chunks=2, plan=(ListPlan(LIST_ID, members, remove),))
+
+            run = run_by_replay(
+                segment_export, run_input(export=export), account, name="segment_export"
+            )
+
+            [finish] = account.finished
+            if stops:
+                assert run.final.output["status"] == "needs_confirmation", (share, remove)
+                assert account.called == ["prepare_segment", "find_members"]
+                assert finish.confirmation is not None
+                assert f"remove {remove:,} of the {members:,} members" in finish.confirmation
+                assert f"more than the {share:.0%} allowed" in finish.confirmation
+            else:
+                assert run.final.output["status"] == "completed", (share, remove)
+                assert "apply_removals" in account.called
+                assert finish.confirmation is None
+                assert finish.removals is not None
+                assert finish.removals.asked == remove
+
+
+def test_an_empty_segment_stops_only_a_mirror_run_after_a_non_empty_one() -> None:
+    def ends(changes: Changes, export: ExportDefinition = MIRROR, **options: Any) -> str:
+        account = MirrorAccount(chunks=0, changes=changes, plan=())
+        run = run_by_replay(
+            segment_export,
+            run_input(replace(OPTIONS, **options), export),
+            account,
+            name="segment_export",
+        )
+        status: str = run.final.output["status"]
+        return status
+
+    after_one = Changes(mode="mirror", incremental=True, previous_contacts=1, needs_members=True)
+    assert ends(after_one) == "needs_confirmation"
+    assert ends(after_one, confirm_removals=True) == "completed"
+    never_sent = Changes(mode="mirror", incremental=False, previous_contacts=0)
+    assert ends(never_sent) == "completed"  # nothing was sent before: nothing to lose
+    added = Changes(mode="add", incremental=True, previous_contacts=40)
+    assert ends(added, replace(MIRROR, mode="add")) == "completed"  # add mode never removes
+
+
 def test_a_confirmed_run_removes_past_the_share() -> None:
     account = MirrorAccount(chunks=1, plan=(ListPlan(LIST_ID, members=100, remove=90),))
 

@@ -307,6 +307,64 @@ def test_removing_too_large_a_share_asks_first_on_the_command_line(
     assert sorted(sandbox.members(list_id)) == sorted(person(n) for n in range(3, 10))
 
 
+def test_the_safety_stop_allows_exactly_the_limit_and_stops_one_over_on_the_command_line(
+    sandbox: RunningSandbox, home: Path, inbox: Inbox
+) -> None:
+    list_id = sandbox.create_list()
+    env = cli_env(sandbox, home)
+    base = ["--list-id", list_id, "--map", "email=Email", "--mode", "mirror"]
+    base += ["--poll-seconds", "0.1"]  # the default limit: max_removal_share 0.2
+    first = run_cli(["run", inbox.drop(range(10)), *base], env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(sandbox.members(list_id)) == 10
+    calls = Calls(sandbox)
+
+    # One over: 3 of the 10 members leave (30 %; 2 is the most 20 % allows).
+    over = run_cli(["run", inbox.drop(range(3, 10)), *base], env)
+
+    assert over.returncode == 4, over.stdout + over.stderr
+    report = orjson.loads(Path(over.stdout.strip().splitlines()[-1].split()[1]).read_bytes())
+    assert report["status"] == "needs_confirmation"
+    assert report["removals"]["lists"] == [
+        {"list_id": list_id, "members": 10, "remove": 3, "kept_for_others": 0, "share": 0.3}
+    ]
+    why = report["removals"]["needs_confirmation"]
+    assert why.startswith(
+        f"this mirror run would remove 3 of the 10 members of list {list_id} (30%), more than "
+        "the 20% allowed (max_removal_share)"
+    )
+    assert f"--run-id {report['run_id']} --confirm-removals" in why
+    assert f"  NEEDS CONFIRMATION  {why}" in over.stdout.splitlines()
+    assert report["counts"]["contacts_sent"] == 0
+    assert calls.since(IMPORTS) == calls.since(REMOVALS) == 0
+    assert len(sandbox.members(list_id)) == 10  # nothing removed
+
+    # Exactly the limit: 2 of the 10 leave (20 %). Allowed: they are removed.
+    at_limit = run_cli(["run", inbox.drop(range(2, 10)), *base, "--json"], env)
+
+    assert at_limit.returncode == 0, at_limit.stdout + at_limit.stderr
+    report = orjson.loads(at_limit.stdout)
+    assert report["status"] == "completed"
+    assert report["removals"]["lists"] == [
+        {"list_id": list_id, "members": 10, "remove": 2, "kept_for_others": 0, "share": 0.2}
+    ]
+    assert report["removals"]["needs_confirmation"] is None
+    assert report["changes"]["removed"] == 2
+    assert sorted(sandbox.members(list_id)) == sorted(person(n) for n in range(2, 10))
+
+    # A segment that came empty after a non-empty one stops, whatever the share allows.
+    empty = run_cli(["run", inbox.drop([]), *base, "--max-removal-share", "1", "--json"], env)
+
+    assert empty.returncode == 4, empty.stdout + empty.stderr
+    report = orjson.loads(empty.stdout)
+    assert report["status"] == "needs_confirmation"
+    assert report["removals"]["needs_confirmation"].startswith(
+        "the segment is empty but the last run sent 8 contacts: in mirror mode this would "
+        "remove every member this export added."
+    )
+    assert len(sandbox.members(list_id)) == 8
+
+
 def test_the_state_lives_in_blob_storage_when_runs_do(
     sandbox: RunningSandbox, home: Path, azurite: str, tmp_path: Path
 ) -> None:
