@@ -7,8 +7,9 @@ MODULE is a name of ``SCOPE`` below (all of them when none is given). mutmut run
 niced (``nice -n 10``) with at most ``--max-children`` test processes (2 by default),
 its output goes to mutants/mutate.log, and every selected mutant is tested again (the
 test-to-function map is collected afresh each time). ``--rev REV`` runs on a commit
-instead of the working tree (``git archive`` into mutants/snapshot/), for figures
-that others' unfinished edits cannot move. Survivors named in docs/MUTATION.md count
+instead of the working tree (``git archive`` into mutants/snapshots/at-<sha>/), for
+figures that others' unfinished edits cannot move; ``--report-only`` prints the last
+results again. Survivors named in docs/MUTATION.md count
 as documented; the exit status is 1 when a survivor is neither killed nor
 documented, or the overall kill rate is under ``TARGET``.
 """
@@ -16,21 +17,25 @@ documented, or the overall kill rate is under ``TARGET``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
+import tomllib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SNAPSHOT = ROOT / "mutants" / "snapshot"
+SNAPSHOTS = ROOT / "mutants" / "snapshots"
 DOC = ROOT / "docs" / "MUTATION.md"
 TARGET = 0.90
 
@@ -157,6 +162,15 @@ class Row:
         return (self.killed + self.timeouts) / checked if checked else 1.0
 
 
+def unselected_tests(tree: Path) -> list[str]:
+    """tests/test_mutation_*.py files mutmut would not run (missing from pyproject.toml's
+    ``pytest_add_cli_args_test_selection``)."""
+    config = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["mutmut"]
+    selected = set(config["pytest_add_cli_args_test_selection"])
+    found = sorted(p.relative_to(tree).as_posix() for p in tree.glob("tests/test_mutation_*.py"))
+    return [name for name in found if name not in selected]
+
+
 def documented_names(doc: Path = DOC) -> set[str]:
     """Mutant names docs/MUTATION.md lists (in backquotes), each with its reason."""
     if not doc.exists():
@@ -193,29 +207,32 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 def table(rows: Sequence[Row], documented: set[str]) -> list[str]:
+    """The figures: killed counts timeouts apart; the rate is (killed + timeouts) over
+    the mutants that ran; "undoc." counts those not killed and not in docs/MUTATION.md."""
     head = (
-        f"{'module':<14}{'file / functions':<28}{'mutants':>8}{'killed':>8}{'timeout':>8}"
-        f"{'survived':>9}{'no test':>8}{'suspic.':>8}{'rate':>8}{'undoc.':>8}"
+        f"{'module':<14}{'file':<32}{'mutants':>8}{'killed':>7}{'timeout':>8}{'survived':>9}"
+        f"{'no test':>8}{'suspic.':>8}{'not run':>8}{'rate':>8}{'undoc.':>7}"
     )
     lines = [head, "-" * len(head)]
+
+    def line(label: str, what: str, group: Sequence[Row]) -> str:
+        ran = sum(r.total - len(r.unchecked) for r in group)
+        killed = sum(r.killed + r.timeouts for r in group)
+        rate = f"{killed / ran:.1%}" if ran else "-"
+        undocumented = sum(1 for r in group for m in r.not_killed if m not in documented)
+        return (
+            f"{label:<14}{what:<32}{sum(r.total for r in group):>8}"
+            f"{sum(r.killed for r in group):>7}{sum(r.timeouts for r in group):>8}"
+            f"{sum(len(r.survivors) for r in group):>9}{sum(len(r.no_tests) for r in group):>8}"
+            f"{sum(len(r.suspicious) for r in group):>8}{sum(len(r.unchecked) for r in group):>8}"
+            f"{rate:>8}{undocumented:>7}"
+        )
+
     for r in rows:
         what = r.module.path if r.module.functions == ("*",) else f"{r.module.path} (part)"
-        undocumented = [m for m in r.not_killed if m not in documented]
-        lines.append(
-            f"{r.name:<14}{what:<28}{r.total:>8}{r.killed:>8}{r.timeouts:>8}"
-            f"{len(r.survivors):>9}{len(r.no_tests):>8}{len(r.suspicious):>8}"
-            f"{r.rate:>8.1%}{len(undocumented):>8}"
-        )
-    total = sum(r.total - len(r.unchecked) for r in rows)
-    killed = sum(r.killed + r.timeouts for r in rows)
-    rate = killed / total if total else 1.0
+        lines.append(line(r.name, what, [r]))
     lines.append("-" * len(head))
-    lines.append(
-        f"{'overall':<42}{sum(r.total for r in rows):>8}{sum(r.killed for r in rows):>8}"
-        f"{sum(r.timeouts for r in rows):>8}{sum(len(r.survivors) for r in rows):>9}"
-        f"{sum(len(r.no_tests) for r in rows):>8}{sum(len(r.suspicious) for r in rows):>8}"
-        f"{rate:>8.1%}{sum(len([m for m in r.not_killed if m not in documented]) for r in rows):>8}"
-    )
+    lines.append(line("overall", "", rows))
     return lines
 
 
@@ -232,26 +249,51 @@ def diff(tree: Path, mutant: str, path: str) -> str:
     return "\n".join(f"    {line}" for line in body)
 
 
-def snapshot(rev: str) -> Path:
-    """The tree of a commit in mutants/snapshot/ (kept while the commit is the same, with
-    mutmut's own mutants/ inside it)."""
-    sha = subprocess.run(
+def resolve(rev: str) -> str:
+    return subprocess.run(
         ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    marker = SNAPSHOT / ".rev"
-    if marker.exists() and marker.read_text().strip() == sha:
-        return SNAPSHOT
-    shutil.rmtree(SNAPSHOT, ignore_errors=True)
-    SNAPSHOT.mkdir(parents=True)
-    archive = subprocess.Popen(["git", "archive", sha], cwd=ROOT, stdout=subprocess.PIPE)
-    assert archive.stdout is not None
-    with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-        tar.extractall(SNAPSHOT, filter="data")
-    if archive.wait() != 0:
-        raise SystemExit(f"git archive {sha} failed")
-    marker.write_text(sha + "\n")
-    return SNAPSHOT
+
+
+def snapshot_of(sha: str) -> Path:
+    return SNAPSHOTS / f"at-{sha[:12]}"
+
+
+def snapshot(sha: str) -> Path:
+    """The tree of a commit in mutants/snapshots/at-<sha>/, made once (mutmut keeps its
+    own mutants/ inside it). Snapshots of other commits are removed unless a run holds
+    them."""
+    tree = snapshot_of(sha)
+    marker = tree / ".rev"
+    if not marker.exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "archive", sha], cwd=ROOT, stdout=subprocess.PIPE)
+        assert archive.stdout is not None
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(tree, filter="data")
+        if archive.wait() != 0:
+            raise SystemExit(f"git archive {sha} failed")
+        marker.write_text(sha + "\n")
+    for other in SNAPSHOTS.glob("at-*"):
+        if other != tree:
+            with contextlib.suppress(BlockingIOError), held(other):
+                shutil.rmtree(other, ignore_errors=True)
+    return tree
+
+
+@contextlib.contextmanager
+def held(tree: Path) -> Iterator[None]:
+    """One run at a time in a tree (the working tree or a snapshot): an flock on
+    <tree>/mutants/.mutate.lock; raises BlockingIOError when another run holds it."""
+    (tree / "mutants").mkdir(parents=True, exist_ok=True)
+    fd = os.open(tree / "mutants" / ".mutate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_mutmut(tree: Path, globs: list[str], max_children: int) -> tuple[int, float]:
@@ -303,17 +345,32 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(SCOPE)}")
     names = list(args.modules) or list(SCOPE)
     rows = [Row(name, SCOPE[name]) for name in names]
-    tree = snapshot(args.rev) if args.rev else ROOT
+    sha = resolve(args.rev) if args.rev else ""
     command = "make mutate" + (f" MODULES='{' '.join(args.modules)}'" if args.modules else "")
     command += f" REV={args.rev}" if args.rev else ""
-    where = f"commit {(tree / '.rev').read_text().strip()[:12]}" if args.rev else "working tree"
+    where = f"commit {sha[:12]}" if sha else "working tree"
     started = datetime.now(UTC)
     elapsed = 0.0
-    log_path = tree / "mutants" / "mutate.log"
-    if not args.report_only:
+    if args.report_only:
+        tree = snapshot_of(sha) if sha else ROOT
+        if not (tree / "mutants").is_dir():
+            print(f"no results for the {where}: run make mutate{' REV=' + args.rev if sha else ''}")
+            return 2
+    else:
+        tree = snapshot(sha) if sha else ROOT
+        missing = unselected_tests(tree)
+        if missing:
+            print(f"not in [tool.mutmut] pytest_add_cli_args_test_selection: {', '.join(missing)}")
+            return 2
+        log_path = tree / "mutants" / "mutate.log"
         print(f"mutmut ({where}) over {', '.join(names)}; log in {log_path.relative_to(ROOT)}")
         globs = [g for r in rows for g in r.module.globs()]
-        code, elapsed = run_mutmut(tree, globs, args.max_children)
+        try:
+            with held(tree):
+                code, elapsed = run_mutmut(tree, globs, args.max_children)
+        except BlockingIOError:
+            print(f"another make mutate is running in {tree}; wait for it")
+            return 2
         if code != 0:
             tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
             print(re.sub(r"[^\n]*\r", "", tail))
@@ -344,13 +401,15 @@ def main(argv: Sequence[str]) -> int:
                 if args.diffs or not known:
                     print(diff(tree, mutant, row.module.path))
     checked = sum(r.total - len(r.unchecked) for r in rows)
-    rate = sum(r.killed + r.timeouts for r in rows) / checked if checked else 1.0
+    unchecked = sum(len(r.unchecked) for r in rows)
+    rate = sum(r.killed + r.timeouts for r in rows) / checked if checked else 0.0
     print()
     print(
         f"overall kill rate {rate:.1%} (target {TARGET:.0%}); "
         f"{undocumented} survivor(s) neither killed nor documented in docs/MUTATION.md"
+        + (f"; {unchecked} mutant(s) not run" if unchecked else "")
     )
-    return 0 if rate >= TARGET and not undocumented else 1
+    return 0 if rate >= TARGET and not undocumented and not unchecked else 1
 
 
 if __name__ == "__main__":

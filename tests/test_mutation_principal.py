@@ -1,0 +1,163 @@
+"""Who is calling (functions/principal.py), pinned claim by claim: a role read from the
+wrong claim, a header read leniently or an admin check loosened is a caller doing what
+they may not. The headers are built here the way App Service's Easy Auth writes them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from functions.principal import (
+    KEY_ONLY,
+    PRINCIPAL_HEADER,
+    PRINCIPAL_ID_HEADER,
+    Caller,
+    Forbidden,
+    Unauthenticated,
+    caller_of,
+)
+from shared.catalog import Connection
+
+MS_ROLE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+MS_OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+
+
+def encoded(doc: Any, *, urlsafe: bool = False, padded: bool = True) -> str:
+    raw = orjson.dumps(doc)
+    text = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(raw).decode()
+    return text if padded else text.rstrip("=")
+
+
+def principal(*claims: tuple[str, str], role_typ: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"auth_typ": "aad", "claims": [{"typ": t, "val": v} for t, v in claims]}
+    if role_typ is not None:
+        doc["role_typ"] = role_typ
+    return doc
+
+
+def test_no_header_or_an_empty_one_is_the_function_key_alone() -> None:
+    for headers in ({}, {PRINCIPAL_HEADER: ""}):
+        caller = caller_of(headers)
+        assert caller == Caller(KEY_ONLY, frozenset(), key_only=True)
+        assert caller.is_admin
+        assert caller.may_use(None)  # an operator may even act where no connection is named
+
+
+def test_roles_come_from_every_role_claim_case_folded_and_nothing_else() -> None:
+    doc = principal(
+        ("roles", "Marketing"),
+        ("role", "SALES"),
+        (MS_ROLE, "Support"),
+        ("groups", "admin"),  # not a role claim: never a role, least of all admin
+        ("name", "admin"),
+        ("roles", ""),  # an empty role is no role
+        ("oid", "00000000-0000-0000-0000-000000000001"),
+    )
+    caller = caller_of({PRINCIPAL_HEADER: encoded(doc)})
+    assert caller.roles == frozenset({"marketing", "sales", "support"})
+    assert not caller.key_only
+    assert not caller.is_admin
+    with pytest.raises(Forbidden, match="only an admin may manage connections"):
+        caller.require_admin("manage connections")
+
+
+def test_the_role_type_the_token_names_is_read_too() -> None:
+    doc = principal(("app_role", "Editors"), ("other", "x"), role_typ="app_role")
+    assert caller_of({PRINCIPAL_HEADER: encoded(doc)}).roles == frozenset({"editors"})
+    # without role_typ the default is "roles" (a claim typed "app_role" is then no role)
+    plain = principal(("app_role", "Editors"), ("roles", "Viewers"))
+    assert caller_of({PRINCIPAL_HEADER: encoded(plain)}).roles == frozenset({"viewers"})
+    empty_typ = {**principal(("roles", "Viewers")), "role_typ": ""}
+    assert caller_of({PRINCIPAL_HEADER: encoded(empty_typ)}).roles == frozenset({"viewers"})
+
+
+def test_a_role_claim_without_a_value_adds_nothing() -> None:
+    doc = {"claims": [{"typ": "roles"}, {"typ": "roles", "val": "Admin"}]}
+    assert caller_of({PRINCIPAL_HEADER: encoded(doc)}).roles == frozenset({"admin"})
+
+
+def test_the_admin_role_is_admin_in_any_case() -> None:
+    caller = caller_of({PRINCIPAL_HEADER: encoded(principal(("roles", "ADMIN")))})
+    assert caller.is_admin
+    caller.require_admin("manage connections")  # no error
+    assert caller.may_use(None)
+
+
+def test_the_header_may_be_urlsafe_unpadded_or_padded_with_spaces() -> None:
+    # "?>" encodes to "Pz4" in base64: "/" and "+" in the standard alphabet appear for
+    # some values; these roles are chosen so that both alphabets differ.
+    doc = principal(("roles", "a?>~"), ("roles", "b>>>?"))
+    expected = frozenset({"a?>~", "b>>>?"})
+    standard = encoded(doc)
+    assert "+" in standard or "/" in standard  # the case the replacement is for
+    for header in (
+        standard,
+        encoded(doc, urlsafe=True),
+        encoded(doc, urlsafe=True, padded=False),
+        encoded(doc, padded=False),
+        f"  {standard}\n",
+    ):
+        assert caller_of({PRINCIPAL_HEADER: header}).roles == expected, header
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "%%%",  # not base64
+        base64.b64encode(b"not json").decode(),
+        base64.b64encode(b"\xff\xfe").decode(),
+    ],
+)
+def test_a_header_that_is_not_base64_json_is_refused(header: str) -> None:
+    with pytest.raises(Unauthenticated, match="not base64 JSON"):
+        caller_of({PRINCIPAL_HEADER: header})
+    assert caller_of({PRINCIPAL_HEADER: "e30"}).roles == frozenset()  # "{}" is fine
+
+
+@pytest.mark.parametrize("doc", [[], "admin", 3, None])
+def test_a_header_that_is_not_a_json_object_is_refused(doc: Any) -> None:
+    with pytest.raises(Unauthenticated, match="not a JSON object"):
+        caller_of({PRINCIPAL_HEADER: encoded(doc)})
+
+
+def test_claims_that_are_not_objects_or_missing_claims_give_no_roles() -> None:
+    for doc in ({"claims": None}, {}, {"claims": ["roles", 3, None, {"typ": "roles", "val": "A"}]}):
+        caller = caller_of({PRINCIPAL_HEADER: encoded(doc)})
+        assert not caller.key_only
+        assert caller.roles <= {"a"}
+        assert caller.id == "unknown"
+    assert caller_of({PRINCIPAL_HEADER: encoded(doc)}).roles == frozenset({"a"})
+
+
+def test_the_id_is_the_id_header_then_the_object_id_claims_in_order() -> None:
+    claims = (("sub", "the-sub"), ("oid", "the-oid"), (MS_OID, "the-ms-oid"), ("roles", "x"))
+    header = encoded(principal(*claims))
+    assert caller_of({PRINCIPAL_HEADER: header, PRINCIPAL_ID_HEADER: "from-header"}).id == (
+        "from-header"
+    )
+    assert caller_of({PRINCIPAL_HEADER: header}).id == "the-ms-oid"
+    assert caller_of({PRINCIPAL_HEADER: encoded(principal(*claims[:2]))}).id == "the-oid"
+    assert caller_of({PRINCIPAL_HEADER: encoded(principal(claims[0]))}).id == "the-sub"
+    # an empty claim is skipped for the next one, and an empty header for the claims
+    skipped = principal((MS_OID, ""), ("oid", "second"))
+    assert caller_of({PRINCIPAL_HEADER: encoded(skipped), PRINCIPAL_ID_HEADER: ""}).id == "second"
+    assert caller_of({PRINCIPAL_HEADER: encoded(principal(("name", "Ana")))}).id == "unknown"
+    long_id = "x" * 300
+    assert caller_of({PRINCIPAL_HEADER: header, PRINCIPAL_ID_HEADER: long_id}).id == "x" * 128
+
+
+def test_a_contributor_uses_only_connections_that_share_a_role() -> None:
+    caller = caller_of({PRINCIPAL_HEADER: encoded(principal(("roles", "Marketing")))})
+    assert caller.may_use(Connection("mkt", "Marketing", roles=("marketing", "other")))
+    assert caller.may_use(Connection("mkt2", "Marketing", roles=("MARKETING",)))
+    assert not caller.may_use(Connection("sales", "Sales", roles=("sales",)))
+    assert not caller.may_use(Connection("open", "No roles"))
+    assert not caller.may_use(None)  # no connection named: nothing a contributor may use
+    nobody = caller_of({PRINCIPAL_HEADER: encoded(principal())})
+    assert nobody.roles == frozenset()
+    assert not nobody.may_use(Connection("mkt", "Marketing", roles=("marketing",)))
+    with pytest.raises(Forbidden):
+        nobody.require_admin("do this")
