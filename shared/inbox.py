@@ -25,8 +25,9 @@ newer than model.json, so it waits for the quiet time, and the next event or tim
 run after it starts the whole folder. Its ETags differ, so its run key differs, and
 the full folder is sent (imports upsert, so the early partial run only cost requests).
 
-The run key: ``<export name>.<32 hex>``, the digest of the export definition's name,
-the folder and the sorted ETags of its parts. The same files under the same
+The run key: ``<export name>.<32 hex>``, the first 32 hex digits of the SHA-256 of
+the lines ``ccexport-run-1``, the export definition's name, the inbox container, the
+folder and the sorted ETags of its parts (quotes stripped). The same files under the same
 definition always give the same key, so a duplicate event finds the run already
 there; a re-export (new ETags) gets a new key. Only letters, digits, '-' and '.':
 nothing a Durable instance id forbids (``/ \\ ? #``), and the export name comes first

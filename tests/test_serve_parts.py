@@ -211,3 +211,15 @@ async def test_a_copy_that_keeps_old_times_is_not_taken_for_a_finished_folder(
     model = await inbox.model("E")
     verdict = completeness(folder, model, datetime.now(UTC), quiet_seconds=120)
     assert not verdict.complete, verdict.reason
+
+
+def test_serve_refuses_a_host_json_whose_start_rule_it_does_not_follow() -> None:
+    import json  # noqa: PLC0415
+
+    from shared.serve.host import PROJECT_ROOT  # noqa: PLC0415
+
+    host = json.loads((PROJECT_ROOT / "host.json").read_text())
+    assert hosted_app(host=host).durable["overridableExistingInstanceStates"] == "NonRunningStates"
+    del host["extensions"]["durableTask"]["overridableExistingInstanceStates"]
+    with pytest.raises(HostError, match="overridableExistingInstanceStates"):
+        hosted_app(host=host)

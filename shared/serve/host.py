@@ -83,10 +83,12 @@ def _value(raw: Any) -> str:
     return str(getattr(raw, "value", raw))
 
 
-def hosted_app(app: func.FunctionApp | None = None) -> HostedApp:
-    """Every function of the app, sorted by how serve runs it."""
+def hosted_app(
+    app: func.FunctionApp | None = None, host: dict[str, Any] | None = None
+) -> HostedApp:
+    """Every function of the app, sorted by how serve runs it (``host``: host.json)."""
     app = app or load_function_app()
-    host = _host_json()
+    host = _host_json() if host is None else host
     http: list[HttpFunction] = []
     timers: list[TriggerFunction] = []
     blobs: list[TriggerFunction] = []
@@ -133,6 +135,13 @@ def hosted_app(app: func.FunctionApp | None = None) -> HostedApp:
             raise HostError(f"function {name!r}: serve cannot host a {kind} trigger")
     prefix = str(host.get("extensions", {}).get("http", {}).get("routePrefix", "api"))
     durable = dict(host.get("extensions", {}).get("durableTask", {}))
+    if durable.get("overridableExistingInstanceStates") != "NonRunningStates":
+        # serve's Durable API refuses a start over a running instance, as the host does
+        # with this setting; replacing running instances (AnyState) is not served.
+        raise HostError(
+            "host.json: serve needs durableTask.overridableExistingInstanceStates "
+            "= NonRunningStates"
+        )
     return HostedApp(tuple(http), tuple(timers), tuple(blobs), prefix.strip("/"), durable)
 
 
