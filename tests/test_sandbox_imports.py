@@ -249,6 +249,7 @@ async def test_unsubscribed_contacts_are_not_added_back(sandbox: RunningSandbox,
 async def test_an_import_updates_only_the_properties_it_names(
     sandbox: RunningSandbox, api: Api
 ) -> None:
+    sandbox.define_custom_fields("tier")
     list_id = sandbox.create_list()
     await api.import_json(
         [list_id],
