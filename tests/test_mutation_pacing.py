@@ -53,8 +53,31 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Time:
 
 @pytest.mark.parametrize("rate", [0, -1, -0.5])
 def test_a_rate_must_be_positive(rate: float) -> None:
-    with pytest.raises(ValueError, match="rate must be positive"):
+    with pytest.raises(ValueError, match=r"^rate must be positive$"):
         Pacer(rate)
+
+
+def test_the_default_rate_is_constant_contacts_four_a_second() -> None:
+    assert Pacer().rate == 4.0
+    assert Pacer(0.001).rate == 0.001
+
+
+async def test_an_in_memory_pacer_keeps_time_on_the_monotonic_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wall clock may jump (NTP, a suspended laptop); slots in memory must not."""
+    walls = iter([1_000_000.0, 1_000_000.0 - 3600, 1_000_000.0 + 3600] * 3)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    pacer = Pacer(4.0, wall_clock=lambda: next(walls))
+    await pacer.wait()
+    await pacer.wait()
+    assert len(slept) == 1
+    assert 0 < slept[0] <= 0.25  # one interval at most, not an hour
 
 
 async def test_starts_are_spaced_one_interval_apart(clock: Time) -> None:
@@ -117,8 +140,10 @@ async def test_the_quota_stops_everything_until_utc_midnight(clock: Time) -> Non
     assert caught.value.resets_at == "2026-03-02T00:00:00Z"
     assert clock.slept == []
     clock.advance(29.9)
-    with pytest.raises(QuotaExhausted):
+    with pytest.raises(QuotaExhausted) as again:
         pacer.check_quota()
+    assert str(again.value) == QUOTA_MESSAGE
+    assert again.value.resets_at == "2026-03-02T00:00:00Z"
     clock.advance(0.1)  # midnight: a new day's quota
     pacer.check_quota()
     await pacer.wait()

@@ -10,6 +10,7 @@ Contact, or one that gives up on the first 503 and loses a chunk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 from collections.abc import Iterator, Sequence
@@ -296,6 +297,23 @@ async def test_other_client_errors_are_not_retried_and_name_no_url(slept: list[f
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
     assert (client.stats.requests, client.stats.retries, slept) == (1, 0, [])
+
+
+async def test_the_log_names_each_attempt(
+    slept: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="shared.constant_contact")
+    client = Scripted([(503, b""), aiohttp.ClientConnectionError(), (429, THROTTLED), (200, b"")])
+    await client._request(CALL)
+    assert [r.getMessage() for r in caplog.records] == [
+        "GET /contact_lists/{list_id} -> 503 (attempt 1)",
+        "GET /contact_lists/{list_id}: HTTP 503 (no error message) (attempt 1); retrying in 1.00s",
+        "GET /contact_lists/{list_id}: connection error (ClientConnectionError) (attempt 2); "
+        "retrying in 2.00s",
+        "GET /contact_lists/{list_id} -> 429 (attempt 3)",
+        "GET /contact_lists/{list_id} -> 429 throttled (attempt 3); backing off 1.00s",
+        "GET /contact_lists/{list_id} -> 200 (attempt 4)",
+    ]
 
 
 async def test_an_import_sent_again_is_counted_as_a_resend(slept: list[float]) -> None:

@@ -35,6 +35,7 @@ NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
 QUIET = 300.0
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 MAPPING = {"email": "Email"}
+SOURCE = "az://inbox/HighValue/Contacts/2026/03/04/1100"
 
 
 class MemoryInbox(Listing):
@@ -199,7 +200,7 @@ async def test_a_finished_run_starts_again_only_when_a_person_asks(tmp_path: Pat
     run_id = run_key("high-value", folder())
     w.engine.status[run_id] = "Completed"
     done = await w.launcher.start(definition(), folder(), "timer")
-    assert (done.outcome, done.status) == (Outcome.DONE, "Completed")
+    assert done == StartResult(run_id, Outcome.DONE, "high-value", SOURCE, "Completed")
     assert w.engine.started == []
     again = await w.launcher.start(definition(), folder(), "http", restart_done=True)
     assert (again.outcome, again.status) == (Outcome.STARTED, "Completed")
@@ -227,7 +228,8 @@ async def test_a_start_another_delivery_won_is_already_running(tmp_path: Path) -
     w = World(tmp_path)
     w.engine.refuse_with = "Running"
     result = await w.launcher.start(definition(), folder(), "blob")
-    assert (result.outcome, result.status) == (Outcome.RUNNING, "Running")
+    run_id = run_key("high-value", folder())
+    assert result == StartResult(run_id, Outcome.RUNNING, "high-value", SOURCE, "Running")
     assert await w.recorded() == []
 
 
@@ -242,7 +244,7 @@ async def test_a_start_refused_for_another_reason_fails(tmp_path: Path, left: st
 
 async def test_only_a_named_definition_runs(tmp_path: Path) -> None:
     w = World(tmp_path)
-    with pytest.raises(ConfigError, match="only a named export definition can be run"):
+    with pytest.raises(ConfigError, match=r"^only a named export definition can be run$"):
         await w.launcher.start(definition(name=None), folder(), "cli")
     assert w.engine.started == []
 
@@ -356,18 +358,38 @@ async def test_run_now_on_a_named_folder(tmp_path: Path) -> None:
         definition(segments=()), folder_path="/HighValue/Contacts/2026/03/04/0900/"
     )
     assert [r.source for r in results] == ["az://inbox/HighValue/Contacts/2026/03/04/0900"]
-    with pytest.raises(ConfigError, match=r"inbox/Nothing/here: no Customer Insights part"):
+    with pytest.raises(ConfigError) as caught:
         await w.launcher.run_now(definition(), folder_path="Nothing/here")
+    assert str(caught.value) == (
+        "inbox/Nothing/here: no Customer Insights part files there "
+        "(expected <Export>/<Table>/yyyy/MM/dd/HHmm)"
+    )
+
+
+async def test_a_named_folder_keeps_every_character_of_its_name(tmp_path: Path) -> None:
+    """Only the slashes around a folder path go, never a letter of it ("Xmas/")."""
+    blobs = [part("Xmas/Contacts/2026/03/04/1100/Contacts_1.csv", '"0x9"')]
+    w = World(tmp_path, blobs)
+    await w.connect()
+    results = await w.launcher.run_now(definition(), folder_path="/Xmas/Contacts/2026/03/04/1100/")
+    assert [r.source for r in results] == ["az://inbox/Xmas/Contacts/2026/03/04/1100"]
 
 
 async def test_run_now_says_when_there_is_nothing_to_send(tmp_path: Path) -> None:
     w = World(tmp_path, inbox_with_two_tables())
     await w.connect()
-    with pytest.raises(ConfigError, match="has no segments: name a folder"):
+    with pytest.raises(ConfigError) as caught:
         await w.launcher.run_now(definition(segments=()))
+    assert str(caught.value) == (
+        "export 'high-value' has no segments: name a folder to run "
+        '({"folder": "<Export>/<Table>/yyyy/MM/dd/HHmm"})'
+    )
     none = definition(segments=(SegmentMatch(export="Missing"),))
-    with pytest.raises(ConfigError, match="no complete run folder in inbox matches"):
+    with pytest.raises(ConfigError) as caught:
         await w.launcher.run_now(none)
+    assert str(caught.value) == (
+        "export 'high-value': no complete run folder in inbox matches its segments yet"
+    )
     assert w.engine.started == []
 
 

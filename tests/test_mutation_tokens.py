@@ -170,6 +170,21 @@ def bundle(
     return TokenBundle(access, refresh, expires, "contact_data", issued_at=expires - lifetime)
 
 
+def reconnect(reason: str) -> str:
+    """The whole message: it names the connection and what to run."""
+    return (
+        f"connection 'mkt' needs to be reconnected: {reason} "
+        "(run `ccexport connect --connection mkt`)"
+    )
+
+
+async def refused(tokens: TokenManager, reason: str) -> None:
+    with pytest.raises(ReauthorizationRequired) as caught:
+        await tokens.access_token()
+    assert str(caught.value) == reconnect(reason)
+    assert caught.value.connection == CONNECTION
+
+
 @pytest.fixture
 def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waits: list[float] = []
@@ -310,6 +325,20 @@ async def test_many_callers_at_once_share_one_refresh(slept: list[float]) -> Non
     assert got == ["access-1"] * 8
     assert s.endpoint.spent == ["refresh-0"]
     assert tokens.refreshes == 1
+    # the first read the tokens twice (before and under the lock) and the status once;
+    # the seven that waited took its token from memory without reading the store
+    assert s.store.reads == 3
+    assert tokens.source == "cache"
+
+
+async def test_each_refresh_is_counted(slept: list[float]) -> None:
+    s = Setup()
+    s.stored(bundle("old", left=10))
+    tokens = s.manager()
+    await tokens.access_token()
+    await tokens.access_token(force_refresh=True)
+    assert tokens.refreshes == 2
+    assert s.endpoint.spent == ["refresh-0", "refresh-1"]  # each time the latest one
 
 
 # --- the token endpoint's 1 request/s ---------------------------------------------------------
@@ -332,16 +361,14 @@ async def test_a_refresh_waits_out_the_token_endpoints_gap(slept: list[float]) -
 
 async def test_no_stored_tokens_needs_reconnecting(slept: list[float]) -> None:
     s = Setup()
-    with pytest.raises(ReauthorizationRequired, match="no tokens are stored for it"):
-        await s.manager().access_token()
+    await refused(s.manager(), "no tokens are stored for it")
     assert s.endpoint.spent == []
 
 
 async def test_unreadable_stored_tokens_need_reconnecting(slept: list[float]) -> None:
     s = Setup()
     s.store.values[tokens_secret(CONNECTION)] = "{not json"
-    with pytest.raises(ReauthorizationRequired, match="its stored tokens are unreadable"):
-        await s.manager().access_token()
+    await refused(s.manager(), "its stored tokens are unreadable")
     assert s.endpoint.spent == []
 
 
@@ -351,8 +378,7 @@ async def test_a_connection_marked_for_reconnecting_is_not_refreshed(slept: list
     s.store.values[status_secret(CONNECTION)] = orjson.dumps(
         {"needs_reauthorization": True, "reason": "an admin said so"}
     ).decode()
-    with pytest.raises(ReauthorizationRequired, match="an admin said so"):
-        await s.manager().access_token()
+    await refused(s.manager(), "an admin said so")
     assert s.endpoint.spent == []
 
 
@@ -360,8 +386,7 @@ async def test_tokens_without_a_refresh_token_need_reconnecting(slept: list[floa
     s = Setup()
     for missing in (None, ""):
         s.stored(bundle(refresh=missing, left=10))
-        with pytest.raises(ReauthorizationRequired, match="no refresh token"):
-            await s.manager().access_token()
+        await refused(s.manager(), "its tokens have no refresh token (offline_access missing?)")
     assert s.endpoint.spent == []
 
 
@@ -380,15 +405,11 @@ async def test_a_refused_refresh_token_marks_the_connection(slept: list[float]) 
     s = Setup()
     s.stored(bundle(left=10))
     s.endpoint.refuse = True
-    with pytest.raises(
-        ReauthorizationRequired, match=r"refused its refresh token \(invalid_grant\)"
-    ):
-        await s.manager().access_token()
+    await refused(s.manager(), "Constant Contact refused its refresh token (invalid_grant)")
     status = orjson.loads(s.store.values[status_secret(CONNECTION)])
     assert status["needs_reauthorization"] is True
     assert status["reason"] == "Constant Contact refused its refresh token (invalid_grant)"
-    with pytest.raises(ReauthorizationRequired, match="invalid_grant"):  # and stays so
-        await s.manager().access_token()
+    await refused(s.manager(), "Constant Contact refused its refresh token (invalid_grant)")
     assert len(s.endpoint.spent) == 1
 
 
@@ -408,7 +429,6 @@ async def test_an_unstored_rotated_refresh_token_marks_the_connection(slept: lis
     s = Setup()
     s.stored(bundle("old", "spent", left=10))
     s.store.fail_sets = 1
-    with pytest.raises(ReauthorizationRequired, match="its rotated tokens could not be stored"):
-        await s.manager().access_token()
+    await refused(s.manager(), "its rotated tokens could not be stored (the vault said no)")
     status = orjson.loads(s.store.values[status_secret(CONNECTION)])
     assert status["reason"].startswith("its rotated tokens could not be stored (the vault said no")
