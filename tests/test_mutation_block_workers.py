@@ -6,6 +6,8 @@ block routed wrong is mapped by a path that reads it apart: contacts lost or man
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 
 from shared.block_contacts import BlockResult
@@ -89,3 +91,25 @@ def test_without_the_fast_path_or_for_a_mapping_it_cannot_take_all_goes_to_proce
         assert result.invalid == {"birthday": 1}  # "Ng" is no date
     finally:
         dated.shutdown()
+
+
+def test_the_pools_are_the_size_asked_for_and_processes_are_forkserved() -> None:
+    """Two of each on two cores (the memory figures in docs/DEVELOPING.md assume it);
+    worker processes are forked by a clean server, never from this process, which
+    has threads (forking a process with threads can deadlock the child)."""
+    workers = BlockWorkers(3, COLUMNS, MAPPING, fast=True)
+    try:
+        workers.submit(block(CLEAN)).result()
+        assert workers._threads is not None
+        assert workers._threads._max_workers == 3
+        names = [t.name for t in threading.enumerate()]
+        assert any(n.startswith("prepare-map") for n in names), names
+        workers.submit(block(BROKEN)).result()
+        pool = workers._processes
+        assert pool is not None
+        assert vars(pool)["_max_workers"] == 3
+        context = pool._mp_context
+        assert context is not None
+        assert context.get_start_method() == "forkserver"
+    finally:
+        workers.shutdown()

@@ -232,17 +232,46 @@ def test_every_mapped_field_finds_its_kind() -> None:
 @pytest.mark.parametrize(
     ("mapping", "message"),
     [
-        ({"email": "  "}, "needs an email column"),
-        ({"email": "E", "cf:": "X"}, "custom field 'cf:'"),
-        ({"email": "E", "cf:" + "n" * 51: "X"}, "the name after cf: must be 1-50"),
-        ({"email": "E", "Email": "X"}, "unknown Constant Contact field 'Email'"),
-        ({"email": "E", "birthday_month": "M"}, "must be mapped together"),
-        ({"email": "E", "birthday": "B", "birthday_month": "M"}, "map either birthday"),
+        ({"email": "  "}, "the mapping needs an email column (--map email=COLUMN)"),
+        ({"first_name": "F"}, "the mapping needs an email column (--map email=COLUMN)"),
+        (
+            {"email": "E", "cf:": "X"},
+            "custom field 'cf:': the name after cf: must be 1-50 letters, digits or "
+            "underscores (the custom field's name in Constant Contact)",
+        ),
+        (
+            {"email": "E", "cf:" + "n" * 51: "X"},
+            f"custom field 'cf:{'n' * 51}': the name after cf: must be 1-50 letters, digits or "
+            "underscores (the custom field's name in Constant Contact)",
+        ),
+        (
+            {"email": "E", "Email": "X"},
+            "unknown Constant Contact field 'Email'; use cf:NAME or one of: "
+            + ", ".join(sorted(contacts.KNOWN_FIELDS)),
+        ),
+        (
+            {"email": "E", "birthday_month": "M"},
+            "birthday_month and birthday_day must be mapped together",
+        ),
+        (
+            {"email": "E", "birthday": "B", "birthday_month": "M"},
+            "map either birthday (a date) or birthday_month and birthday_day",
+        ),
     ],
 )
 def test_mappings_that_cannot_work_are_refused(mapping: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as caught:
         validate_mapping(mapping)
+    assert str(caught.value) == message
+
+
+def test_the_known_fields_are_listed_for_an_unknown_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_mapping({"email": "E", "shoe_size": "S"})
+    listed = str(caught.value).partition("one of: ")[2].split(", ")
+    assert listed == sorted(listed)
+    assert {"email", "first_name", "home_country", "birthday_month", "anniversary"} <= set(listed)
+    assert len(listed) == len(contacts.KNOWN_FIELDS)
 
 
 def test_mappings_at_the_limits_are_fine() -> None:

@@ -8,6 +8,7 @@ turn here takes people off a list they belong on."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -158,6 +159,14 @@ def test_the_staged_plan_reads_back_as_written() -> None:
     assert read_plan(write_plan([])) == {}
 
 
+def test_a_staged_plan_that_needs_unpickling_is_refused() -> None:
+    """The plan is read back from the staging area: loading it must never run code."""
+    buffer = io.BytesIO()
+    np.savez(buffer, list_ids=np.array([{"not": "an array of text"}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_plan(buffer.getvalue())
+
+
 def test_the_managed_sets_a_run_leaves() -> None:
     p = PEOPLE
     managed = {LIST: keys(p[0], p[1], p[2]), OTHER_LIST: keys(p[5])}
@@ -197,6 +206,7 @@ class Client:
         self.export = export
         self.paged = list(paged)
         self.asked: list[tuple[list[str], list[str], float]] = []
+        self.paged_list: str | None = None
 
     async def export_contacts(
         self, list_ids: list[str], *, fields: list[str], poll_interval: float
@@ -206,6 +216,7 @@ class Client:
         return self.export
 
     async def contacts_by_list(self, list_id: str) -> AsyncIterator[Contact]:
+        self.paged_list = list_id
         self.stats.requests += 1
         for contact in self.paged:
             yield contact
@@ -237,7 +248,9 @@ async def test_members_are_paged_when_the_export_has_no_contact_ids() -> None:
         Contact("c3", "cy@example.com"),
     ]
     client = Client(b"email_address,first_name\r\nana@example.com,Ana\r\n", paged)
+    client.stats.requests = 7
     found = await list_members(client, LIST)  # type: ignore[arg-type]
+    assert client.paged_list == LIST
     assert client.asked[0][2] == 2.0  # the default poll interval
     assert found.contact_ids == ["c1", "c3"]
     assert found.keys.tolist() == [key("ana@example.com"), key("cy@example.com")]

@@ -88,6 +88,10 @@ def test_local_output_appears_only_when_committed(tmp_path: Path) -> None:
     assert output.rejects_stream() is output.rejects_stream()  # one stream
     visible = {p.name for p in target.iterdir() if not p.name.startswith(".")}
     assert visible == set()  # nothing before the commit
+    # the work is a hidden folder in the target, so the commit is a rename in place
+    (work,) = target.iterdir()
+    assert work.name.startswith(".ccexport-")
+    assert (work / "chunks" / "chunk-00001.json").read_bytes() == b'{"one":1}'
     where = output.commit({"contacts": 2, "name": "Anaïs"})
     assert where == str(target)
     assert sorted(p.name for p in target.iterdir()) == [
@@ -182,6 +186,19 @@ def test_blob_output_writes_the_summary_last_with_content_types() -> None:
     summary, kind = container.blobs["runs/r1/summary.json"]
     assert (orjson.loads(summary), kind) == ({"contacts": 1}, "application/json")
     assert summary == orjson.dumps({"contacts": 1}, option=orjson.OPT_INDENT_2)
+
+
+def test_rejects_past_eight_megabytes_spill_to_disk_and_still_arrive_whole() -> None:
+    container = Container()
+    output = BlobOutput(container, "runs/big")  # type: ignore[arg-type]
+    writer = RejectsWriter(output.rejects_stream())
+    long_detail = "d" * (9 << 20)  # one cell past the 8 MB kept in memory
+    writer.write(row=1, file="p.csv", line=2, email="a@b.co", reason="r", detail=long_detail)
+    writer.write(row=2, file="p.csv", line=3, email="é@b.co", reason="r")
+    output.commit({})
+    rejects = container.blobs["runs/big/rejects.csv"][0]
+    assert len(rejects) > 9 << 20
+    assert rejects.endswith("2,p.csv,3,é@b.co,r,\r\n".encode())
 
 
 def test_only_the_slashes_around_the_prefix_go() -> None:

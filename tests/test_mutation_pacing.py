@@ -88,6 +88,24 @@ async def test_starts_are_spaced_one_interval_apart(clock: Time) -> None:
     assert pacer.waits == 3
 
 
+async def test_clocks_that_start_at_zero(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing is assumed of a clock's origin: the first request goes at once and no
+    quota is stopped, in memory or from an empty or torn state file."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    for state in (None, tmp_path / "empty.json", tmp_path / "torn.json"):
+        if state is not None and state.name == "torn.json":
+            state.write_text("{torn")
+        pacer = Pacer(4.0, state_file=state, clock=lambda: 0.0, wall_clock=lambda: 0.0)
+        pacer.check_quota()
+        await pacer.wait()
+        assert slept == []
+
+
 async def test_concurrent_callers_get_consecutive_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each caller takes its slot before it sleeps, so callers at the same moment wait
     one, two, ... intervals (the clock stands still while they all wait)."""

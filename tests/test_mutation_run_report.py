@@ -319,6 +319,35 @@ def test_a_run_that_delivered_everything_holds_nothing_back() -> None:
     assert r["source"] == run_input().source  # the prepared run named none
     assert r["changes"]["removed"] == 0
     assert r["changes"]["mode"] == "add"
+    assert r["chunks"] == {  # fates no body had are there, at 0
+        "total": 1,
+        "fewest_possible": 0,
+        "accepted": 0,
+        "imported": 1,
+        "import_failed": 0,
+        "upload_failed": 0,
+        "not_sent": 0,
+        "unconfirmed": 0,
+    }
+
+
+def test_a_share_is_rounded_to_four_places() -> None:
+    thirds = MembersResult(lists=(ListPlan(LIST, members=3, remove=1),), via="paging")
+    assert report(members=thirds)["removals"]["lists"][0]["share"] == 0.3333
+
+
+def test_not_delivered_is_said_even_when_nothing_is_unconfirmed() -> None:
+    lost = (OUTCOMES[0], OUTCOMES[3])  # imported; refused
+    prepared = PreparedRun(RUN_ID, tuple(o.chunk for o in lost), rows_read=140, contacts=140)
+    r = report(status=RunStatus.COMPLETED_WITH_ERRORS, outcomes=lost, prepared=prepared)
+    lines = render(r).splitlines()
+    assert "  NOT delivered           40" in lines
+    assert not any(line.startswith("  unconfirmed") for line in lines)
+    unconfirmed = (OUTCOMES[0], OUTCOMES[5])  # imported; no final state seen
+    prepared = PreparedRun(RUN_ID, tuple(o.chunk for o in unconfirmed), contacts=120)
+    lines = render(report(outcomes=unconfirmed, prepared=prepared)).splitlines()
+    assert "  NOT delivered            0" in lines
+    assert "  unconfirmed             20" in lines
 
 
 def test_removals_that_did_not_finish_removed_nobody_in_the_counts() -> None:

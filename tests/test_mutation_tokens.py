@@ -27,6 +27,7 @@ from shared.tokens import (
     tokens_secret,
 )
 
+PAUSE = asyncio.sleep  # the real one: a store that answers later lets other tasks run
 NOW = 1_000_000.0
 HOUR = 3600.0
 CONNECTION = "mkt"
@@ -51,6 +52,7 @@ class MemoryStore:
 
     async def get(self, name: str) -> str | None:
         self.reads += 1
+        await PAUSE(0)  # a network round trip: other tasks run meanwhile
         return self.values.get(name)
 
     async def set(
