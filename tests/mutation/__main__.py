@@ -313,7 +313,9 @@ def run_mutmut(tree: Path, globs: list[str], max_children: int) -> tuple[int, fl
             time.sleep(5)
             if time.monotonic() - printed >= 60:
                 printed = time.monotonic()
-                print(f"  [{printed - start:5.0f}s] {_progress(log_path)}", flush=True)
+                status = _progress(log_path)
+                if status:
+                    print(f"  [{printed - start:5.0f}s] {status}", flush=True)
     return proc.returncode, time.monotonic() - start
 
 
