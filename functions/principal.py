@@ -76,12 +76,12 @@ def caller_of(headers: Mapping[str, str]) -> Caller:
     claims = [c for c in doc.get("claims") or [] if isinstance(c, dict)]
     role_type = str(doc.get("role_typ") or "roles")
     roles = frozenset(
-        str(c.get("val", "")).casefold()
+        str(c.get("val") or "").casefold()
         for c in claims
         if c.get("typ") == role_type or c.get("typ") in _ROLE_CLAIMS
     ) - {""}
     principal_id = headers.get(PRINCIPAL_ID_HEADER, "")
     if not principal_id:
-        by_type = {str(c.get("typ")): str(c.get("val", "")) for c in claims}
+        by_type = {str(c.get("typ")): str(c.get("val") or "") for c in claims}
         principal_id = next((by_type[t] for t in _ID_CLAIMS if by_type.get(t)), "unknown")
     return Caller(principal_id[:128], roles)

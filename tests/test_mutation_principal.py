@@ -179,3 +179,17 @@ def test_a_contributor_uses_only_connections_that_share_a_role() -> None:
     assert not nobody.may_use(Connection("mkt", "Marketing", roles=("marketing",)))
     with pytest.raises(Forbidden):
         nobody.require_admin("do this")
+
+
+def test_a_claim_whose_value_is_null_is_read_as_empty() -> None:
+    doc = {
+        "claims": [
+            {"typ": "roles", "val": None},
+            {"typ": "oid", "val": None},
+            {"typ": "sub", "val": "the-subject"},
+        ]
+    }
+    header = base64.b64encode(orjson.dumps(doc)).decode()
+    caller = caller_of({"x-ms-client-principal": header})
+    assert caller.roles == frozenset()  # not the role "none"
+    assert caller.id == "the-subject"  # not "None", shared by every such caller
