@@ -379,6 +379,14 @@ async def run_item(
 # --- connections ----------------------------------------------------------------------------
 
 
+async def _usable_connection(app: Services, caller: Caller, name: str) -> Stored[Connection]:
+    """A connection the caller may use; 404 as for an unknown one otherwise."""
+    existing = await app.catalog.connection(name)
+    if existing is None or not caller.may_use(existing.value):
+        raise NotFound(f"no connection named {name!r}")
+    return existing
+
+
 async def _connection_answer(
     app: Services, status: int, stored: Stored[Connection]
 ) -> func.HttpResponse:
@@ -413,11 +421,11 @@ async def connection_item(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         caller = caller_of(req.headers)
         async with services() as app:
-            existing = await app.catalog.connection(name)
             if req.method == "GET":
-                if existing is None or not caller.may_use(existing.value):
-                    raise NotFound(f"no connection named {name!r}")
-                return await _connection_answer(app, 200, existing)
+                return await _connection_answer(
+                    app, 200, await _usable_connection(app, caller, name)
+                )
+            existing = await app.catalog.connection(name)
             if req.method == "DELETE":
                 caller.require_admin("delete connections")
                 if not await app.catalog.delete_connection(name, _if_match(req)):
@@ -441,13 +449,6 @@ async def connection_item(req: func.HttpRequest) -> func.HttpResponse:
             )
 
     return await _answer(handle)
-
-
-async def _usable_connection(app: Services, caller: Caller, name: str) -> None:
-    """A connection the caller may use; 404 as for an unknown one otherwise."""
-    existing = await app.catalog.connection(name)
-    if existing is None or not caller.may_use(existing.value):
-        raise NotFound(f"no connection named {name!r}")
 
 
 @bp.route(route="connections/{name}/lists", methods=["GET", "POST"])

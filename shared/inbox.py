@@ -293,17 +293,18 @@ class Inbox(Listing):
 class FolderInbox(Listing):
     """The inbox as a folder on this machine (``ccexport serve`` with no storage set).
 
-    A file's ETag is its modification time and size, so a rewritten part gives the
-    run a new key, as a re-uploaded blob does. Names starting with a dot (editors'
-    and copy tools' temporary files) are not listed.
+    A file's time is when it arrived here and its ETag that time and its size, so a
+    rewritten part gives the run a new key, as a re-uploaded blob does. Names starting
+    with a dot (editors' and copy tools' temporary files) are not listed.
     """
 
     def __init__(self, root: Path) -> None:
-        self.local_root = root.resolve()
+        self.root = root.resolve()
+        self.local_root = self.root
 
     @property
     def name(self) -> str:
-        return str(self.local_root)
+        return str(self.root)
 
     @staticmethod
     def _info(name: str, stat: os.stat_result) -> BlobInfo:
@@ -314,8 +315,7 @@ class FolderInbox(Listing):
         return BlobInfo(name, etag, datetime.fromtimestamp(arrived / 1e9, UTC))
 
     def _walk(self, prefix: str) -> list[BlobInfo]:
-        assert self.local_root is not None
-        root = self.local_root
+        root = self.root
         start = (root / prefix.rpartition("/")[0]).resolve() if "/" in prefix else root
         if not start.is_relative_to(root):
             return []  # a name that climbs out of the inbox names nothing in it
@@ -339,10 +339,9 @@ class FolderInbox(Listing):
         return await asyncio.to_thread(self._walk, prefix)
 
     async def model(self, export_folder: str) -> BlobInfo | None:
-        assert self.local_root is not None
         name = _model_name(export_folder)
-        path = (self.local_root / name).resolve()
-        if not path.is_relative_to(self.local_root):
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root):
             return None
         try:
             return self._info(name, path.stat())
