@@ -58,6 +58,15 @@ class RunningSandbox:
     def token_url(self) -> str:
         return f"{self.auth_base}/token"
 
+    def ctct_settings(self) -> dict[str, str]:
+        """The app settings that point ccexport at this sandbox."""
+        return {
+            "CTCT_CLIENT_ID": self.client_id,
+            "CTCT_CLIENT_SECRET": self.client_secret,
+            "CTCT_API_BASE": self.api_base,
+            "CTCT_AUTH_BASE": self.auth_base,
+        }
+
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call a ``/__sandbox/`` endpoint; returns its JSON, raises on an error status."""
         data = json.dumps(body).encode() if body is not None else None
@@ -198,12 +207,6 @@ def cli_env(sandbox: RunningSandbox, home: Path, **extra: str) -> dict[str, str]
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(_SETTINGS_OF_OTHERS)
     }
-    env.update(
-        CTCT_CLIENT_ID=sandbox.client_id,
-        CTCT_CLIENT_SECRET=sandbox.client_secret,
-        CTCT_API_BASE=sandbox.api_base,
-        CTCT_AUTH_BASE=sandbox.auth_base,
-        CCEXPORT_HOME=str(home),
-    )
+    env.update(sandbox.ctct_settings(), CCEXPORT_HOME=str(home))
     env.update(extra)
     return env

@@ -53,12 +53,7 @@ async def account(
 ) -> RunningSandbox:
     """A fresh sandbox account behind connection 'acme' (roles: marketing), connected."""
     sandbox = sandbox_factory(**FAST)
-    for name, value in {
-        "CTCT_CLIENT_ID": sandbox.client_id,
-        "CTCT_CLIENT_SECRET": sandbox.client_secret,
-        "CTCT_AUTH_BASE": sandbox.auth_base,
-        "CTCT_API_BASE": sandbox.api_base,
-    }.items():
+    for name, value in sandbox.ctct_settings().items():
         monkeypatch.setenv(name, value)
     created = await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     assert created.status_code == 201

@@ -378,12 +378,7 @@ async def test_consent_and_connection_state_gate_runs(
 async def test_connect_callback_and_delete(
     app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "CTCT_CLIENT_ID": sandbox.client_id,
-        "CTCT_CLIENT_SECRET": sandbox.client_secret,
-        "CTCT_AUTH_BASE": sandbox.auth_base,
-        "CTCT_API_BASE": sandbox.api_base,
-    }.items():
+    for name, value in sandbox.ctct_settings().items():
         monkeypatch.setenv(name, value)
     await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")

@@ -206,10 +206,7 @@ async def test_a_callback_with_a_code_for_another_pkce_challenge_stores_nothing(
 ) -> None:
     """Code injection: the victim's state with a code the attacker got for their own
     challenge. The state is genuine, so only PKCE can stop it, and does."""
-    for name, value in {"CTCT_CLIENT_ID": sandbox.client_id,
-                        "CTCT_CLIENT_SECRET": sandbox.client_secret,
-                        "CTCT_AUTH_BASE": sandbox.auth_base,
-                        "CTCT_API_BASE": sandbox.api_base}.items():  # fmt: skip
+    for name, value in sandbox.ctct_settings().items():
         monkeypatch.setenv(name, value)
     await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
