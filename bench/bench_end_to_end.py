@@ -41,8 +41,8 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.secrets.store import LocalFileSecretStore
 from tests.sandbox_service import cli_env, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         env = cli_env(sandbox, home)
         maps = [arg for pair in MAPPING for arg in ("--map", pair)]
         cmd = [
-            sys.executable, "-m", "shared.cli", "run", str(source), "--list-id", list_id,
+            sys.executable, "-m", "shared.workstation.cli", "run", str(source),
+            "--list-id", list_id,
             *maps, "--json", "--poll-seconds", str(args.poll_seconds),
         ]  # fmt: skip
         first = timed_run(cmd, env)

@@ -47,7 +47,9 @@ def say(text: str) -> None:
 
 def ccexport(args: list[str], env: dict[str, str]) -> int:
     """Run the real command, on this terminal (its progress bar and report show here)."""
-    return subprocess.call([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env)
+    return subprocess.call(
+        [sys.executable, "-m", "shared.workstation.cli", *args], cwd=ROOT, env=env
+    )
 
 
 def upload_sample(conn: str, folder: Path) -> str:

@@ -1,6 +1,6 @@
-"""The export run's activities: bindings only; what they do is shared/run_activities.py.
+"""The export run's activities: bindings only; what they do is shared/runs/activities.py.
 
-Each takes and returns plain JSON (shared/runs.py). They share one ``RunActivities``
+Each takes and returns plain JSON (shared/runs/contract.py). They share one ``RunActivities``
 per worker process, built from the app settings on first use, so its HTTP session,
 token cache and request pacer serve every activity of the process. The local runner
 installs its own (:func:`install`) before it registers these same functions on the
@@ -15,7 +15,7 @@ from typing import Any
 
 from azure.durable_functions import Blueprint
 
-from shared.run_activities import RunActivities, RunServices
+from shared.runs.activities import RunActivities, RunServices
 
 bp = Blueprint()
 

@@ -23,9 +23,7 @@ import orjson
 
 from functions.principal import Caller, Forbidden, Unauthenticated, caller_of
 from functions.services import Services, services
-from shared import account, exports
-from shared.catalog import Connection, NotFound, Stored, connection_from_request
-from shared.documents import DocumentChanged, DocumentExists
+from shared.constant_contact.tokens import PENDING_TTL
 from shared.errors import (
     AuthorizationError,
     CcexportError,
@@ -33,14 +31,17 @@ from shared.errors import (
     ReauthorizationRequired,
     RemoteError,
 )
-from shared.exports import ExportDefinition
-from shared.inbox import export_of_run
-from shared.locks import LockError
-from shared.run_index import RunRecord
-from shared.run_starts import NotReady, Outcome, StartResult
-from shared.runs import RunOptions
-from shared.secrets import SecretStoreError
-from shared.tokens import PENDING_TTL
+from shared.exports import account
+from shared.exports import definitions as exports
+from shared.exports.catalog import Connection, NotFound, Stored, connection_from_request
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import RunOptions
+from shared.runs.index import RunRecord
+from shared.runs.launcher import NotReady, Outcome, StartResult
+from shared.secrets.store import SecretStoreError
+from shared.segments.inbox import export_of_run
+from shared.storage.documents import DocumentChanged, DocumentExists
+from shared.storage.locks import LockError
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 Prepare, then upload the chunks in bounded windows (each upload retried by Durable),
 then wait on durable timers and ask about every pending import with one status poll
 at a time, then finish with the report. Deterministic on purpose: no I/O, no clock
-but the context's, no settings; it carries references and counts only (shared/runs.py
-keeps the bookkeeping, shared/run_activities.py does the work).
+but the context's, no settings; it carries references and counts only (shared/runs/contract.py
+keeps the bookkeeping, shared/runs/activities.py does the work).
 
 A chunk that fails does not stop the others: the run ends ``completed_with_errors``
 and the report names the contacts that did not go. An exhausted daily quota stops
@@ -36,7 +36,7 @@ from functions.activities import (
     PREPARE_SEGMENT,
     UPLOAD_CHUNK,
 )
-from shared.runs import (
+from shared.runs.contract import (
     ChunkRef,
     MembersResult,
     Phase,

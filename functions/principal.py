@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from shared.catalog import Connection
 from shared.errors import CcexportError
+from shared.exports.catalog import Connection
 
 ADMIN_ROLE = "admin"
 PRINCIPAL_HEADER = "x-ms-client-principal"

@@ -18,22 +18,23 @@ import azure.durable_functions as df
 from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 
-from shared.account import AccountAccess
-from shared.catalog import Catalog
-from shared.documents import BlobDocuments, Documents, FolderDocuments
-from shared.inbox import FolderInbox, Inbox, Listing
-from shared.locks import BlobLeaseLocks, FileLocks, Locks
-from shared.run_index import RunIndex
-from shared.run_starts import Launcher
-from shared.runs import ORCHESTRATOR
-from shared.runstore import open_run_store
-from shared.secrets import SecretStore, open_secret_store
-from shared.settings import AppSettings, Settings
-from shared.tokens import Connections, OAuthClient
+from shared.config import AppSettings, Settings
+from shared.constant_contact.tokens import Connections, OAuthClient
+from shared.exports.account import AccountAccess
+from shared.exports.catalog import Catalog
+from shared.runs.contract import ORCHESTRATOR
+from shared.runs.index import RunIndex
+from shared.runs.launcher import Launcher
+from shared.runs.store import open_run_store
+from shared.secrets.opening import open_secret_store
+from shared.secrets.store import SecretStore
+from shared.segments.inbox import FolderInbox, Inbox, Listing
+from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
+from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 
 
 class DurableEngine:
-    """The Durable Functions client as the engine shared.run_starts starts runs on."""
+    """The Durable Functions client as the engine shared.runs.launcher starts runs on."""
 
     def __init__(self, client: df.DurableOrchestrationClient) -> None:
         self.client = client

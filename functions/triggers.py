@@ -4,7 +4,7 @@
 Customer Insights writes into the inbox, at least once and in any order. The trigger
 binds a ``BlobClient`` (an SDK-type binding: the host passes only the blob's address,
 so a part of several hundred MB is never read here), and hands the name to
-shared.run_starts, which starts each matching export once its run folder is complete,
+shared.runs.launcher, which starts each matching export once its run folder is complete,
 and never the same run twice.
 
 ``scheduled_refresh``: on ``EXPORT_SCHEDULE`` (NCRONTAB), every enabled export from
@@ -22,8 +22,8 @@ import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
 from functions.services import services
-from shared.run_starts import Outcome, StartResult
-from shared.settings import STORAGE_CONNECTION
+from shared.config import STORAGE_CONNECTION
+from shared.runs.launcher import Outcome, StartResult
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultError, Faults
-from shared.cli_help import command_parser
+from shared.workstation.cli_help import command_parser
 
 HOST = "127.0.0.1"  # loopback only, always
 

@@ -8,7 +8,7 @@ with no error anywhere, so every test that prepares bodies checks each one here.
 Everything is computed by this module from the bytes: parsed with the standard
 ``json`` module (not orjson), counted, measured with ``len``; the lower bound on the
 number of bodies is worked out here from the contacts' own sizes. Nothing is taken
-from the packer (shared/chunks.py) or its figures, so a packer that gets a limit
+from the packer (shared/prepare/chunks.py) or its figures, so a packer that gets a limit
 wrong cannot also get the expectation wrong.
 """
 
@@ -28,7 +28,7 @@ import pytest
 # rather than imported: the product's constants are what is under test.
 CC_BYTES_LIMIT = 4_000_000
 CC_CONTACTS_LIMIT = 40_000
-DEFAULT_CAP = 3_900_000  # the cap ccexport promises to pack to (README, shared/chunks.py)
+DEFAULT_CAP = 3_900_000  # the cap ccexport promises to pack to (README, shared/prepare/chunks.py)
 
 Contact = dict[str, Any]
 

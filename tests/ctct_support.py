@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from shared.constant_contact import RetryPolicy
+from shared.constant_contact.client import RetryPolicy
 from tests.sandbox_service import RunningSandbox
 from tests.services import ROOT
 
@@ -42,7 +42,7 @@ class SandboxTokens:
 
 
 def ccexport_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", *args]
+    return [sys.executable, "-m", "shared.workstation.cli", *args]
 
 
 def run_cli(

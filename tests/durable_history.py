@@ -28,7 +28,7 @@ from azure.durable_functions.models.DurableOrchestrationContext import (
     DurableOrchestrationContext,
 )
 
-from shared.durable_context import activity_failure_text
+from shared.workstation.durable_context import activity_failure_text
 
 START = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

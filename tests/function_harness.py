@@ -38,7 +38,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
 
-from shared.serve.durable import client_binding
+from shared.workstation.serve.durable import client_binding
 from tests.services import ROOT
 
 SYSTEM_KEY = "durable-system-key-for-tests"

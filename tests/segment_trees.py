@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from azure.storage.blob import BlobServiceClient
 
-from shared import files
+from shared.storage import files
 
 Tree = Mapping[str, bytes]
 RUN = "ci/BlobExport/Seg/2026/11/28/0930"

@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 import pytest
 
-from shared.arrow_blocks import map_block_arrow
-from shared.block_contacts import map_block
-from shared.blocks import Block
-from shared.contacts import ContactMapper
+from shared.constant_contact.contacts import ContactMapper
+from shared.prepare.columnar import map_block_arrow
+from shared.prepare.rows import map_block
+from shared.segments.blocks import Block
 from tests.segment_trees import csv_bytes
 
 COLUMNS = ("Id", "Email", "First", "Last", "Tier")

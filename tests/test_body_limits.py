@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from shared import files, segments
-from shared.changes import ChangeTracker
-from shared.export_state import ExportState
-from shared.exports import ExportDefinition
-from shared.outputs import LocalOutput
-from shared.prepare import prepare
+from shared.exports.changes import ChangeTracker
+from shared.exports.definitions import ExportDefinition
+from shared.exports.state import ExportState
+from shared.prepare.outputs import LocalOutput
+from shared.prepare.pipeline import prepare
+from shared.segments import layout as segments
+from shared.storage import files
 from tests.body_checks import (
     CC_CONTACTS_LIMIT,
     DEFAULT_CAP,

@@ -10,15 +10,24 @@ from typing import Any
 import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
-from shared import exports
-from shared.catalog import (
+from shared.constant_contact.tokens import (
+    mark_needs_reauthorization,
+    pending_secret,
+    status_secret,
+    tokens_secret,
+)
+from shared.errors import ConfigError
+from shared.exports import definitions as exports
+from shared.exports.catalog import (
     Catalog,
     Connection,
     ConnectionStatus,
     NotFound,
     connection_from_request,
 )
-from shared.documents import (
+from shared.exports.definitions import SegmentMatch
+from shared.secrets.store import LocalFileSecretStore
+from shared.storage.documents import (
     BlobDocuments,
     DocumentChanged,
     DocumentError,
@@ -26,10 +35,6 @@ from shared.documents import (
     Documents,
     FolderDocuments,
 )
-from shared.errors import ConfigError
-from shared.exports import SegmentMatch
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import mark_needs_reauthorization, pending_secret, status_secret, tokens_secret
 from tests.function_harness import AppEnv
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

@@ -1,6 +1,6 @@
 """Packing into request bodies: never past the byte cap or 40,000 contacts, and few bodies.
 
-prepare packs through ``JsonChunker.add_items`` (one call a block, shared/prepare.py),
+prepare packs through ``JsonChunker.add_items`` (one call a block, shared/prepare/pipeline.py),
 so that is what these tests drive: in one call, and in blocks cut at every kind of
 place, beside ``add`` (one contact at a time). Each body is checked by
 tests/body_checks.py, from its bytes alone; the boundaries are worked out here from
@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 import orjson
 import pytest
 
-from shared.chunks import DEFAULT_MAX_BODY_BYTES, IMPORT_BYTES_LIMIT, MAX_CONTACTS, JsonChunker
+from shared.prepare.chunks import (
+    DEFAULT_MAX_BODY_BYTES,
+    IMPORT_BYTES_LIMIT,
+    MAX_CONTACTS,
+    JsonChunker,
+)
 from tests.body_checks import (
     CC_BYTES_LIMIT,
     CC_CONTACTS_LIMIT,

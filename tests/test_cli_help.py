@@ -1,6 +1,6 @@
 """The command line explains itself: `ccexport --help`, `--version`, `COMMAND --help`.
 
-Each command of ``shared.cli.COMMANDS`` is checked, whoever added it: its help runs
+Each command of ``shared.workstation.cli.COMMANDS`` is checked, whoever added it: its help runs
 as a real process without a traceback, has a description and an example, and every
 option it shows has a help text (its parser, from the command module's ``parser()``,
 is looked at directly).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import COMMANDS, GROUPS, LazyCommand, main_help
-from shared.cli_help import CommandHelpFormatter, command_parser
+from shared.workstation.cli import COMMANDS, GROUPS, LazyCommand, main_help
+from shared.workstation.cli_help import CommandHelpFormatter, command_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def ccexport(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CCEXPORT_DEBUG"} | {"COLUMNS": "80"}
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.workstation.cli", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
 
@@ -65,9 +65,9 @@ def test_help_and_version_load_no_command() -> None:
     """`ccexport --help` reads the table only; cli_help is argparse and nothing else."""
     program = (
         "import sys\n"
-        "import shared.cli_help\n"
+        "import shared.workstation.cli_help\n"
         "helper = sorted(m for m in sys.modules if m.startswith('shared.'))\n"
-        "from shared.cli import COMMANDS, main\n"
+        "from shared.workstation.cli import COMMANDS, main\n"
         "main(['--help']); main(['--version'])\n"
         "modules = {getattr(c.handler, 'module', 'sandbox') for c in COMMANDS.values()}\n"
         "heavy = ('aiohttp', 'azure', 'tqdm', 'pyarrow', 'numpy', *modules)\n"
@@ -76,7 +76,7 @@ def test_help_and_version_load_no_command() -> None:
     result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "['shared.cli_help'] []"
+    assert result.stdout.splitlines()[-1] == "['shared.workstation.cli_help'] []"
 
 
 def test_no_command_is_a_usage_error_and_an_unknown_one_names_the_commands() -> None:
@@ -117,7 +117,8 @@ def test_every_command_help_runs_and_has_a_description_and_examples(name: str) -
 def command_parser_of(name: str) -> argparse.ArgumentParser:
     handler = COMMANDS[name].handler
     assert isinstance(handler, LazyCommand), (
-        f"register {name} with shared.cli.lazy(MODULE): its module's parser() is checked here"
+        f"register {name} with shared.workstation.cli.lazy(MODULE): "
+        "its module's parser() is checked here"
     )
     return handler.build_parser()
 

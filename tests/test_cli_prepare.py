@@ -12,8 +12,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, LIST_ID, RUN, TABLE, write_sample
-from shared import exports
 from shared.errors import ConfigError
+from shared.exports import definitions as exports
 from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ def ccexport(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     clean = {k: v for k, v in os.environ.items()
              if k not in {"AzureWebJobsStorage", "CCEXPORT_STORAGE_CONNECTION_STRING"}}  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.workstation.cli", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**clean, **(env or {})},
         check=False,
     )  # fmt: skip

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.secrets.store import LocalFileSecretStore
 from tests.ctct_support import ccexport_command, run_cli
 from tests.sandbox_service import RunningSandbox, cli_env
 from tests.services import ROOT

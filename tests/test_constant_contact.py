@@ -17,10 +17,15 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.constant_contact import ConstantContactClient, RetryPolicy, api_messages, error_key
+from shared.constant_contact.client import (
+    ConstantContactClient,
+    RetryPolicy,
+    api_messages,
+    error_key,
+)
+from shared.constant_contact.pacing import QUOTA_MESSAGE, Pacer, process_pacer
 from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
-from shared.pacing import QUOTA_MESSAGE, Pacer, process_pacer
-from shared.run_activities import RunServices
+from shared.runs.activities import RunServices
 from tests.ctct_support import FAST, SandboxTokens
 from tests.sandbox_api import people
 from tests.sandbox_service import RunningSandbox, cli_env

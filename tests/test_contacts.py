@@ -6,8 +6,13 @@ import datetime as dt
 
 import pytest
 
-from shared import contacts
-from shared.contacts import ContactMapper, check_email, parse_date, validate_mapping
+from shared.constant_contact import contacts
+from shared.constant_contact.contacts import (
+    ContactMapper,
+    check_email,
+    parse_date,
+    validate_mapping,
+)
 from shared.errors import ConfigError
 
 

@@ -26,14 +26,14 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from functions import activities as bindings
-from shared.exports import ExportDefinition
-from shared.local_run import run_locally
-from shared.pacing import Pacer
-from shared.run_activities import RunActivities, RunServices
-from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
-from shared.runstore import BlobRunStore, LocalRunStore
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.exports.definitions import ExportDefinition
+from shared.runs.activities import RunActivities, RunServices
+from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.runs.store import BlobRunStore, LocalRunStore
+from shared.secrets.store import LocalFileSecretStore
+from shared.workstation.local_run import run_locally
 from tests.ctct_support import FAST, run_cli
 from tests.sandbox_service import RunningSandbox, cli_env
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared import segments
-from shared.block_contacts import hash8
-from shared.changes import ChangeTracker, content_hash, segment_names
-from shared.export_state import (
+from shared.exports.changes import ChangeTracker, content_hash, segment_names
+from shared.exports.definitions import ExportDefinition
+from shared.exports.keys import hash8
+from shared.exports.state import (
     BlobStateStore,
     ExportState,
     LocalStateStore,
@@ -27,10 +27,10 @@ from shared.export_state import (
     snapshot_arrays,
     state_key,
 )
-from shared.exports import ExportDefinition
-from shared.files import LocalFiles
-from shared.outputs import LocalOutput
-from shared.prepare import prepare
+from shared.prepare.outputs import LocalOutput
+from shared.prepare.pipeline import prepare
+from shared.segments import layout as segments
+from shared.storage.files import LocalFiles
 
 LIST_A = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 LIST_B = "0d4c9f8e-2b1a-4c3d-9e8f-7a6b5c4d3e2f"

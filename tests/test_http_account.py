@@ -15,12 +15,12 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from functions import http_api
-from shared import exports
-from shared.catalog import Catalog
-from shared.documents import BlobDocuments
-from shared.runs import RunInput
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.exports import definitions as exports
+from shared.exports.catalog import Catalog
+from shared.runs.contract import RunInput
+from shared.secrets.store import LocalFileSecretStore
+from shared.storage.documents import BlobDocuments
 from tests.function_harness import AppEnv, DurableFake, principal, response_json
 from tests.sandbox_service import RunningSandbox
 from tests.test_http_api import (
@@ -212,10 +212,10 @@ async def test_a_blob_event_starts_nothing_for_an_export_whose_fields_are_missin
         )
     app_env.write(f"{RUN}/HighValue_1.csv")
     app_env.write_later(f"{EXPORT}/model.json")
-    with caplog.at_level(logging.WARNING, logger="shared.run_starts"):
+    with caplog.at_level(logging.WARNING, logger="shared.runs.launcher"):
         await blob_event(app_env, durable_fake, f"{EXPORT}/model.json")
     [instance] = durable_fake.starts
     run = RunInput.from_json(instance.input)
     assert (run.definition().name, run.definition().list_ids) == ("fine", (news,))
-    warned = [r.getMessage() for r in caplog.records if r.name == "shared.run_starts"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "shared.runs.launcher"]
     assert any("export 'typo' not started" in m and "cf:tier does not exist" in m for m in warned)

@@ -14,12 +14,12 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from functions import http_api
-from shared.catalog import Catalog
-from shared.documents import BlobDocuments
-from shared.runs import RunInput
-from shared.runstore import BlobRunStore
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import pending_secret, tokens_secret
+from shared.constant_contact.tokens import pending_secret, tokens_secret
+from shared.exports.catalog import Catalog
+from shared.runs.contract import RunInput
+from shared.runs.store import BlobRunStore
+from shared.secrets.store import LocalFileSecretStore
+from shared.storage.documents import BlobDocuments
 from tests.function_harness import AppEnv, DurableFake, http_request, principal, response_json
 from tests.sandbox_service import RunningSandbox
 

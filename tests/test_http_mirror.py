@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from functions import http_api
-from shared.runs import RunInput
+from shared.runs.contract import RunInput
 from tests.function_harness import AppEnv, DurableFake, response_json
 from tests.test_http_api import (
     DEFINITION,

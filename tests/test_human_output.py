@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.run_report import counts_text
+from shared.runs.report import counts_text
 from tests.sandbox_service import RunningSandbox, cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def write_segment(path: Path) -> None:
 
 def ccexport(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.workstation.cli", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
 

@@ -7,7 +7,7 @@ tests/test_cli_prepare.py covers that path.
 `ccexport run`, `connect` and `check` with secrets in local files load neither
 azure-identity (nor its msal and requests), azure-keyvault-secrets nor
 azure-storage-blob: about 0.2 to 0.4 s of a second, unchanged run that must take a
-tenth of the first. Only a Key Vault store (shared.keyvault_store), a managed-identity
+tenth of the first. Only a Key Vault store (shared.secrets.keyvault), a managed-identity
 credential or Blob Storage needs them.
 """
 
@@ -24,14 +24,14 @@ from bench.sample import EXPORT, RUN, TABLE, write_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("azure.storage.blob", "azure.identity", "azure.keyvault.secrets", "aiohttp")
-# Settings that would point prepare at Blob Storage (shared.storage, shared.settings).
+# Settings that would point prepare at Blob Storage (shared.storage.blobs, shared.config).
 STORAGE_SETTINGS = ("CCEXPORT_STORAGE", "CCEXPORT_STORAGE_CONNECTION_STRING", "AzureWebJobsStorage")
 
 # The real command, in-process, then the heavy modules it loaded (last line of stdout).
 PROGRAM = f"""
 import sys
 import orjson
-from shared.cli import main
+from shared.workstation.cli import main
 code = main(sys.argv[1:])
 loaded = sorted(m for m in sys.modules if m.startswith({HEAVY!r}))
 print(orjson.dumps({{"code": code, "loaded": loaded}}).decode())
@@ -61,13 +61,13 @@ def test_local_prepare_loads_no_azure_sdk_or_aiohttp(tmp_path: Path) -> None:
 
 NOT_NEEDED_LOCALLY = ("azure.identity", "azure.keyvault", "msal", "azure.storage.blob")
 
-# What `ccexport run` and `connect`/`check` import (shared/cli.py, then what
-# shared/local_run.py imports when a run starts), a secret written to and read from
+# What `ccexport run` and `connect`/`check` import (shared/workstation/cli.py, then what
+# shared/workstation/local_run.py imports when a run starts), a secret written to and read from
 # local files, then a store for a vault: the Key Vault SDKs loaded after each step.
 SECRETS_PROGRAM = f"""
 import asyncio, importlib, os, sys
 import orjson
-from shared.secrets import open_secret_store
+from shared.secrets.store import open_secret_store
 
 def loaded():
     return sorted({{m for m in sys.modules if m.startswith({NOT_NEEDED_LOCALLY!r})}})
@@ -90,12 +90,12 @@ print(orjson.dumps(steps).decode())
 """
 
 RUN_PATH = (
-    "shared.cli",
-    "shared.run_command",
+    "shared.workstation.cli",
+    "shared.workstation.run_command",
     "functions.activities",
     "functions.orchestrator",
-    "shared.local_engine",
-    "shared.connection_commands",
+    "shared.workstation.local_engine",
+    "shared.workstation.connection_commands",
 )
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
-from shared.exports import ExportDefinition, SegmentMatch
-from shared.inbox import (
+from shared.exports.definitions import ExportDefinition, SegmentMatch
+from shared.segments.inbox import (
     BlobInfo,
     Inbox,
     RunFolder,

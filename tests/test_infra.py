@@ -463,13 +463,15 @@ def test_parameters_file_maps_onto_main_bicep() -> None:
 def test_deployment_leaves_infra_and_tool_venvs_out_of_the_package() -> None:
     ignored = set((ROOT / ".funcignore").read_text().split())
     assert {"infra", "tests", ".venv", ".venv-checkov", ".azure", "azure.yaml"} <= ignored
-    assert "shared/serve" in ignored  # workstation-only; it needs development packages
+    assert "shared/workstation" in ignored  # never deployed; it needs development packages
 
 
-def test_the_deployed_app_never_loads_serve() -> None:
+def test_the_deployed_app_never_loads_the_workstation() -> None:
+    """function_app imports nothing the deployment leaves out (.funcignore)."""
     probe = (
         "import sys, function_app; "
-        "print(sorted(m for m in sys.modules if m.startswith(('shared.serve', 'croniter'))))"
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('shared.workstation', 'croniter', 'durabletask', 'tqdm'))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True

@@ -22,7 +22,7 @@ import aiohttp
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 import pytest
 
-from shared.local_engine import LocalEngine, RunState, RuntimeStatus
+from shared.workstation.local_engine import LocalEngine, RunState, RuntimeStatus
 from tests import toy_export
 from tests.durable_history import activities, run_by_replay
 from tests.toy_export import job

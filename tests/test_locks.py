@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob.aio import BlobLeaseClient, ContainerClient
 
-from shared.locks import BlobLeaseLocks, FileLocks, HeldLock, LockLost, Locks, LockTimeout
+from shared.storage.locks import BlobLeaseLocks, FileLocks, HeldLock, LockLost, Locks, LockTimeout
 from tests.services import ROOT
 
 # --- file locks ----------------------------------------------------------------------
@@ -24,7 +24,7 @@ from tests.services import ROOT
 _CONTENDER = """
 import asyncio, os, sys, time
 from pathlib import Path
-from shared.locks import FileLocks, LockTimeout
+from shared.storage.locks import FileLocks, LockTimeout
 
 async def main() -> int:
     home, log = Path(sys.argv[1]), Path(sys.argv[2])

@@ -15,10 +15,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shared.constant_contact import ConstantContactClient, TokenProvider
-from shared.export_state import email_keys, union
-from shared.mirror import Members, list_members, next_managed, plan_list, read_plan, write_plan
-from shared.pacing import Pacer
+from shared.constant_contact.client import ConstantContactClient, TokenProvider
+from shared.constant_contact.pacing import Pacer
+from shared.exports.state import email_keys, union
+from shared.runs.mirror import Members, list_members, next_managed, plan_list, read_plan, write_plan
 from tests.ctct_support import FAST
 from tests.sandbox_service import RunningSandbox
 

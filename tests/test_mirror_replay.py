@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from functions.orchestrator import segment_export
-from shared.exports import ExportDefinition
-from shared.runs import (
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import (
     Changes,
     ImportState,
     ListPlan,

@@ -22,14 +22,14 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.constant_contact import ConstantContactClient
-from shared.exports import ExportDefinition
-from shared.local_run import LocalRunResult, run_locally
-from shared.pacing import Pacer
-from shared.run_activities import RunActivities, RunServices
-from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
-from shared.secrets import LocalFileSecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.exports.definitions import ExportDefinition
+from shared.runs.activities import RunActivities, RunServices
+from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.secrets.store import LocalFileSecretStore
+from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.ctct_support import FAST, SandboxTokens, run_cli
 from tests.sandbox_service import RunningSandbox, cli_env
 

@@ -1,4 +1,4 @@
-"""The prepare router (shared/block_workers.py): each block goes where it is mapped
+"""The prepare router (shared/prepare/workers.py): each block goes where it is mapped
 right and fastest, plainly clean blocks to the threads of the columnar path and the
 rest to worker processes on the row path, which start only when a block needs them.
 Whichever way a block goes, its contacts are the ones written out below by hand. A
@@ -10,9 +10,9 @@ import threading
 
 import orjson
 
-from shared.block_contacts import BlockResult
-from shared.block_workers import BlockWorkers
-from shared.blocks import Block
+from shared.prepare.results import BlockResult
+from shared.prepare.workers import BlockWorkers
+from shared.segments.blocks import Block
 
 COLUMNS = ["Email", "First", "Last"]
 MAPPING = {"email": "Email", "first_name": "First"}

@@ -1,4 +1,4 @@
-"""Packing bodies (shared/chunks.py) where its arithmetic is tight: the smallest and
+"""Packing bodies (shared/prepare/chunks.py) where its arithmetic is tight: the smallest and
 largest caps it takes, the lower bound on bodies when the contacts fill whole bodies
 to the byte, and the size an oversized contact is reported with when it arrives in a
 batch. tests/test_chunks.py holds the packing itself; these pin its edges."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from shared.chunks import IMPORT_BYTES_LIMIT, JsonChunker
+from shared.prepare.chunks import IMPORT_BYTES_LIMIT, JsonChunker
 
 LISTS = ["6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"]
 # b'{"import_data":[' and b'],"list_ids":["..."]}': what every body holds besides contacts

@@ -1,5 +1,5 @@
-"""Row -> contact rules and email checks (shared/contacts.py) at their edges: the 50th
-character, the first and last valid month and day, the order the email checks run
+"""Row -> contact rules and email checks (shared/constant_contact/contacts.py) at their
+edges: the 50th character, the first and last valid month and day, the order the email checks run
 in, a value cut at its limit, counts that add up over rows, and columns found by
 name. Each case says what the README promises users; a rule off by one is a contact
 rejected that should have gone, or one sent that Constant Contact drops."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import contacts
-from shared.contacts import (
+from shared.constant_contact import contacts
+from shared.constant_contact.contacts import (
     ContactMapper,
     _address_kind,
     check_email,

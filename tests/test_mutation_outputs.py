@@ -1,4 +1,4 @@
-"""Where prepare writes (shared/outputs.py), file by file: the bodies under their names,
+"""Where prepare writes (shared/prepare/outputs.py), file by file: the bodies under their names,
 rejects.csv with its header and its formula guard, the summary last, and nothing left
 behind by a prepare that failed. The blob output is driven through a container of the
 test's own (what it uploads, with which content type, and what it deletes), so no
@@ -16,7 +16,7 @@ import orjson
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.outputs import (
+from shared.prepare.outputs import (
     REJECTS_HEADER,
     BlobOutput,
     LocalOutput,

@@ -1,4 +1,4 @@
-"""The pacer's decisions (shared/pacing.py) on a clock of the test's own: when each
+"""The pacer's decisions (shared/constant_contact/pacing.py) on a clock of the test's own: when each
 request may start, how a 429 pushes everyone back, when the daily quota stops
 everything and when it lets go, and that a state file makes two pacers one. Too fast
 is Constant Contact refusing a run; a quota stop that never ends is a run that never
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.constant_contact.pacing import QUOTA_MESSAGE, Pacer, next_utc_midnight, process_pacer
 from shared.errors import QuotaExhausted
-from shared.pacing import QUOTA_MESSAGE, Pacer, next_utc_midnight, process_pacer
 
 EVENING = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC).timestamp()
 

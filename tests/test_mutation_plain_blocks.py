@@ -1,4 +1,4 @@
-"""Which blocks take the columnar path (shared/plain_blocks.py): a block holding a
+"""Which blocks take the columnar path (shared/prepare/plain.py): a block holding a
 space that ``str.strip`` removes must not, whatever other non-ASCII text surrounds
 it (the path reads such values apart from the row path: a contact mangled)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.plain_blocks import plain_lines
+from shared.prepare.plain import plain_lines
 
 # Text whose UTF-8 starts with each byte a Unicode space can start with (\xc2, \xe1,
 # \xe2, \xe3), none of them a space itself.

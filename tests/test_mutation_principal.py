@@ -19,7 +19,7 @@ from functions.principal import (
     Unauthenticated,
     caller_of,
 )
-from shared.catalog import Connection
+from shared.exports.catalog import Connection
 
 MS_ROLE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 MS_OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"

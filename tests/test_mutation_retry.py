@@ -1,4 +1,4 @@
-"""The client's retry decisions (shared/constant_contact.py), one answer at a time.
+"""The client's retry decisions (shared/constant_contact/client.py), one answer at a time.
 
 The retry loop is driven here by a script of answers instead of the sandbox, so every
 branch is reached in microseconds and its counts are exact: which answers are retried,
@@ -19,15 +19,15 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from shared.constant_contact import (
+from shared.constant_contact.client import (
     ConstantContactClient,
     RetryPolicy,
     _Call,
     api_messages,
     error_key,
 )
+from shared.constant_contact.pacing import Pacer
 from shared.errors import QuotaExhausted, RemoteError, ThrottledGiveUp
-from shared.pacing import Pacer
 
 POLICY = RetryPolicy(attempts=3, throttled_attempts=4, backoff_base=1.0, backoff_cap=3.0)
 CALL = _Call("GET", "GET /contact_lists/{list_id}", URL("http://127.0.0.1:9/v3/contact_lists/x"))
@@ -302,7 +302,7 @@ async def test_other_client_errors_are_not_retried_and_name_no_url(slept: list[f
 async def test_the_log_names_each_attempt(
     slept: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="shared.constant_contact")
+    caplog.set_level(logging.DEBUG, logger="shared.constant_contact.client")
     client = Scripted([(503, b""), aiohttp.ClientConnectionError(), (429, THROTTLED), (200, b"")])
     await client._request(CALL)
     assert [r.getMessage() for r in caplog.records] == [

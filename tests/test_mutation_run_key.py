@@ -1,4 +1,4 @@
-"""The run-once key (shared/inbox.py run_key, export_of_run). A run's id must be the same
+"""The run-once key (shared/segments/inbox.py run_key, export_of_run). A run's id must be the same
 for the same folder and definition on every delivery of an event and in every version
 of ccexport (an event delivered again after an upgrade must find its run), and differ
 for anything else. The recipe is the one docs/DEVELOPING.md states: a SHA-256 of a
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.inbox import BlobInfo, RunFolder, export_of_run, run_key
+from shared.segments.inbox import BlobInfo, RunFolder, export_of_run, run_key
 
 WHEN = datetime(2026, 3, 4, tzinfo=UTC)
 STAMP = "2026/03/04/1100"

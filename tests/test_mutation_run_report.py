@@ -1,4 +1,4 @@
-"""The run report (shared/run_report.py), written out in full for a run where every kind
+"""The run report (shared/runs/report.py), written out in full for a run where every kind
 of thing happened: each count below is worked out by hand from the chunks' fates, and
 the two reconciliations the README promises are checked on it. Then its text, line by
 line. A report that miscounts what was not delivered, or names the wrong body to
@@ -9,9 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.exports import ExportDefinition
-from shared.run_report import build_report, counts_text, render, render_changes
-from shared.runs import (
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import (
     Changes,
     ChunkFate,
     ChunkOutcome,
@@ -26,6 +25,7 @@ from shared.runs import (
     RunInput,
     RunStatus,
 )
+from shared.runs.report import build_report, counts_text, render, render_changes
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 RUN_ID = "weekly.0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Each run started at most once (shared/run_starts.py Launcher.start, run_now), with an
+"""Each run started at most once (shared/runs/launcher.py Launcher.start, run_now), with an
 engine, an inbox and a clock of its own: the run id is the run key of the folder and
 the definition, a run running or done is not started again (unless a person asks),
 a start the engine refused because another delivery won is "already running", and
@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from shared.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
-from shared.documents import FolderDocuments
 from shared.errors import ConfigError, InputError, ReauthorizationRequired
-from shared.exports import ExportDefinition, SegmentMatch
-from shared.inbox import BlobInfo, Listing, RunFolder, run_key
-from shared.run_index import RunIndex, RunRecord
-from shared.run_starts import (
+from shared.exports.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
+from shared.exports.definitions import ExportDefinition, SegmentMatch
+from shared.runs.contract import RunInput, RunOptions
+from shared.runs.index import RunIndex, RunRecord
+from shared.runs.launcher import (
     ACTIVE,
     Launcher,
     NotReady,
@@ -29,7 +28,8 @@ from shared.run_starts import (
     StartResult,
     run_input,
 )
-from shared.runs import RunInput, RunOptions
+from shared.segments.inbox import BlobInfo, Listing, RunFolder, run_key
+from shared.storage.documents import FolderDocuments
 
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
 QUIET = 300.0

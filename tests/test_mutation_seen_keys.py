@@ -1,4 +1,4 @@
-"""Duplicate keys across blocks (shared/seen_keys.py), exactly: the row a key was first
+"""Duplicate keys across blocks (shared/prepare/seen_keys.py), exactly: the row a key was first
 seen on, or 0; runs kept sorted and merged by the stated rule (a run joins the one
 before it once that one is at most four times its size). A key forgotten here is a
 duplicate sent twice; a key wrongly found is a person left out as a duplicate."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from shared.seen_keys import SeenKeys, _merged
+from shared.prepare.seen_keys import SeenKeys, _merged
 
 
 def u64(*values: int) -> npt.NDArray[np.uint64]:

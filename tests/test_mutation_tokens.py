@@ -1,5 +1,5 @@
-"""Token refresh under the lock (shared/tokens.py TokenManager), with a clock, a store,
-locks and a token endpoint of its own, so each decision is seen alone: when a token
+"""Token refresh under the lock (shared/constant_contact/tokens.py TokenManager), with a
+clock, a store, locks and a token endpoint of its own, so each decision is seen alone: when a token
 is still good, when the store's copy is used instead of refreshing, that a refresh
 happens only under the connection's lock and is stored before it is used, and what a
 refused or unstorable refresh leaves behind. A rotating refresh token spent twice, or
@@ -14,10 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import orjson
 import pytest
 
-from shared.errors import ReauthorizationRequired
-from shared.locks import HeldLock, LockLost
-from shared.secrets import SecretStoreError
-from shared.tokens import (
+from shared.constant_contact.tokens import (
     InvalidGrant,
     OAuthClient,
     TokenBundle,
@@ -26,6 +23,9 @@ from shared.tokens import (
     status_secret,
     tokens_secret,
 )
+from shared.errors import ReauthorizationRequired
+from shared.secrets.store import SecretStoreError
+from shared.storage.locks import HeldLock, LockLost
 
 PAUSE = asyncio.sleep  # the real one: a store that answers later lets other tasks run
 NOW = 1_000_000.0

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from shared.plain_blocks import plain_lines
+from shared.prepare.plain import plain_lines
 
 _FIELD = rb'(?:"(?:[^"\r\n]|"")*+"|[^",\r\n]*+)'
 _LINE = _FIELD + rb"(?:," + _FIELD + rb")*+\r?"

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared import files, segments
 from shared.errors import InputError
-from shared.exports import ExportDefinition
-from shared.outputs import BlobOutput, LocalOutput
-from shared.prepare import PrepareResult, prepare
+from shared.exports.definitions import ExportDefinition
+from shared.prepare.outputs import BlobOutput, LocalOutput
+from shared.prepare.pipeline import PrepareResult, prepare
+from shared.segments import layout as segments
+from shared.storage import files
 from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
 from tests.segment_trees import RUN, Place, Tree, csv_bytes, gz, model_json
 

@@ -13,14 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import files, segments
-from shared.block_contacts import BlockResult, map_block
-from shared.blocks import Block, part_blocks
-from shared.contacts import ContactMapper
+from shared.constant_contact.contacts import ContactMapper
 from shared.errors import InputError
-from shared.exports import ExportDefinition
-from shared.outputs import LocalOutput
-from shared.prepare import Workers, _ordered_results, prepare
+from shared.exports.definitions import ExportDefinition
+from shared.prepare.outputs import LocalOutput
+from shared.prepare.pipeline import Workers, _ordered_results, prepare
+from shared.prepare.results import BlockResult
+from shared.prepare.rows import map_block
+from shared.segments import layout as segments
+from shared.segments.blocks import Block, part_blocks
+from shared.storage import files
 from tests.body_checks import Contact, check_bodies, check_summary, chunk_files
 from tests.segment_trees import RUN, csv_bytes, gz, model_json
 

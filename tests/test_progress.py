@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.progress import ProgressBar, terminal_columns
+from shared.workstation.progress import ProgressBar, terminal_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def test_the_width_comes_from_the_terminal(monkeypatch: pytest.MonkeyPatch) -> N
 def test_no_terminal_no_bar_and_no_tqdm() -> None:
     program = (
         "import io, sys\n"
-        "from shared.progress import ProgressBar\n"
+        "from shared.workstation.progress import ProgressBar\n"
         "out = io.StringIO()\n"
         "bar = ProgressBar(out, enabled=False)\n"
         "bar.rows('r', 10)\n"

@@ -12,10 +12,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.errors import ConfigError
-from shared.exports import ExportDefinition
-from shared.progress import ProgressBar
-from shared.run_report import build_report, render
-from shared.runs import (
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import (
     ChunkFate,
     ChunkOutcome,
     ChunkRef,
@@ -31,7 +29,9 @@ from shared.runs import (
     check_run_id,
     new_run_id,
 )
-from shared.runstore import BlobRunStore, LocalRunStore, RunStore, open_run_store
+from shared.runs.report import build_report, render
+from shared.runs.store import BlobRunStore, LocalRunStore, RunStore, open_run_store
+from shared.workstation.progress import ProgressBar
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 EXPORT = ExportDefinition(list_ids=(LIST_ID,), mapping={"email": "Email"}, name="weekly")

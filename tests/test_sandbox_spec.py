@@ -32,9 +32,9 @@ from yarl import URL
 
 from sandbox import wire
 from sandbox.oauth import s256
-from shared.constant_contact import ConstantContactClient
-from shared.pacing import Pacer
-from shared.tokens import OAuthClient
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import OAuthClient
 from tests.ctct_support import FAST, SandboxTokens
 from tests.sandbox_api import Api, Reply, people
 from tests.sandbox_service import RunningSandbox, running_prism, running_sandbox

@@ -25,19 +25,15 @@ from typing import Any
 import pytest
 from azure.keyvault.secrets.aio import SecretClient
 
-from shared.keyvault_store import (
+from shared.config import ccexport_home
+from shared.secrets.keyvault import (
     NAME_TAG,
     KeyVaultSecretStore,
     default_credential,
     managed_identity_credential,
 )
-from shared.secrets import (
-    LocalFileSecretStore,
-    SecretStoreError,
-    ccexport_home,
-    open_secret_store,
-    storage_name,
-)
+from shared.secrets.opening import open_secret_store
+from shared.secrets.store import LocalFileSecretStore, SecretStoreError, storage_name
 from tests.keyvault_fake import KeyVaultFake
 from tests.services import ROOT
 
@@ -496,7 +492,7 @@ async def test_corrupt_local_file_is_an_error_without_its_content(tmp_path: Path
 _WRITER = """
 import asyncio, sys
 from pathlib import Path
-from shared.secrets import LocalFileSecretStore
+from shared.secrets.store import LocalFileSecretStore
 
 async def main() -> None:
     store = LocalFileSecretStore(Path(sys.argv[1]))

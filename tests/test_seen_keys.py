@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.seen_keys import SeenKeys
+from shared.prepare.seen_keys import SeenKeys
 
 
 def test_lookup_matches_a_dict_through_merges() -> None:

@@ -2,7 +2,7 @@
 
 Episode after episode, as the Functions host runs it (tests/durable_history.py), with
 every replay checked for determinism. The activities here are a scripted account: they
-answer as the real ones do (shared/runs.py payloads), so each branch of the
+answer as the real ones do (shared/runs/contract.py payloads), so each branch of the
 orchestrator can be driven: a failed chunk, a failed import, the daily quota, slow
 imports, polls that fail. The real activities run in tests/test_export_run.py.
 """
@@ -18,8 +18,8 @@ import pytest
 
 from functions import orchestrator as orchestration
 from functions.orchestrator import MAX_POLL_FAILURES, SEGMENT_EXPORT, segment_export
-from shared.exports import ExportDefinition
-from shared.runs import (
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import (
     ChunkRef,
     FinishRequest,
     ImportState,

@@ -22,7 +22,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, SampleCounts, write_sample
-from shared.serve.http import Principal
+from shared.workstation.serve.http import Principal
 from tests.function_harness import AppEnv
 from tests.sandbox_service import RunningSandbox, cli_env
 from tests.serve_service import RunningServe, running_serve

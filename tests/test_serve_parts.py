@@ -15,10 +15,10 @@ import pytest
 
 from functions.principal import caller_of
 from shared.errors import ConfigError
-from shared.serve.events import InboxEvents
-from shared.serve.host import HostError, hosted_app, resolve_setting
-from shared.serve.http import Principal, aiohttp_path
-from shared.serve.schedule import check_schedule, next_fire
+from shared.workstation.serve.events import InboxEvents
+from shared.workstation.serve.host import HostError, hosted_app, resolve_setting
+from shared.workstation.serve.http import Principal, aiohttp_path
+from shared.workstation.serve.schedule import check_schedule, next_fire
 
 
 def test_every_function_of_the_app_is_found_with_its_bindings() -> None:
@@ -145,8 +145,8 @@ def test_ncrontab_schedules() -> None:
 
 
 def test_every_command_finds_the_storage_connection_the_app_finds() -> None:
-    from shared import storage  # noqa: PLC0415
-    from shared.settings import AppSettings  # noqa: PLC0415
+    from shared.config import AppSettings  # noqa: PLC0415
+    from shared.storage import blobs as storage  # noqa: PLC0415
 
     for env in (
         {"CCEXPORT_STORAGE": "UseDevelopmentStorage=true"},
@@ -161,7 +161,7 @@ async def test_a_failed_event_is_tried_again_with_backoff_then_given_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from shared.errors import RemoteError  # noqa: PLC0415
-    from shared.serve.events import RETRIES  # noqa: PLC0415
+    from shared.workstation.serve.events import RETRIES  # noqa: PLC0415
 
     now = [0.0]
     calls: list[str] = []
@@ -193,7 +193,7 @@ async def test_a_failed_event_is_tried_again_with_backoff_then_given_up(
 async def test_a_copy_that_keeps_old_times_is_not_taken_for_a_finished_folder(
     tmp_path: Path,
 ) -> None:
-    from shared.inbox import FolderInbox, completeness  # noqa: PLC0415
+    from shared.segments.inbox import FolderInbox, completeness  # noqa: PLC0415
 
     run = tmp_path / "E" / "T" / "2026" / "11" / "28" / "0930"
     run.mkdir(parents=True)
@@ -216,7 +216,7 @@ async def test_a_copy_that_keeps_old_times_is_not_taken_for_a_finished_folder(
 def test_serve_refuses_a_host_json_whose_start_rule_it_does_not_follow() -> None:
     import json  # noqa: PLC0415
 
-    from shared.serve.host import PROJECT_ROOT  # noqa: PLC0415
+    from shared.workstation.serve.host import PROJECT_ROOT  # noqa: PLC0415
 
     host = json.loads((PROJECT_ROOT / "host.json").read_text())
     assert hosted_app(host=host).durable["overridableExistingInstanceStates"] == "NonRunningStates"

@@ -16,14 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from shared.constant_contact import ConstantContactClient
-from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequired, RemoteError
-from shared.keyvault_store import KeyVaultSecretStore
-from shared.locks import FileLocks
-from shared.pacing import Pacer
-from shared.secrets import LocalFileSecretStore, SecretStore
-from shared.settings import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, Settings
-from shared.tokens import (
+from shared.config import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, Settings
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import (
     Connections,
     InvalidGrant,
     OAuthClient,
@@ -33,6 +29,10 @@ from shared.tokens import (
     status_secret,
     tokens_secret,
 )
+from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequired, RemoteError
+from shared.secrets.keyvault import KeyVaultSecretStore
+from shared.secrets.store import LocalFileSecretStore, SecretStore
+from shared.storage.locks import FileLocks
 from tests.ctct_support import FAST
 from tests.keyvault_fake import KeyVaultFake
 from tests.sandbox_api import people

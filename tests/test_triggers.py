@@ -15,12 +15,12 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from functions import triggers
-from shared import exports
-from shared.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
-from shared.documents import BlobDocuments
-from shared.inbox import BlobInfo, RunFolder, run_key
-from shared.runs import ORCHESTRATOR, RunInput
-from shared.settings import STORAGE_CONNECTION
+from shared.config import STORAGE_CONNECTION
+from shared.exports import definitions as exports
+from shared.exports.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
+from shared.runs.contract import ORCHESTRATOR, RunInput
+from shared.segments.inbox import BlobInfo, RunFolder, run_key
+from shared.storage.documents import BlobDocuments
 from tests.function_harness import (
     HOST_JSON,
     AppEnv,
@@ -73,7 +73,7 @@ async def tick(durable: DurableFake, *, past_due: bool = False) -> None:
 
 
 def expected_run_key(export_name: str, container: str, folder: str, etags: list[str]) -> str:
-    """The run key by shared/inbox.py's recipe, written out here: the export's name, a
+    """The run key by shared/segments/inbox.py's recipe, written out here: the export's name, a
     dot, and the first 32 hex digits of the SHA-256 of "ccexport-run-1", the export's
     name, the container, the folder and the sorted ETags of its parts (without their
     quotes), one a line."""
@@ -224,7 +224,7 @@ async def test_the_schedule_sends_each_newest_complete_folder_once(
 
 
 def test_host_json_makes_a_start_over_a_running_run_fail() -> None:
-    # The host setting the trigger relies on when deliveries race (shared/run_starts.py).
+    # The host setting the trigger relies on when deliveries race (shared/runs/launcher.py).
     assert overridable_states(HOST_JSON) == "NonRunningStates"
     assert DurableFake().refuse_running
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from shared.constant_contact import ClientStats, ConstantContactClient
-from shared.run_activities import RunActivities, RunServices
-from shared.tokens import OAuthClient, TokenManager
+from shared.constant_contact.client import ClientStats, ConstantContactClient
+from shared.constant_contact.tokens import OAuthClient, TokenManager
+from shared.runs.activities import RunActivities, RunServices
 from tests.sandbox_service import RunningSandbox
 
 

@@ -2,7 +2,7 @@
 
 ``run_to_the_end`` does what an operator does with a run that did not deliver
 everything: start it again under the same run id (the resume contract in
-shared/runs.py) until it completes, a bounded number of times. ``check_delivery``
+shared/runs/contract.py) until it completes, a bounded number of times. ``check_delivery``
 then asserts the three promises of every fault run:
 
 1. the list holds exactly the segment's valid contacts (nothing lost, nothing extra);
@@ -22,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.exports import ExportDefinition
-from shared.local_run import LocalRunResult, run_locally
-from shared.pacing import Pacer
-from shared.run_activities import RunActivities, RunServices
-from shared.runs import RunInput, RunOptions, RunStatus, new_run_id
-from shared.secrets import LocalFileSecretStore, SecretStore
-from shared.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.exports.definitions import ExportDefinition
+from shared.runs.activities import RunActivities, RunServices
+from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.secrets.store import LocalFileSecretStore, SecretStore
+from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.chaos.figures import FIGURES
 from tests.chaos.segment import MAPPING, Segment
 from tests.ctct_support import FAST

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from shared import cli
-from shared.exports import ExportDefinition
-from shared.run_activities import RunActivities
-from shared.runs import PreparedRun, RunInput, RunOptions
+from shared.exports.definitions import ExportDefinition
+from shared.runs.activities import RunActivities
+from shared.runs.contract import PreparedRun, RunInput, RunOptions
+from shared.workstation import cli
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import connect_locally, env_for, services_for
 from tests.chaos.scale import SCALE

@@ -38,8 +38,7 @@ from typing import Any
 
 import pytest
 
-from shared.pacing import Pacer
-from shared.run_activities import PACING_MARGIN
+from shared.constant_contact.pacing import PACING_MARGIN, Pacer
 from tests.chaos.evidence import CountingActivities, Met, Tally, aimed, met
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import (

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.keyvault_store import KeyVaultSecretStore
-from shared.pacing import Pacer
-from shared.run_activities import RunActivities, RunServices, locks_from_settings
-from shared.runstore import blob_service_from_settings, open_run_store
-from shared.settings import CLIENT_SECRET_NAME, Settings
+from shared.config import CLIENT_SECRET_NAME, Settings
+from shared.constant_contact.pacing import Pacer
+from shared.runs.activities import RunActivities, RunServices, locks_from_settings
+from shared.runs.store import blob_service_from_settings, open_run_store
+from shared.secrets.keyvault import KeyVaultSecretStore
 from tests.chaos.evidence import CountingActivities, Tally, aimed, met
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import (

@@ -34,9 +34,9 @@ import pytest
 
 from functions import http_api
 from functions import services as function_services
-from shared.keyvault_store import KeyVaultSecretStore
-from shared.secrets import open_secret_store
-from shared.tokens import pending_secret, status_secret, tokens_secret
+from shared.constant_contact.tokens import pending_secret, status_secret, tokens_secret
+from shared.secrets.keyvault import KeyVaultSecretStore
+from shared.secrets.opening import open_secret_store
 from tests.chaos.figures import FIGURES
 from tests.function_harness import AppEnv, DurableFake, principal, response_json
 from tests.keyvault_fake import KeyVaultFake

@@ -72,16 +72,18 @@ class Module:
 
 
 SCOPE: dict[str, Module] = {
-    "chunks": Module("shared/chunks.py", why="packing request bodies (4 MB, 40,000)"),
-    "contacts": Module("shared/contacts.py", why="row -> contact rules, email checks"),
-    "seen_keys": Module("shared/seen_keys.py", why="duplicate email keys across blocks"),
-    "block_workers": Module("shared/block_workers.py", why="the prepare router"),
-    "plain_blocks": Module("shared/plain_blocks.py", why="which blocks take the fast path"),
-    "outputs": Module("shared/outputs.py", why="bodies, rejects.csv, whole or nothing"),
-    "run_report": Module("shared/run_report.py", why="reconciliation and mismatches"),
-    "mirror": Module("shared/mirror.py", why="mirror planning"),
+    "chunks": Module("shared/prepare/chunks.py", why="packing request bodies (4 MB, 40,000)"),
+    "contacts": Module(
+        "shared/constant_contact/contacts.py", why="row -> contact rules, email checks"
+    ),
+    "seen_keys": Module("shared/prepare/seen_keys.py", why="duplicate email keys across blocks"),
+    "block_workers": Module("shared/prepare/workers.py", why="the prepare router"),
+    "plain_blocks": Module("shared/prepare/plain.py", why="which blocks take the fast path"),
+    "outputs": Module("shared/prepare/outputs.py", why="bodies, rejects.csv, whole or nothing"),
+    "run_report": Module("shared/runs/report.py", why="reconciliation and mismatches"),
+    "mirror": Module("shared/runs/mirror.py", why="mirror planning"),
     "mirror_stop": Module(
-        "shared/runs.py",
+        "shared/runs/contract.py",
         (
             method("ListPlan", "share"),
             method("RunTally", "mirror"),
@@ -91,10 +93,10 @@ SCOPE: dict[str, Module] = {
             method("RunTally", "awaits_confirmation"),
             method("RunTally", "removals_due"),
         ),
-        why="mirror mode's safety stop (shared/runs.py RunTally)",
+        why="mirror mode's safety stop (shared/runs/contract.py RunTally)",
     ),
     "retry": Module(
-        "shared/constant_contact.py",
+        "shared/constant_contact/client.py",
         (
             method("RetryPolicy", "delay"),
             method("ConstantContactClient", "_request"),
@@ -105,9 +107,11 @@ SCOPE: dict[str, Module] = {
         ),
         why="the client's retry decisions",
     ),
-    "pacing": Module("shared/pacing.py", why="4 requests/s and the daily quota, per key"),
+    "pacing": Module(
+        "shared/constant_contact/pacing.py", why="4 requests/s and the daily quota, per key"
+    ),
     "tokens": Module(
-        "shared/tokens.py",
+        "shared/constant_contact/tokens.py",
         (
             method("TokenBundle", "fresh"),
             method("TokenManager", "_fresh"),
@@ -119,10 +123,12 @@ SCOPE: dict[str, Module] = {
         why="token refresh under the lock",
     ),
     "run_key": Module(
-        "shared/inbox.py", (function("run_key"), function("export_of_run")), why="the run id"
+        "shared/segments/inbox.py",
+        (function("run_key"), function("export_of_run")),
+        why="the run id",
     ),
     "run_starts": Module(
-        "shared/run_starts.py",
+        "shared/runs/launcher.py",
         (
             function("run_input"),
             method("Launcher", "start"),

@@ -1,0 +1,521 @@
+"""What the export run's four activities do; functions/activities.py only binds them.
+
+The same object serves Azure Functions (built once per worker from its app settings)
+and ``ccexport run`` (built from the environment, registered on the local engine),
+so the code that touches files, blobs and Constant Contact is the same in both.
+
+What each activity promises, so Durable's retries stay safe:
+
+- ``prepare_segment`` writes the run's staging area whole or not at all; when an
+  earlier attempt of the run finished it, the staged result is used as it is. Input
+  a person must fix is a result (``error``), not an exception: retrying cannot help.
+- ``upload_chunk`` sends one staged body and records the accepted import's activity
+  id beside it; an upload that finds that record sends nothing. A refusal that a
+  retry cannot cure (4xx, a connection that needs reconnecting) and an exhausted daily
+  quota are results; connection errors and 5xx that outlast the client's own retries
+  are raised, for Durable to retry.
+- ``poll_imports`` asks about every pending import with one request where it can.
+- ``finish_run`` writes the report, deletes delivered bodies, and keeps the rest (and
+  the marks of accepted imports) so the run can be started again with the same id.
+  It also writes the export's next state (shared/runs/next_state.py) when the run earned it.
+- ``find_members`` (mirror mode) reads the lists' members in bulk and stages the
+  removal plan (shared/runs/mirror.py); a retry decides again from the same inputs.
+- ``apply_removals`` sends the plan's membership removals and records the activity
+  ids; a retry that finds the record sends nothing (removing twice would be harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from azure.core.exceptions import AzureError
+
+from shared.config import AppSettings, Settings
+from shared.constant_contact.client import Activity, ConstantContactClient, RetryPolicy, scrub
+from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
+from shared.constant_contact.tokens import Connections, OAuthClient, TokenManager
+from shared.errors import (
+    InputError,
+    QuotaExhausted,
+    ReauthorizationRequired,
+    RemoteError,
+    ThrottledGiveUp,
+)
+from shared.exports.changes import SNAPSHOT_FILE
+from shared.exports.definitions import list_names
+from shared.exports.state import (
+    EMPTY,
+    ExportState,
+    StateError,
+    StateStore,
+    definition_hash,
+    load,
+    others_sharing,
+    union,
+)
+from shared.prepare.pipeline import prepare
+from shared.runs.contract import (
+    MAX_ACTIVITY_ERRORS,
+    Changes,
+    ChunkFate,
+    ChunkRef,
+    FinishRequest,
+    ImportState,
+    MembersResult,
+    PollRequest,
+    PollResult,
+    PreparedRun,
+    RemovalResult,
+    RunInput,
+    RunStatus,
+    UploadRequest,
+    UploadResult,
+    UploadVerdict,
+)
+from shared.runs.mirror import (
+    PLAN_FILE,
+    ListChanges,
+    list_members,
+    plan_list,
+    read_plan,
+    write_plan,
+)
+from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
+from shared.runs.report import build_report
+from shared.runs.store import RunStore, blob_service_from_settings, open_run_store, state_store_for
+from shared.secrets.opening import open_secret_store
+from shared.secrets.store import SecretStore
+from shared.segments import layout as segments
+from shared.storage import files
+from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+log = logging.getLogger(__name__)
+
+REMOVALS_MARK = "removals.json"
+
+RowsCallback = Callable[[str, int], None]
+"""Told ``(run_id, rows read so far)`` while a segment is prepared (local progress bars)."""
+
+# Statuses that a retry cannot change: the request itself is wrong, or not allowed.
+_PERMANENT = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422})
+
+
+@dataclass
+class RunServices:
+    """Everything the activities use, built once at the edge and passed in."""
+
+    settings: Settings
+    runs: RunStore
+    blob_service: BlobServiceClient | None
+    secrets: SecretStore
+    locks: Locks
+    pacer: Pacer
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunServices:
+        """From app settings or the environment (see shared/config.py, shared/runs/store.py).
+
+        The process's pacer for the API key: Constant Contact's limits are per key, so
+        every activity (and every other client of the process) shares it.
+        """
+        settings = Settings.from_mapping(env)
+        blob = blob_service_from_settings(env)
+        return cls(
+            settings=settings,
+            runs=open_run_store(env, blob),
+            blob_service=blob,
+            secrets=open_secret_store(settings.store_settings),
+            locks=locks_from_settings(env, settings),
+            pacer=process_pacer(settings.client_id, settings.requests_per_second * PACING_MARGIN),
+        )
+
+
+def locks_from_settings(env: Mapping[str, str], settings: Settings) -> Locks:
+    """Token-refresh locks that everyone sharing the connection's tokens respects.
+
+    Tokens in Key Vault are shared by every instance of the function app (and its HTTP
+    API's connect flow): blob leases in the exports container, as functions/services.py
+    takes them. Tokens in files under CCEXPORT_HOME: the file locks ``ccexport
+    connect`` and ``check`` take.
+    """
+    app = AppSettings.from_mapping(env)
+    if not settings.key_vault_url or not (app.connection_string or app.blob_service_uri):
+        return FileLocks(settings.home)
+    # The Blob SDK only for leases: a run on a laptop starts about 0.15 s sooner.
+    from azure.storage.blob.aio import (  # noqa: PLC0415 - see above
+        BlobServiceClient as AsyncBlobServiceClient,
+    )
+
+    if app.connection_string:
+        service = AsyncBlobServiceClient.from_connection_string(app.connection_string)
+    else:
+        assert app.blob_service_uri is not None
+        # azure-identity (msal, requests) only for a managed identity, never on a laptop.
+        from azure.identity.aio import ManagedIdentityCredential  # noqa: PLC0415 - see above
+
+        credential = ManagedIdentityCredential(client_id=app.identity_client_id)
+        service = AsyncBlobServiceClient(app.blob_service_uri, credential=credential)
+    return BlobLeaseLocks(service.get_container_client(app.exports_container))
+
+
+def _prepared(run_id: str, summary: Mapping[str, Any], staging: str, reused: bool) -> PreparedRun:
+    chunks = tuple(
+        ChunkRef(index, str(c["name"]), int(c["contacts"]), int(c["bytes"]))
+        for index, c in enumerate(summary.get("chunk_files", []), start=1)
+    )
+    return PreparedRun(
+        run_id=run_id,
+        chunks=chunks,
+        source=str(summary.get("source", "")),
+        staging=staging,
+        rows_read=int(summary.get("rows_read", 0)),
+        contacts=int(summary.get("contacts", 0)),
+        duplicates=int(summary.get("duplicates", 0)),
+        rejected=int(summary.get("rejected", 0)),
+        reject_reasons=dict(summary.get("reject_reasons", {})),
+        fewest_chunks_possible=int(summary.get("fewest_chunks_possible", 0)),
+        reused=reused,
+        changes=Changes.from_json(summary.get("changes")),
+    )
+
+
+def import_state(activity: Activity) -> ImportState:
+    """An import as the report keeps it: counts, and at most a few scrubbed error lines."""
+    status = activity.status
+    return ImportState(
+        activity_id=activity.activity_id,
+        state=activity.state,
+        percent_done=activity.percent_done,
+        items_total_count=status.items_total_count,
+        person_count=status.person_count,
+        error_count=status.error_count,
+        correctable_count=status.correctable_count,
+        cannot_add_to_list_count=status.cannot_add_to_list_count,
+        activity_errors=tuple(scrub(e)[:300] for e in activity.errors[:MAX_ACTIVITY_ERRORS]),
+    )
+
+
+def resume_hint(run_id: str) -> str:
+    return (
+        f"start the run again with run id {run_id} (ccexport run ... --run-id {run_id}); "
+        "chunks Constant Contact already accepted are not sent again"
+    )
+
+
+class RunActivities:
+    """The four activities over one set of services."""
+
+    def __init__(self, services: RunServices, *, on_rows: RowsCallback | None = None) -> None:
+        self.services = services
+        self.on_rows = on_rows
+        self._session: aiohttp.ClientSession | None = None
+        self._connections: Connections | None = None
+        self._managers: dict[str, TokenManager] = {}
+        self._setup: asyncio.Lock | None = None
+        self._states: StateStore | None = None
+
+    @property
+    def states(self) -> StateStore:
+        """Export states, kept beside the runs (shared/exports/state.py)."""
+        if self._states is None:
+            self._states = state_store_for(self.services.runs)
+        return self._states
+
+    # -- prepare_segment ----------------------------------------------------------------
+
+    def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        run = RunInput.from_json(data)
+        runs = self.services.runs
+        staging = runs.staging_location(run.run_id)
+        try:
+            export = run.definition()
+            unresolved = list_names(export.list_ids)
+            if unresolved:  # a run is started with ids (shared/exports/account.py resolves names)
+                raise InputError(
+                    f"list name(s) {', '.join(map(repr, unresolved))} were not resolved to "
+                    "list ids before the run started"
+                )
+            staged = runs.staged_summary(run.run_id)
+            if staged is not None and staged.get("list_ids") == list(export.list_ids):
+                log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
+                return _prepared(run.run_id, staged, staging, reused=True).to_json()
+            store, name = files.resolve(run.source, self.services.blob_service)
+            segment = segments.locate(store, name, encoding=export.encoding)
+            base = baseline(self.states, export, segment, full=run.options.full)
+            same = skip_unchanged(base, segment, runs.staging_output(run.run_id))
+            if same is not None:
+                log.info("run %s: the segment is the one last sent; nothing to send", run.run_id)
+                return _prepared(run.run_id, same, staging, reused=False).to_json()
+            progress = None
+            if self.on_rows is not None:
+                on_rows, run_id = self.on_rows, run.run_id
+                progress = lambda rows: on_rows(run_id, rows)  # noqa: E731
+            tracker = base.tracker()
+            result = prepare(
+                segment,
+                export,
+                runs.staging_output(run.run_id),
+                max_body_bytes=run.options.max_body_bytes,
+                progress=progress,
+                # The columnar path: clean blocks are mapped in threads of this process,
+                # sharing one copy of Arrow, so a run holds no worker processes
+                # (bench_end_to_end: 15 s and 320 MB at a million, against 18 s and
+                # 347 MB for the row path in two worker processes).
+                fast=True,
+                changes=tracker,
+                describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
+            )
+        except InputError as exc:
+            return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
+        return _prepared(run.run_id, result.summary, staging, reused=False).to_json()
+
+    # -- find_members ---------------------------------------------------------------------
+
+    async def find_members(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Who is on each list, and which of them this run would remove (mirror mode)."""
+        run = RunInput.from_json(data)
+        export, runs = run.definition(), self.services.runs
+        summary = await asyncio.to_thread(runs.staged_summary, run.run_id)
+        changes = Changes.from_json((summary or {}).get("changes"))
+        staged = await asyncio.to_thread(runs.read_staged, run.run_id, SNAPSHOT_FILE)
+        if summary is None or staged is None or not changes.state_key:
+            return MembersResult(error="the run's prepared segment is missing").to_json()
+        segment = ExportState.from_bytes(staged).keys
+        previous, claimed = await asyncio.to_thread(
+            self._state_and_claims, changes.state_key, export.list_ids
+        )
+        same_definition = previous.header.get("definition_hash") == definition_hash(export)
+        client = await self._client(run.connection)
+        found: list[ListChanges] = []
+        via = ""
+        try:
+            for list_id in export.list_ids:
+                members = await list_members(
+                    client, list_id, poll_interval=min(run.options.poll_seconds, 5.0)
+                )
+                via = via or members.via
+                found.append(
+                    plan_list(
+                        list_id,
+                        members,
+                        segment=segment,
+                        previous=previous.keys if same_definition else EMPTY,
+                        managed=previous.managed_in(list_id),
+                        claimed=claimed.get(list_id, EMPTY),
+                    )
+                )
+        except QuotaExhausted as exc:
+            return MembersResult(
+                requests=client.stats.requests, error=str(exc), resets_at=exc.resets_at
+            ).to_json()
+        except (RemoteError, ReauthorizationRequired) as exc:
+            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
+                raise
+            return MembersResult(requests=client.stats.requests, error=str(exc)).to_json()
+        await asyncio.to_thread(runs.write_staged, run.run_id, PLAN_FILE, write_plan(found))
+        plans = tuple(c.plan for c in found)
+        return MembersResult(lists=plans, requests=client.stats.requests, via=via).to_json()
+
+    def _state_and_claims(
+        self, key: str, list_ids: tuple[str, ...]
+    ) -> tuple[ExportState, dict[str, Any]]:
+        """The export's state, and per list the contacts of other exports sending to it."""
+        try:
+            previous = load(self.states, key) or ExportState.new(key)
+        except StateError:
+            previous = ExportState.new(key)
+        claimed: dict[str, Any] = {}
+        for list_id, others in others_sharing(self.states, key, list_ids).items():
+            snapshots = []
+            for other in others:
+                try:
+                    state = load(self.states, other)
+                except StateError:
+                    continue
+                if state is not None:
+                    snapshots.append(state.keys)
+            claimed[list_id] = union(*snapshots)
+        return previous, claimed
+
+    # -- apply_removals -------------------------------------------------------------------
+
+    async def apply_removals(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Remove the planned members from their lists (membership only)."""
+        run = RunInput.from_json(data)
+        runs = self.services.runs
+        mark = await asyncio.to_thread(runs.read_staged, run.run_id, REMOVALS_MARK)
+        if mark is not None:
+            return RemovalResult.from_json(orjson.loads(mark)).to_json()
+        raw = await asyncio.to_thread(runs.read_staged, run.run_id, PLAN_FILE)
+        if raw is None:
+            return RemovalResult(error="the run's removal plan is missing").to_json()
+        plan = read_plan(raw)
+        client = await self._client(run.connection)
+        ids: list[str] = []
+        contacts = 0
+        try:
+            for list_id, staged in plan.items():
+                if not staged.remove_ids:
+                    continue
+                activities = await client.remove_list_memberships(staged.remove_ids, [list_id])
+                ids += [a.activity_id for a in activities]
+                contacts += len(staged.remove_ids)
+        except QuotaExhausted as exc:
+            return RemovalResult(
+                tuple(ids), contacts, client.stats.requests, str(exc), exc.resets_at
+            ).to_json()
+        except (RemoteError, ReauthorizationRequired) as exc:
+            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
+                raise
+            return RemovalResult(tuple(ids), contacts, client.stats.requests, str(exc)).to_json()
+        result = RemovalResult(tuple(ids), contacts, client.stats.requests)
+        await asyncio.to_thread(
+            runs.write_staged, run.run_id, REMOVALS_MARK, orjson.dumps(result.to_json())
+        )
+        return result.to_json()
+
+    # -- upload_chunk ---------------------------------------------------------------------
+
+    async def upload_chunk(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = UploadRequest.from_json(data)
+        run_id, chunk, runs = request.run_id, request.chunk, self.services.runs
+        known = await asyncio.to_thread(runs.accepted, run_id, chunk.index)
+        if known is not None:
+            return UploadResult(
+                chunk.index, UploadVerdict.ACCEPTED, activity_id=known, already_accepted=True
+            ).to_json()
+        body = await asyncio.to_thread(runs.read_chunk, run_id, chunk.name)
+        try:
+            client = await self._client(request.connection)
+        except ReauthorizationRequired as exc:
+            return UploadResult(chunk.index, UploadVerdict.REFUSED, error=str(exc)).to_json()
+        try:
+            activity = await client.import_json(body)
+        except QuotaExhausted as exc:
+            return UploadResult(
+                chunk.index,
+                UploadVerdict.QUOTA_EXHAUSTED,
+                requests=client.stats.requests,
+                error=str(exc),
+                resets_at=exc.resets_at,
+            ).to_json()
+        except ThrottledGiveUp:
+            raise  # a busy account (or a full activity queue): later may work
+        except ReauthorizationRequired as exc:
+            return UploadResult(
+                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
+            ).to_json()
+        except RemoteError as exc:
+            if exc.status not in _PERMANENT:
+                raise
+            return UploadResult(
+                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
+            ).to_json()
+        await asyncio.to_thread(runs.mark_accepted, run_id, chunk.index, activity.activity_id)
+        return UploadResult(
+            chunk.index,
+            UploadVerdict.ACCEPTED,
+            activity_id=activity.activity_id,
+            requests=client.stats.requests,
+            resends=client.stats.import_resends,
+        ).to_json()
+
+    # -- poll_imports ---------------------------------------------------------------------
+
+    async def poll_imports(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = PollRequest.from_json(data)
+        if not request.activity_ids:
+            return PollResult().to_json()
+        client = await self._client(request.connection)
+        try:
+            found = await client.poll_imports(request.activity_ids)
+        except QuotaExhausted as exc:
+            return PollResult(
+                requests=client.stats.requests, error=str(exc), resets_at=exc.resets_at
+            ).to_json()
+        states = tuple(import_state(activity) for activity in found.values())
+        return PollResult(imports=states, requests=client.stats.requests).to_json()
+
+    # -- finish_run -----------------------------------------------------------------------
+
+    def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        request = FinishRequest.from_json(data)
+        runs, run_id = self.services.runs, request.run.run_id
+        for outcome in request.outcomes:
+            if outcome.fate is ChunkFate.IMPORTED:
+                runs.delete_chunk(run_id, outcome.chunk.name)
+            elif outcome.fate is ChunkFate.IMPORT_FAILED:
+                runs.forget_accepted(run_id, outcome.chunk.index)  # send it again next time
+        rejects = runs.publish_rejects(run_id)
+        try:
+            state = finish_state(runs, self.states, request)
+        except (StateError, OSError, AzureError) as exc:
+            log.warning("run %s: the export state was not written (%s)", run_id, exc)
+            state = {"written": False, "why": f"could not be written: {type(exc).__name__}"}
+        report = build_report(
+            request,
+            staging=runs.staging_location(run_id),
+            rejects_file=rejects,
+            resume_hint=resume_hint(run_id),
+            state=state,
+        )
+        location = runs.write_report(run_id, report)
+        nothing_held = not report["not_delivered"]["chunks"]
+        if request.status is RunStatus.COMPLETED or (
+            nothing_held and request.status is RunStatus.FAILED
+        ):
+            runs.clear_staging(run_id)
+        return {"report": location, "status": request.status.value}
+
+    # -- Constant Contact ------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.services.retry.request_timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def _tokens(self, connection: str) -> TokenManager:
+        manager = self._managers.get(connection)
+        if manager is not None:
+            return manager
+        if self._setup is None:
+            self._setup = asyncio.Lock()
+        async with self._setup:
+            if self._connections is None:
+                settings = self.services.settings
+                secret = await settings.resolve_client_secret(self.services.secrets)
+                oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
+                self._connections = Connections(self.services.secrets, self.services.locks, oauth)
+            manager = self._managers.setdefault(connection, self._connections.tokens(connection))
+        return manager
+
+    async def _client(self, connection: str) -> ConstantContactClient:
+        """A client of its own per call (its stats are this call's), sharing the session,
+        the token manager and the process's pacer."""
+        manager = await self._tokens(connection)
+        return ConstantContactClient(
+            self.services.settings.api_base,
+            manager.access_token,
+            self.services.pacer,
+            retry=self.services.retry,
+            session=self._http(),
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP session and the secret store, on the loop that used them."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._connections, self._managers, self._setup = None, {}, None
+        await self.services.secrets.close()

@@ -1,0 +1,343 @@
+"""Starting export runs: from a blob event, from the schedule, or because someone asked.
+
+All three end in one place, :meth:`Launcher.start`, which starts a run only when its
+key is neither running nor done: blob events arrive more than once, the schedule
+fires again over folders it has already sent, and people press buttons twice. The
+engine behind it is a Protocol, so the function app passes the Durable client and
+the local runner its own engine; nothing here imports ``azure.functions``.
+
+What a run is given (the orchestrator's input, ``RunInput``): the run id, the export
+definition, the run folder as ``az://container/path``, the connection's name, what
+started it and when. No contact data and no secrets.
+
+Before a run starts, its ``Preflight`` (the function app's: shared/exports/account.py) looks at
+the account when the definition needs it: list names become ids (once, here: the
+run carries the ids) and mapped custom fields are verified (or created). What it
+refuses is input to fix: ``run_now`` raises it (the HTTP API answers 400); blob
+events and the schedule log it and start nothing for that export.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from shared.constant_contact.connections import DEFAULT_CONNECTION
+from shared.errors import CcexportError, ConfigError, InputError, ReauthorizationRequired
+from shared.exports.catalog import Catalog, Connection, ConnectionStatus, NotFound
+from shared.exports.definitions import ExportDefinition
+from shared.runs.contract import RunInput, RunOptions
+from shared.runs.index import RunIndex, RunRecord
+from shared.segments.inbox import (
+    Listing,
+    RunFolder,
+    completeness,
+    newest_complete,
+    parse_blob_name,
+    run_key,
+)
+
+log = logging.getLogger(__name__)
+
+# Durable runtime statuses (OrchestrationRuntimeStatus values).
+ACTIVE = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
+DONE = frozenset({"Completed"})
+
+
+class Engine(Protocol):
+    """What starting a run needs of an orchestration engine."""
+
+    async def runtime_status(self, run_id: str) -> str | None:
+        """The instance's runtime status, or None when there is no such instance."""
+        ...
+
+    async def start(self, run_id: str, run_input: dict[str, Any]) -> None:
+        """Start the orchestrator under this instance id."""
+        ...
+
+
+class NotReady(CcexportError):
+    """An export that cannot send now: no connection, consent not accepted, not connected."""
+
+
+Preflight = Callable[[ExportDefinition], Awaitable[ExportDefinition]]
+"""The definition a run is started with: its lists as ids, its custom fields checked."""
+
+
+class Outcome(StrEnum):
+    STARTED = "started"
+    RUNNING = "already_running"
+    DONE = "already_done"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    run_id: str
+    outcome: Outcome
+    export: str
+    source: str
+    status: str | None = None  # the runtime status found, when not started
+
+
+def run_input(  # noqa: PLR0917 - the run's key parts, in order
+    run_id: str,
+    definition: ExportDefinition,
+    folder: RunFolder,
+    trigger: str,
+    now: datetime,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """The orchestrator's input: shared.runs.contract.RunInput, as JSON."""
+    return RunInput.create(
+        run_id,
+        definition,
+        folder.source,
+        connection=definition.connection or DEFAULT_CONNECTION,
+        trigger=trigger,
+        requested_at=now,
+        options=options,
+    ).to_json()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Launcher:
+    """Decides which runs to start and starts each at most once."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        inbox: Listing,
+        runs: RunIndex,
+        engine: Engine,
+        *,
+        quiet_seconds: float,
+        clock: Callable[[], datetime] = _utcnow,
+        preflight: Preflight | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.inbox = inbox
+        self.runs = runs
+        self.engine = engine
+        self.quiet_seconds = quiet_seconds
+        self._clock = clock
+        self._preflight = preflight
+
+    async def ready_connection(self, definition: ExportDefinition) -> Connection:
+        """The connection a definition sends with, if it may send now; else NotReady."""
+        if not definition.connection:
+            raise NotReady(f"export {definition.name!r} names no connection")
+        try:
+            stored = await self.catalog.require_connection(definition.connection)
+        except NotFound:
+            raise NotReady(
+                f"export {definition.name!r} uses connection {definition.connection!r}, "
+                "which does not exist"
+            ) from None
+        connection = stored.value
+        if connection.consent is None:
+            raise NotReady(
+                f"connection {connection.name!r}: the data-privacy consent has not been "
+                "accepted, so no export may send with it (an admin accepts it: PUT "
+                f"/api/connections/{connection.name} with "
+                '{"privacy_consent": {"accepted": true}})'
+            )
+        status = await self.catalog.status_of(connection)
+        if status is ConnectionStatus.NOT_CONNECTED:
+            raise NotReady(
+                f"connection {connection.name!r} is not connected to Constant Contact yet "
+                f"(GET /api/connections/{connection.name}/connect)"
+            )
+        if status is ConnectionStatus.NEEDS_REAUTHORISATION:
+            raise NotReady(
+                f"connection {connection.name!r} needs to be reconnected "
+                f"(GET /api/connections/{connection.name}/connect)"
+            )
+        return connection
+
+    async def start(
+        self,
+        definition: ExportDefinition,
+        folder: RunFolder,
+        trigger: str,
+        *,
+        restart_done: bool = False,
+        options: RunOptions | None = None,
+    ) -> StartResult:
+        """Start this folder under this definition unless that run is running or done
+        (``restart_done``: a person asked to send a finished run again)."""
+        if not definition.name:
+            raise ConfigError("only a named export definition can be run")
+        run_id = run_key(definition.name, folder)
+        status = await self.engine.runtime_status(run_id)
+        if status in ACTIVE:
+            return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, status)
+        if status in DONE and not restart_done:
+            return StartResult(run_id, Outcome.DONE, definition.name, folder.source, status)
+        checked = definition
+        if self._preflight is not None:
+            try:
+                checked = await self._preflight(definition)
+            except ReauthorizationRequired as exc:
+                raise NotReady(str(exc)) from None
+        payload = run_input(run_id, checked, folder, trigger, self._clock(), options)
+        try:
+            await self.engine.start(run_id, payload)
+        except Exception:
+            # Deliveries of one event may arrive together: all find no run, one starts
+            # it, and the host refuses the others (host.json: NonRunningStates). Those
+            # are answered as "already running", not failed and delivered yet again.
+            now = await self.engine.runtime_status(run_id)
+            if now in ACTIVE:
+                return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, now)
+            raise
+        await self.runs.record(
+            RunRecord(
+                run_id,
+                definition.name,
+                folder.source,
+                definition.connection,
+                trigger,
+                payload["requested_at"],
+            )
+        )
+        log.info(
+            "export %r: run %s started (%s) for %s", definition.name, run_id, trigger, folder.path
+        )
+        return StartResult(run_id, Outcome.STARTED, definition.name, folder.source, status)
+
+    async def _startable(self) -> list[ExportDefinition]:
+        """Enabled definitions whose connection may send; the others are logged once."""
+        ready: list[ExportDefinition] = []
+        for stored in await self.catalog.exports():
+            definition = stored.value
+            if not definition.enabled or not definition.segments:
+                continue
+            try:
+                await self.ready_connection(definition)
+            except NotReady as exc:
+                log.warning("export %r not started: %s", definition.name, exc)
+                continue
+            ready.append(definition)
+        return ready
+
+    async def on_blob_created(self, blob_name: str, trigger: str = "blob") -> list[StartResult]:
+        """A blob arrived in the inbox: start every matching export whose run folder is
+        now complete. Anything else (other files, incomplete folders) starts nothing."""
+        path = parse_blob_name(blob_name)
+        if path is None:
+            log.info("inbox blob %s is not part of a Customer Insights run; ignored", blob_name)
+            return []
+        now = self._clock()
+        if path.run_folder is not None:
+            folder = await self.inbox.run_folder(path.run_folder)
+            folders = [folder] if folder is not None else []
+            models = {}
+            model = await self.inbox.model(path.export_folder)
+            if model is not None:
+                models[path.export_folder] = model
+        else:
+            # model.json: the newest run of each table of this export may now be whole.
+            found, models = await self.inbox.scan(f"{path.export_folder}/")
+            newest: dict[str, RunFolder] = {}
+            for candidate in found:
+                if candidate.table not in newest or candidate.stamp > newest[candidate.table].stamp:
+                    newest[candidate.table] = candidate
+            folders = list(newest.values())
+        results: list[StartResult] = []
+        definitions: list[ExportDefinition] | None = None
+        for folder in folders:
+            verdict = completeness(
+                folder, models.get(folder.export_folder), now, self.quiet_seconds
+            )
+            if not verdict.complete:
+                log.info("run folder %s not complete yet: %s", folder.path, verdict.reason)
+                continue
+            if definitions is None:
+                definitions = await self._startable()
+            for definition in definitions:
+                if folder.matched_by(definition):
+                    results += await self._start_or_log(definition, folder, trigger)
+        return results
+
+    async def _start_or_log(
+        self, definition: ExportDefinition, folder: RunFolder, trigger: str
+    ) -> list[StartResult]:
+        """Start a run for an event or the schedule; what a person must fix (a list or a
+        custom field the account lacks, a connection to connect again) is logged and
+        starts nothing, since a retry of the event could not change it."""
+        try:
+            return [await self.start(definition, folder, trigger)]
+        except (InputError, NotReady) as exc:
+            log.warning("export %r not started for %s: %s", definition.name, folder.path, exc)
+            return []
+
+    async def refresh_all(self, trigger: str = "timer") -> list[StartResult]:
+        """The schedule: every enabled export from its newest complete run folder(s),
+        one per matching table; a folder already sent under the definition is skipped."""
+        definitions = await self._startable()
+        if not definitions:
+            return []
+        folders, models = await self.inbox.scan()
+        whole = newest_complete(folders, models, self._clock(), self.quiet_seconds)
+        results: list[StartResult] = []
+        for definition in definitions:
+            for folder in whole:
+                if folder.matched_by(definition):
+                    results += await self._start_or_log(definition, folder, trigger)
+        return results
+
+    async def run_now(
+        self,
+        definition: ExportDefinition,
+        *,
+        folder_path: str | None = None,
+        force: bool = False,
+        trigger: str = "http",
+        options: RunOptions | None = None,
+    ) -> list[StartResult]:
+        """Someone asked: run the definition now, on the folder named or the newest
+        complete folder of each matching table. NotReady when it cannot send;
+        ConfigError when there is nothing to send.
+
+        ``options`` may ask for a ``full`` run or ``confirm_removals``; confirming
+        starts a run that stopped for confirmation again under its own run id (it is
+        done), which reuses what it had prepared."""
+        await self.ready_connection(definition)
+        now = self._clock()
+        if folder_path is not None:
+            folder = await self.inbox.run_folder(folder_path.strip("/"))
+            if folder is None:
+                raise ConfigError(
+                    f"{self.inbox.name}/{folder_path}: no Customer Insights part files there "
+                    "(expected <Export>/<Table>/yyyy/MM/dd/HHmm)"
+                )
+            targets = [folder]
+        else:
+            if not definition.segments:
+                raise ConfigError(
+                    f"export {definition.name!r} has no segments: name a folder to run "
+                    '({"folder": "<Export>/<Table>/yyyy/MM/dd/HHmm"})'
+                )
+            folders, models = await self.inbox.scan()
+            targets = [
+                f
+                for f in newest_complete(folders, models, now, self.quiet_seconds)
+                if f.matched_by(definition)
+            ]
+            if not targets:
+                raise ConfigError(
+                    f"export {definition.name!r}: no complete run folder in "
+                    f"{self.inbox.name} matches its segments yet"
+                )
+        again = force or (options is not None and options.confirm_removals)
+        return [
+            await self.start(definition, f, trigger, restart_done=again, options=options)
+            for f in targets
+        ]

@@ -1,0 +1,245 @@
+"""The export's state around one run: what prepare compares with, what finish keeps.
+
+``Baseline`` is read when the run is prepared: the export's state key (from the
+definition and the located segment), its last state, and whether that state can be
+compared with at all (same lists, mapping and encoding; not a ``full`` run).
+
+- Unchanged: when the segment's bytes hash to the last snapshot's ``content_hash``
+  under the same definition, and no removal is pending, nothing is parsed: the run
+  stages an empty prepare (0 chunks) that repeats the last counts. A file that is the
+  same but re-written (new folder, new time) counts as unchanged; a changed mapping or
+  list does not (the definition hash is part of the check).
+- Otherwise prepare compares contact by contact (shared/exports/changes.py) and stages the
+  segment's snapshot beside the chunks.
+
+``finish_state`` writes the next state when the run ends:
+
+- completed: the staged snapshot becomes the export's, and the managed sets follow
+  the mirror plan (shared/runs/mirror.py);
+- completed with errors, or stopped by the quota, after something was sent in mirror
+  mode (the lists were looked at): the old snapshot stays (so the next run sends the
+  changes again) but the managed sets are updated, because the people this run added
+  are on the lists now and must stay known as the export's;
+- anything else (failed, needs confirmation, nothing sent): the state is left as it was.
+
+If another run of the same export wrote the state since this run read it (a different
+generation), nothing is written: the next run compares with what that run left.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.exports.changes import SNAPSHOT_FILE, ChangeTracker, content_hash, segment_names
+from shared.exports.definitions import ExportDefinition
+from shared.exports.state import (
+    ExportState,
+    Keys,
+    StateError,
+    StateStore,
+    definition_hash,
+    difference,
+    load,
+    state_key,
+)
+from shared.prepare.outputs import PreparedOutput
+from shared.runs.contract import Changes, FinishRequest, RunStatus
+from shared.runs.mirror import PLAN_FILE, next_managed, read_plan
+from shared.runs.store import RunStore
+from shared.segments.layout import Segment
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COUNTS = ("rows_read", "contacts", "duplicates", "rejected", "reject_reasons")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    key: str
+    definition_hash: str
+    mode: str
+    previous: ExportState | None
+    comparable: bool
+    """The last snapshot was made under the same lists, mapping and encoding."""
+    full: bool
+    list_ids: tuple[str, ...] = ()
+
+    @property
+    def generation(self) -> str:
+        return self.previous.generation if self.previous is not None else ""
+
+    def tracker(self) -> ChangeTracker:
+        return ChangeTracker(self.previous, full=self.full or not self.comparable)
+
+    def removal_candidates(self, segment_keys: Keys) -> int:
+        """Managed members (over the export's lists) that are not in the segment."""
+        if self.previous is None:
+            return 0
+        return sum(
+            int(difference(self.previous.managed_in(list_id), segment_keys).size)
+            for list_id in self.list_ids
+        )
+
+
+def baseline(
+    states: StateStore, export: ExportDefinition, segment: Segment, *, full: bool = False
+) -> Baseline:
+    """The export's key and last state (an unreadable state counts as none: the run
+    sends everything, and the state it then writes replaces the broken one)."""
+    key = run_state_key(export, segment)
+    try:
+        previous = load(states, key)
+    except StateError as exc:
+        log.warning("export state %s cannot be read (%s); this run sends everything", key, exc)
+        previous = None
+    hashed = definition_hash(export)
+    comparable = previous is not None and previous.header.get("definition_hash") == hashed
+    return Baseline(
+        key=key,
+        definition_hash=hashed,
+        mode=export.mode,
+        previous=previous,
+        comparable=comparable,
+        full=full,
+        list_ids=export.list_ids,
+    )
+
+
+def run_state_key(export: ExportDefinition, segment: Segment) -> str:
+    export_name, table = segment_names(segment)
+    return state_key(export.name, export.list_ids, export_name, table)
+
+
+def changes_json(base: Baseline, counts: dict[str, Any], segment_keys: Keys) -> dict[str, Any]:
+    """The summary's ``changes``: the tracker's counts and what the run needs to know."""
+    candidates = base.removal_candidates(segment_keys)
+    return {
+        **counts,
+        "state_key": base.key,
+        "mode": base.mode,
+        "generation": base.generation,
+        "removal_candidates": candidates,
+        "needs_members": base.mode == "mirror" and (counts.get("added", 0) > 0 or candidates > 0),
+    }
+
+
+def skip_unchanged(
+    base: Baseline, segment: Segment, output: PreparedOutput
+) -> dict[str, Any] | None:
+    """Stage an empty prepare when the segment is the last snapshot's; else None."""
+    previous = base.previous
+    if previous is None or base.full or not base.comparable:
+        return None
+    if not previous.header.get("content_hash") or previous.pending_removals():
+        return None
+    if content_hash(segment) != previous.header["content_hash"]:
+        return None
+    last = previous.header.get("counts", {})
+    summary: dict[str, Any] = {
+        "source": segment.describe(),
+        "list_ids": list(previous.header.get("list_ids", [])),
+        **{name: last.get(name, 0) for name in SUMMARY_COUNTS},
+        "chunks": 0,
+        "fewest_chunks_possible": 0,
+        "chunk_files": [],
+        "content_hash": previous.header["content_hash"],
+        "changes": {
+            "incremental": True,
+            "added": 0,
+            "updated": 0,
+            "unchanged": previous.contacts,
+            "left": 0,
+            "previous_contacts": previous.contacts,
+            "sent": 0,
+            "content_unchanged": True,
+            "state_key": base.key,
+            "mode": base.mode,
+            "generation": base.generation,
+            "removal_candidates": 0,
+            "needs_members": False,
+        },
+    }
+    summary["reject_reasons"] = dict(last.get("reject_reasons", {}))
+    output.commit(summary)
+    return summary
+
+
+class _NotWritten(Exception):
+    """Why a finished run leaves the export's state as it was."""
+
+
+def finish_state(
+    runs: RunStore, states: StateStore, request: FinishRequest
+) -> dict[str, Any] | None:
+    """Write the export's next state if the run earned it; returns what was done."""
+    prepared = request.prepared
+    if prepared is None or prepared.error is not None or not prepared.changes.state_key:
+        return None
+    key = prepared.changes.state_key
+    try:
+        return _write_state(runs, states, request, prepared.changes)
+    except _NotWritten as exc:
+        return {"key": key, "written": False, "why": str(exc)}
+
+
+def _write_state(
+    runs: RunStore, states: StateStore, request: FinishRequest, changes: Changes
+) -> dict[str, Any]:
+    key, run_id = changes.state_key, request.run.run_id
+    completed = request.status is RunStatus.COMPLETED
+    partial = request.status in (RunStatus.COMPLETED_WITH_ERRORS, RunStatus.QUOTA_EXHAUSTED)
+    if changes.content_unchanged and completed:
+        raise _NotWritten("unchanged")
+    if not completed and not (partial and any(o.activity_id for o in request.outcomes)):
+        raise _NotWritten(f"the run ended {request.status.value}")
+    try:
+        current = load(states, key)
+    except StateError:
+        current = None
+    found = current.generation if current is not None else ""
+    ours = current is not None and current.header.get("run_id") == run_id  # an earlier attempt
+    if found != changes.generation and not ours:
+        log.warning("export state %s: another run wrote it since this one began; kept", key)
+        raise _NotWritten("another run of this export wrote it meanwhile")
+    base = current if current is not None else ExportState.new(key)
+    plan_bytes = runs.read_staged(run_id, PLAN_FILE)
+    plan = read_plan(plan_bytes) if plan_bytes is not None else None
+    if not completed and plan is None:
+        raise _NotWritten(f"the run ended {request.status.value}")
+    export = request.run.definition()
+    removed = request.removals is not None and request.removals.done
+    managed = next_managed(base.managed, export.list_ids, plan, removed=removed)
+    header: dict[str, Any] = {
+        "key": key,
+        "run_id": run_id,
+        "written_at": request.finished_at,
+        "mode": export.mode,
+        "list_ids": list(export.list_ids),
+    }
+    if completed:
+        staged = runs.read_staged(run_id, SNAPSHOT_FILE)
+        if staged is None:
+            raise _NotWritten("the staged snapshot is missing")
+        summary = runs.staged_summary(run_id) or {}
+        candidate = ExportState.from_bytes(staged)
+        keys, digests = candidate.keys, candidate.digests
+        header["definition_hash"] = definition_hash(export)
+        header["content_hash"] = summary.get("content_hash", "")
+        header["counts"] = {name: summary.get(name, 0) for name in SUMMARY_COUNTS}
+    else:
+        keys, digests = base.keys, base.digests
+        header["definition_hash"] = base.header.get("definition_hash", "")
+        header["content_hash"] = ""  # the next run must read the segment
+        header["counts"] = base.header.get("counts", {})
+    state = ExportState(base.header, keys, digests, managed).successor(**header)
+    states.write(key, state.to_bytes())
+    return {
+        "key": key,
+        "written": True,
+        "snapshot": "updated" if completed else "kept (the changes are sent again next run)",
+        "contacts": state.contacts,
+        "managed": {list_id: int(m.size) for list_id, m in managed.items()},
+        "where": states.describe(key),
+    }

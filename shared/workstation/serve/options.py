@@ -1,0 +1,21 @@
+"""What the command line decided, handed to the running server; limits both use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+INBOX_INTERVAL = 1.0
+MAX_BODY = 8 * 1024 * 1024
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    port: int
+    user: str
+    roles: tuple[str, ...]
+    timer: bool
+    grace: float
+    inbox: Path | None
+    """The inbox folder; None when the inbox is the storage connection's container."""
