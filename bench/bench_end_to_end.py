@@ -43,7 +43,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from shared.constant_contact.tokens import TokenBundle, tokens_secret
 from shared.secrets.store import LocalFileSecretStore
-from tests.sandbox_service import cli_env, running_sandbox
+from tests.support.sandbox_service import cli_env, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".bench" / "end-to-end"

@@ -24,8 +24,8 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from tests.sandbox_service import cli_env, running_sandbox
-from tests.services import (
+from tests.support.sandbox_service import cli_env, running_sandbox
+from tests.support.services import (
     ROOT,
     ServiceError,
     azurite_command,

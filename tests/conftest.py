@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache as challenges
 
-from tests import repository_guard, services
-from tests.function_harness import AppEnv, DurableFake, new_app_env
-from tests.keyvault_fake import KeyVaultFake
-from tests.sandbox_service import RunningSandbox, running_sandbox
+from tests.support import repository_guard, services
+from tests.support.function_harness import AppEnv, DurableFake, new_app_env
+from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.sandbox_service import RunningSandbox, running_sandbox
 
 # Nothing the tests run may read beside the repository (a fresh clone has nothing
 # there): every path this process opens or lists in the repository's parent folder,

@@ -11,7 +11,7 @@ from shared.constant_contact.contacts import ContactMapper
 from shared.prepare.columnar import map_block_arrow
 from shared.prepare.rows import map_block
 from shared.segments.blocks import Block
-from tests.segment_trees import csv_bytes
+from tests.support.segment_trees import csv_bytes
 
 COLUMNS = ("Id", "Email", "First", "Last", "Tier")
 MAPPING = {"email": "Email", "first_name": "First", "last_name": "Last", "cf:tier": "Tier"}

@@ -23,7 +23,7 @@ from shared.prepare.outputs import LocalOutput
 from shared.prepare.pipeline import prepare
 from shared.segments import layout as segments
 from shared.storage import files
-from tests.body_checks import (
+from tests.support.body_checks import (
     CC_CONTACTS_LIMIT,
     DEFAULT_CAP,
     Contact,
@@ -33,7 +33,7 @@ from tests.body_checks import (
     compact,
     overhead,
 )
-from tests.segment_trees import csv_bytes
+from tests.support.segment_trees import csv_bytes
 
 LISTS = ("6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b",)
 PATHS = pytest.mark.parametrize("fast", [True, False], ids=["columnar", "rows"])

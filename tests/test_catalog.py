@@ -35,7 +35,7 @@ from shared.storage.documents import (
     Documents,
     FolderDocuments,
 )
-from tests.function_harness import AppEnv
+from tests.support.function_harness import AppEnv
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 DEFINITION: dict[str, Any] = {

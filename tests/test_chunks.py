@@ -24,7 +24,7 @@ from shared.prepare.chunks import (
     MAX_CONTACTS,
     JsonChunker,
 )
-from tests.body_checks import (
+from tests.support.body_checks import (
     CC_BYTES_LIMIT,
     CC_CONTACTS_LIMIT,
     Contact,

@@ -14,7 +14,7 @@ from azure.storage.blob import BlobServiceClient
 from bench.sample import EXPORT, LIST_ID, RUN, TABLE, write_sample
 from shared.errors import ConfigError
 from shared.exports import definitions as exports
-from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
+from tests.support.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

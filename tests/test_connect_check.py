@@ -14,9 +14,9 @@ from typing import Any
 
 from shared.constant_contact.tokens import TokenBundle, tokens_secret
 from shared.secrets.store import LocalFileSecretStore
-from tests.ctct_support import ccexport_command, run_cli
-from tests.sandbox_service import RunningSandbox, cli_env
-from tests.services import ROOT
+from tests.support.ctct_support import ccexport_command, run_cli
+from tests.support.sandbox_service import RunningSandbox, cli_env
+from tests.support.services import ROOT
 
 Factory = Callable[..., RunningSandbox]
 TOKEN_KEY = "POST /oauth2/default/v1/token"

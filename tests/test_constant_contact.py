@@ -26,10 +26,10 @@ from shared.constant_contact.client import (
 from shared.constant_contact.pacing import QUOTA_MESSAGE, Pacer, process_pacer
 from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
 from shared.runs.activities import RunServices
-from tests.ctct_support import FAST, SandboxTokens
-from tests.sandbox_api import people
-from tests.sandbox_service import RunningSandbox, cli_env
-from tests.services import ROOT
+from tests.support.ctct_support import FAST, SandboxTokens
+from tests.support.sandbox_api import people
+from tests.support.sandbox_service import RunningSandbox, cli_env
+from tests.support.services import ROOT
 
 Factory = Callable[..., RunningSandbox]
 UNLIMITED = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}

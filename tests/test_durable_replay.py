@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests import toy_export
-from tests.durable_history import (
+from tests.support import toy_export
+from tests.support.durable_history import (
     START,
     ActionType,
     EventType,
@@ -25,8 +25,8 @@ from tests.durable_history import (
     replay,
     run_by_replay,
 )
-from tests.toy_export import job
-from tests.toy_export import toy_export as orchestrator
+from tests.support.toy_export import job
+from tests.support.toy_export import toy_export as orchestrator
 
 RUN_ACTIVITY = activities(toy_export.ACTIVITIES)
 

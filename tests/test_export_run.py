@@ -34,8 +34,8 @@ from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
 from shared.runs.store import BlobRunStore, LocalRunStore
 from shared.secrets.store import LocalFileSecretStore
 from shared.workstation.local_run import run_locally
-from tests.ctct_support import FAST, run_cli
-from tests.sandbox_service import RunningSandbox, cli_env
+from tests.support.ctct_support import FAST, run_cli
+from tests.support.sandbox_service import RunningSandbox, cli_env
 
 ROWS = 2_000
 BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks

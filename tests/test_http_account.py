@@ -21,8 +21,8 @@ from shared.exports.catalog import Catalog
 from shared.runs.contract import RunInput
 from shared.secrets.store import LocalFileSecretStore
 from shared.storage.documents import BlobDocuments
-from tests.function_harness import AppEnv, DurableFake, principal, response_json
-from tests.sandbox_service import RunningSandbox
+from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
+from tests.support.sandbox_service import RunningSandbox
 from tests.test_http_api import (
     ADMIN,
     EXPORT,

@@ -20,8 +20,14 @@ from shared.runs.contract import RunInput
 from shared.runs.store import BlobRunStore
 from shared.secrets.store import LocalFileSecretStore
 from shared.storage.documents import BlobDocuments
-from tests.function_harness import AppEnv, DurableFake, http_request, principal, response_json
-from tests.sandbox_service import RunningSandbox
+from tests.support.function_harness import (
+    AppEnv,
+    DurableFake,
+    http_request,
+    principal,
+    response_json,
+)
+from tests.support.sandbox_service import RunningSandbox
 
 pytestmark = pytest.mark.azurite
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from shared.runs.report import counts_text
-from tests.sandbox_service import RunningSandbox, cli_env
+from tests.support.sandbox_service import RunningSandbox, cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

@@ -20,7 +20,7 @@ from shared.segments.inbox import (
     parse_blob_name,
     run_key,
 )
-from tests.function_harness import AppEnv
+from tests.support.function_harness import AppEnv
 
 T0 = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
 ROOT = "CustomerInsights_abcd/"

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from tests.ctct_support import run_cli
-from tests.sandbox_api import Api, api_for, people
-from tests.sandbox_service import RunningSandbox, cli_env
+from tests.support.ctct_support import run_cli
+from tests.support.sandbox_api import Api, api_for, people
+from tests.support.sandbox_service import RunningSandbox, cli_env
 from tests.test_export_run import expected_emails as sample_emails
 
 Factory = Callable[..., RunningSandbox]

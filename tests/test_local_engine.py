@@ -23,9 +23,9 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 import pytest
 
 from shared.workstation.local_engine import LocalEngine, RunState, RuntimeStatus
-from tests import toy_export
-from tests.durable_history import activities, run_by_replay
-from tests.toy_export import job
+from tests.support import toy_export
+from tests.support.durable_history import activities, run_by_replay
+from tests.support.toy_export import job
 
 CONCURRENCY = 4
 TIMEOUT = 30.0

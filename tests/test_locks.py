@@ -17,7 +17,7 @@ import pytest
 from azure.storage.blob.aio import BlobLeaseClient, ContainerClient
 
 from shared.storage.locks import BlobLeaseLocks, FileLocks, HeldLock, LockLost, Locks, LockTimeout
-from tests.services import ROOT
+from tests.support.services import ROOT
 
 # --- file locks ----------------------------------------------------------------------
 

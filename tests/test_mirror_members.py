@@ -19,8 +19,8 @@ from shared.constant_contact.client import ConstantContactClient, TokenProvider
 from shared.constant_contact.pacing import Pacer
 from shared.exports.state import email_keys, union
 from shared.runs.mirror import Members, list_members, next_managed, plan_list, read_plan, write_plan
-from tests.ctct_support import FAST
-from tests.sandbox_service import RunningSandbox
+from tests.support.ctct_support import FAST
+from tests.support.sandbox_service import RunningSandbox
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 

@@ -26,7 +26,7 @@ from shared.runs.contract import (
     RunOptions,
     RunStatus,
 )
-from tests.durable_history import START, HostRun, run_by_replay
+from tests.support.durable_history import START, HostRun, run_by_replay
 from tests.test_segment_export_replay import Account
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

@@ -30,8 +30,8 @@ from shared.runs.activities import RunActivities, RunServices
 from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
 from shared.secrets.store import LocalFileSecretStore
 from shared.workstation.local_run import LocalRunResult, run_locally
-from tests.ctct_support import FAST, SandboxTokens, run_cli
-from tests.sandbox_service import RunningSandbox, cli_env
+from tests.support.ctct_support import FAST, SandboxTokens, run_cli
+from tests.support.sandbox_service import RunningSandbox, cli_env
 
 OPTIONS = RunOptions(max_body_bytes=8_000, poll_seconds=0.1, retry_seconds=0.2)
 MAPPING = {"email": "Email", "first_name": "FirstName", "last_name": "LastName"}

@@ -17,8 +17,8 @@ from shared.prepare.outputs import BlobOutput, LocalOutput
 from shared.prepare.pipeline import PrepareResult, prepare
 from shared.segments import layout as segments
 from shared.storage import files
-from tests.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
-from tests.segment_trees import RUN, Place, Tree, csv_bytes, gz, model_json
+from tests.support.body_checks import DEFAULT_CAP, check_bodies, check_summary, chunk_files
+from tests.support.segment_trees import RUN, Place, Tree, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 COLUMNS = ("CustomerId", "Email", "FirstName", "LastName")

@@ -23,8 +23,8 @@ from shared.prepare.rows import map_block
 from shared.segments import layout as segments
 from shared.segments.blocks import Block, part_blocks
 from shared.storage import files
-from tests.body_checks import Contact, check_bodies, check_summary, chunk_files
-from tests.segment_trees import RUN, csv_bytes, gz, model_json
+from tests.support.body_checks import Contact, check_bodies, check_summary, chunk_files
+from tests.support.segment_trees import RUN, csv_bytes, gz, model_json
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 COLUMNS = ("CustomerId", "Email", "FirstName", "Notes")

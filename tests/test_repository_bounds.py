@@ -35,8 +35,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tests import repository_guard
-from tests.services import ROOT
+from tests.support import repository_guard
+from tests.support.services import ROOT
 
 SCANNED_DIRS = ("shared", "functions", "sandbox", "bench", "tests", "infra", ".ci")
 SCANNED_FILES = ("Makefile", "function_app.py", "package.json", "pyproject.toml")

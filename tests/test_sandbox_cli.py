@@ -10,7 +10,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 import pytest
 
 from sandbox.cli import main
-from tests.services import ROOT, free_port
+from tests.support.services import ROOT, free_port
 
 
 def test_ready_line_loopback_only_and_clean_sigterm() -> None:

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.sandbox_api import Api, api_for, people
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import Api, api_for, people
+from tests.support.sandbox_service import RunningSandbox
 
 MISSING_ID = "0c6b3b4e-0000-4000-8000-000000000000"
 

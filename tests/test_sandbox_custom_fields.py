@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from tests.sandbox_api import Api, api_for
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import Api, api_for
+from tests.support.sandbox_service import RunningSandbox
 
 Factory = Callable[..., RunningSandbox]
 MISSING_ID = "0c6b3b4e-0000-4000-8000-000000000000"

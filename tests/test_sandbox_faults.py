@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from tests.sandbox_api import api_for, people
-from tests.sandbox_service import RunningSandbox
-from tests.services import ServiceError
+from tests.support.sandbox_api import api_for, people
+from tests.support.sandbox_service import RunningSandbox
+from tests.support.services import ServiceError
 
 Factory = Callable[..., RunningSandbox]
 UNLIMITED = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}

@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.sandbox_api import Api, api_for, people
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import Api, api_for, people
+from tests.support.sandbox_service import RunningSandbox
 
 Factory = Callable[..., RunningSandbox]
 LIMIT = 4_000_000  # "4 MB": bytes past this are dropped

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from tests.sandbox_api import api_for, people
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import api_for, people
+from tests.support.sandbox_service import RunningSandbox
 
 Factory = Callable[..., RunningSandbox]
 THROTTLED = {"error_key": "throttled", "error_message": "Too Many Requests"}

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from sandbox.oauth import s256
-from tests.sandbox_api import api_for
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import api_for
+from tests.support.sandbox_service import RunningSandbox
 
 REDIRECT = "http://127.0.0.1:9/callback"
 Factory = Callable[..., RunningSandbox]

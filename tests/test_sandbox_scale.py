@@ -14,8 +14,8 @@ from collections.abc import Callable
 import aiohttp
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
-from tests.sandbox_api import api_for
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_api import api_for
+from tests.support.sandbox_service import RunningSandbox
 
 MILLION = 1_000_000
 PER_BODY = 40_000  # the per-request maximum; minimal contacts keep each body ~1.3 MB

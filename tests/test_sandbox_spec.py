@@ -35,10 +35,10 @@ from sandbox.oauth import s256
 from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.pacing import Pacer
 from shared.constant_contact.tokens import OAuthClient
-from tests.ctct_support import FAST, SandboxTokens
-from tests.sandbox_api import Api, Reply, people
-from tests.sandbox_service import RunningSandbox, running_prism, running_sandbox
-from tests.services import ServiceError
+from tests.support.ctct_support import FAST, SandboxTokens
+from tests.support.sandbox_api import Api, Reply, people
+from tests.support.sandbox_service import RunningSandbox, running_prism, running_sandbox
+from tests.support.services import ServiceError
 
 MISSING_ID = "0c6b3b4e-0000-4000-8000-000000000000"
 

@@ -34,8 +34,8 @@ from shared.secrets.keyvault import (
 )
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import LocalFileSecretStore, SecretStoreError, storage_name
-from tests.keyvault_fake import KeyVaultFake
-from tests.services import ROOT
+from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.services import ROOT
 
 # Variables that would send DefaultAzureCredential to a real identity provider.
 _CLOUD_IDENTITY_VARS = (

@@ -32,7 +32,7 @@ from shared.runs.contract import (
     UploadResult,
     UploadVerdict,
 )
-from tests.durable_history import (
+from tests.support.durable_history import (
     START,
     ActionType,
     EventType,

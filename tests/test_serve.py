@@ -23,10 +23,10 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, SampleCounts, write_sample
 from shared.workstation.serve.http import Principal
-from tests.function_harness import AppEnv
-from tests.sandbox_service import RunningSandbox, cli_env
-from tests.serve_service import RunningServe, running_serve
-from tests.services import ServiceError
+from tests.support.function_harness import AppEnv
+from tests.support.sandbox_service import RunningSandbox, cli_env
+from tests.support.serve_service import RunningServe, running_serve
+from tests.support.services import ServiceError
 
 ROWS = 600
 RUN_TIMEOUT = 90.0
@@ -318,7 +318,7 @@ def test_bad_settings_are_one_line_errors(
 ) -> None:
     import subprocess  # noqa: PLC0415
 
-    from tests.ctct_support import run_cli  # noqa: PLC0415
+    from tests.support.ctct_support import run_cli  # noqa: PLC0415
 
     env = serve_env(sandbox, tmp_path / "home", **extra)
     done = run_cli(["serve", "--port", "0", *args], env, timeout=60)
@@ -464,8 +464,8 @@ async def test_the_durable_status_urls_manage_a_run(
 
 
 def test_unreachable_storage_is_one_line_and_quick(sandbox: RunningSandbox, tmp_path: Path) -> None:
-    from tests.ctct_support import run_cli  # noqa: PLC0415
-    from tests.services import free_port  # noqa: PLC0415
+    from tests.support.ctct_support import run_cli  # noqa: PLC0415
+    from tests.support.services import free_port  # noqa: PLC0415
 
     closed = free_port()
     storage = (

@@ -33,10 +33,10 @@ from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequir
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.store import LocalFileSecretStore, SecretStore
 from shared.storage.locks import FileLocks
-from tests.ctct_support import FAST
-from tests.keyvault_fake import KeyVaultFake
-from tests.sandbox_api import people
-from tests.sandbox_service import RunningSandbox, running_sandbox
+from tests.support.ctct_support import FAST
+from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.sandbox_api import people
+from tests.support.sandbox_service import RunningSandbox, running_sandbox
 
 REDIRECT = "http://127.0.0.1:9/callback"
 TOKEN_KEY = "POST /oauth2/default/v1/token"

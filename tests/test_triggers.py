@@ -21,7 +21,7 @@ from shared.exports.catalog import Catalog, Connection, ConnectionStatus, Privac
 from shared.runs.contract import ORCHESTRATOR, RunInput
 from shared.segments.inbox import BlobInfo, RunFolder, run_key
 from shared.storage.documents import BlobDocuments
-from tests.function_harness import (
+from tests.support.function_harness import (
     HOST_JSON,
     AppEnv,
     DurableFake,

@@ -29,10 +29,10 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from bench.sample import write_sample
-from tests.function_harness import AppEnv
-from tests.sandbox_service import RunningSandbox, cli_env
-from tests.serve_service import RunningServe, running_serve
-from tests.services import ROOT
+from tests.support.function_harness import AppEnv
+from tests.support.sandbox_service import RunningSandbox, cli_env
+from tests.support.serve_service import RunningServe, running_serve
+from tests.support.services import ROOT
 
 README = ROOT / "README.md"
 SECTION = re.compile(r"<!-- walkthrough -->(.*?)<!-- /walkthrough -->", re.S)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests import services
 from tests.chaos.figures import FIGURES
 from tests.chaos.scale import SCALE
-from tests.sandbox_service import RunningSandbox, running_sandbox
+from tests.support import services
+from tests.support.sandbox_service import RunningSandbox, running_sandbox
 
 HERE = __file__.rsplit("/", 1)[0]
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from shared.constant_contact.client import ClientStats, ConstantContactClient
 from shared.constant_contact.tokens import OAuthClient, TokenManager
 from shared.runs.activities import RunActivities, RunServices
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_service import RunningSandbox
 
 
 @dataclass

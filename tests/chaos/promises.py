@@ -31,8 +31,8 @@ from shared.secrets.store import LocalFileSecretStore, SecretStore
 from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.chaos.figures import FIGURES
 from tests.chaos.segment import MAPPING, Segment
-from tests.ctct_support import FAST
-from tests.sandbox_service import RunningSandbox, cli_env
+from tests.support.ctct_support import FAST
+from tests.support.sandbox_service import RunningSandbox, cli_env
 
 RUN_TIMEOUT = 120.0
 NOTHING_IMPORTED = frozenset({"failed", "timed_out"})

@@ -32,8 +32,8 @@ from tests.chaos.figures import FIGURES
 from tests.chaos.promises import connect_locally, env_for, services_for
 from tests.chaos.scale import SCALE
 from tests.chaos.segment import model_json
-from tests.ctct_support import run_cli
-from tests.sandbox_service import RunningSandbox
+from tests.support.ctct_support import run_cli
+from tests.support.sandbox_service import RunningSandbox
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 HEADER = "Email,FirstName,LastName\r\n"

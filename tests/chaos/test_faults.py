@@ -53,8 +53,8 @@ from tests.chaos.promises import (
 )
 from tests.chaos.scale import SCALE
 from tests.chaos.segment import Segment, upload, write_segment
-from tests.ctct_support import FAST
-from tests.sandbox_service import RunningSandbox
+from tests.support.ctct_support import FAST
+from tests.support.sandbox_service import RunningSandbox
 
 pytestmark = pytest.mark.azurite
 

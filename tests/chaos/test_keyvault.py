@@ -39,9 +39,9 @@ from tests.chaos.promises import (
 )
 from tests.chaos.scale import SCALE
 from tests.chaos.segment import upload, write_segment
-from tests.ctct_support import FAST
-from tests.keyvault_fake import KeyVaultFake
-from tests.sandbox_service import RunningSandbox
+from tests.support.ctct_support import FAST
+from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.sandbox_service import RunningSandbox
 
 pytestmark = pytest.mark.azurite
 

@@ -25,9 +25,9 @@ from tests.chaos.figures import FIGURES
 from tests.chaos.promises import check_delivery, connect_locally, env_for
 from tests.chaos.scale import SCALE
 from tests.chaos.segment import MAPPING, upload, write_segment
-from tests.ctct_support import ccexport_command
-from tests.sandbox_service import RunningSandbox
-from tests.services import ROOT
+from tests.support.ctct_support import ccexport_command
+from tests.support.sandbox_service import RunningSandbox
+from tests.support.services import ROOT
 
 pytestmark = pytest.mark.azurite
 

@@ -38,9 +38,9 @@ from shared.constant_contact.tokens import pending_secret, status_secret, tokens
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.opening import open_secret_store
 from tests.chaos.figures import FIGURES
-from tests.function_harness import AppEnv, DurableFake, principal, response_json
-from tests.keyvault_fake import KeyVaultFake
-from tests.sandbox_service import RunningSandbox
+from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
+from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.sandbox_service import RunningSandbox
 from tests.test_http_api import (
     DEFINITION,
     EXPORT,

@@ -15,7 +15,7 @@ import asyncio
 import pytest
 
 from tests.chaos.figures import FIGURES
-from tests.function_harness import AppEnv, DurableFake
+from tests.support.function_harness import AppEnv, DurableFake
 from tests.test_triggers import MODEL, RUN, blob_event, seed
 
 pytestmark = pytest.mark.azurite

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tests.sandbox_service import RunningSandbox
+from tests.support.sandbox_service import RunningSandbox
 
 
 @dataclass

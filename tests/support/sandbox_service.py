@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.services import ROOT, ServiceError, free_port, running
+from tests.support.services import ROOT, ServiceError, free_port, running
 
 # The project's own Constant Contact contract (contract/README.md), in the repository.
 CONTRACT = ROOT / "contract" / "constant-contact-v3.yaml"

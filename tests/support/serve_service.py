@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.ctct_support import ccexport_command
-from tests.services import ROOT, ServiceError
+from tests.support.ctct_support import ccexport_command
+from tests.support.services import ROOT, ServiceError
 
 START_TIMEOUT = 60.0
 

@@ -39,7 +39,7 @@ from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
 
 from shared.workstation.serve.durable import client_binding
-from tests.services import ROOT
+from tests.support.services import ROOT
 
 SYSTEM_KEY = "durable-system-key-for-tests"
 TASK_HUB = "ccexporttests"

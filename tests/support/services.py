@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The well-known development account of Azurite (public, documented by Microsoft).
 AZURITE_ACCOUNT = "devstoreaccount1"

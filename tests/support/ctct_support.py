@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from shared.constant_contact.client import RetryPolicy
-from tests.sandbox_service import RunningSandbox
-from tests.services import ROOT
+from tests.support.sandbox_service import RunningSandbox
+from tests.support.services import ROOT
 
 # Retries as production does them, only with millisecond backoff.
 FAST = RetryPolicy(attempts=4, throttled_attempts=12, backoff_base=0.02, backoff_cap=0.2)
