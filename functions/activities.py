@@ -1,10 +1,10 @@
 """The export run's activities: bindings only; what they do is shared/runs/activities.py.
 
-Each takes and returns plain JSON (shared/runs/contract.py). They share one ``RunActivities``
-per worker process, built from the app settings on first use, so its HTTP session,
-token cache and request pacer serve every activity of the process. The local runner
-installs its own (:func:`install`) before it registers these same functions on the
-local engine.
+Each takes and returns plain JSON (shared/runs/contract.py). They share one
+``RunActivities`` per worker process, built by shared.wiring from the app settings on
+first use, so its HTTP session, token cache and request pacer serve every activity of
+the process. Their names are the contract's constants, which the orchestrator's
+calls resolve to through these decorated objects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 from azure.durable_functions import Blueprint
 
-from shared.runs.activities import RunActivities, RunServices
+from shared import wiring
+from shared.runs import contract
+from shared.runs.activities import RunActivities
 
 bp = Blueprint()
 
@@ -28,17 +30,20 @@ def run_activities() -> RunActivities:
     global _current  # noqa: PLW0603 - one per worker process, like its connections
     with _building:
         if _current is None:
-            _current = RunActivities(RunServices.from_env(os.environ))
+            _current = RunActivities(wiring.run_services(wiring.config(os.environ)))
         return _current
 
 
 def install(activities: RunActivities | None) -> RunActivities | None:
     """Serve the activities from ``activities`` (None: from the app settings again).
 
-    Returns what was installed before, so a caller can put it back.
+    For tests that call these bindings as the host would, with services of their own,
+    and for ``ccexport serve``'s stop, which closes what the process built. Returns
+    what was installed before, so a caller can put it back.
     """
     global _current
-    previous, _current = _current, activities
+    with _building:
+        previous, _current = _current, activities
     return previous
 
 
@@ -66,19 +71,24 @@ async def apply_removals(run: dict[str, Any]) -> dict[str, Any]:
     return await run_activities().apply_removals(run)
 
 
-PREPARE_SEGMENT = bp.activity_trigger(input_name="run")(prepare_segment)
-UPLOAD_CHUNK = bp.activity_trigger(input_name="request")(upload_chunk)
-POLL_IMPORTS = bp.activity_trigger(input_name="request")(poll_imports)
-FINISH_RUN = bp.activity_trigger(input_name="request")(finish_run)
-FIND_MEMBERS = bp.activity_trigger(input_name="run")(find_members)
-APPLY_REMOVALS = bp.activity_trigger(input_name="run")(apply_removals)
+def _activity(name: str, function: Any, input_name: str) -> Any:
+    """Register ``function`` under the contract's name for it."""
+    return bp.function_name(name)(bp.activity_trigger(input_name=input_name)(function))
+
+
+PREPARE_SEGMENT = _activity(contract.PREPARE_SEGMENT, prepare_segment, "run")
+UPLOAD_CHUNK = _activity(contract.UPLOAD_CHUNK, upload_chunk, "request")
+POLL_IMPORTS = _activity(contract.POLL_IMPORTS, poll_imports, "request")
+FINISH_RUN = _activity(contract.FINISH_RUN, finish_run, "request")
+FIND_MEMBERS = _activity(contract.FIND_MEMBERS, find_members, "run")
+APPLY_REMOVALS = _activity(contract.APPLY_REMOVALS, apply_removals, "run")
 
 ACTIVITIES: dict[str, Any] = {
-    "prepare_segment": PREPARE_SEGMENT,
-    "upload_chunk": UPLOAD_CHUNK,
-    "poll_imports": POLL_IMPORTS,
-    "finish_run": FINISH_RUN,
-    "find_members": FIND_MEMBERS,
-    "apply_removals": APPLY_REMOVALS,
+    contract.PREPARE_SEGMENT: PREPARE_SEGMENT,
+    contract.UPLOAD_CHUNK: UPLOAD_CHUNK,
+    contract.POLL_IMPORTS: POLL_IMPORTS,
+    contract.FINISH_RUN: FINISH_RUN,
+    contract.FIND_MEMBERS: FIND_MEMBERS,
+    contract.APPLY_REMOVALS: APPLY_REMOVALS,
 }
 """Activity name -> the decorated activity, as the function app registers it."""

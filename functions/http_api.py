@@ -23,7 +23,7 @@ import orjson
 
 from functions.principal import Caller, Forbidden, Unauthenticated, caller_of
 from functions.services import Services, services
-from shared.constant_contact.tokens import PENDING_TTL
+from shared.constant_contact.connect import PENDING_TTL
 from shared.errors import (
     AuthorizationError,
     CcexportError,

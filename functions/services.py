@@ -1,9 +1,10 @@
-"""What the triggers and the HTTP API work with, built from app settings per invocation.
+"""What the triggers and the HTTP API work with, built by shared.wiring per invocation.
 
-Settings are read here, at the edge, and nowhere below. Clients are made per
-invocation and closed after it: an aio client belongs to the event loop that made
-it, and these functions are called a few times a minute at most, so the cost of a
-new connection is nothing next to a broken shared one.
+Settings are parsed once per invocation into a ``Config`` and every client comes from
+shared.wiring, as the activities' do. Clients are made per invocation and closed after
+it: an aio client belongs to the event loop that made it, and these functions are
+called a few times a minute at most, so the cost of a new connection is nothing next
+to a broken shared one.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import azure.durable_functions as df
-from azure.identity.aio import ManagedIdentityCredential
-from azure.storage.blob.aio import BlobServiceClient
 
-from shared.config import AppSettings, Settings
-from shared.constant_contact.tokens import Connections, OAuthClient
+from shared import wiring
+from shared.config import Config
+from shared.constant_contact.connect import Connections
 from shared.exports.account import AccountAccess
 from shared.exports.catalog import Catalog
 from shared.runs.contract import ORCHESTRATOR
 from shared.runs.index import RunIndex
 from shared.runs.launcher import Launcher
-from shared.runs.store import open_run_store
-from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
 from shared.segments.inbox import FolderInbox, Inbox, Listing
 from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
@@ -51,7 +49,7 @@ class DurableEngine:
 @dataclass
 class Services:
     env: Mapping[str, str]
-    app: AppSettings
+    config: Config
     secrets: SecretStore
     catalog: Catalog
     inbox: Listing
@@ -65,36 +63,22 @@ class Services:
             self.inbox,
             self.runs,
             DurableEngine(client),
-            quiet_seconds=self.app.quiet_seconds,
+            quiet_seconds=self.config.app.quiet_seconds,
             preflight=self.accounts().preflight,
         )
 
     def accounts(self) -> AccountAccess:
         """Constant Contact clients for the connections: their lists and custom fields,
         and the look at the account before a run starts (list names, custom fields)."""
-        return AccountAccess(Settings.from_mapping(self.env), self.connections)
+        return wiring.account_access(self.config, self.secrets, self.locks)
 
     async def connections(self) -> Connections:
         """The OAuth side: tokens in the secret store, one refresh at a time by lease."""
-        settings = Settings.from_mapping(self.env)
-        client_id = settings.require_client_id()
-        secret = await settings.resolve_client_secret(self.secrets)
-        oauth = OAuthClient(settings.auth_base, client_id, secret)
-        return Connections(self.secrets, self.locks, oauth)
+        return await wiring.connections(self.config.ctct, self.secrets, self.locks)()
 
     def read_report(self, run_id: str) -> dict[str, Any] | None:
         """The finished run's report from the run store (blocking: call in a thread)."""
-        store = open_run_store(self.env)
-        return store.read_report(run_id)
-
-
-def _blob_service(app: AppSettings) -> tuple[BlobServiceClient, ManagedIdentityCredential | None]:
-    app.require_storage()
-    if app.connection_string:
-        return BlobServiceClient.from_connection_string(app.connection_string), None
-    credential = ManagedIdentityCredential(client_id=app.identity_client_id)
-    assert app.blob_service_uri is not None  # require_storage
-    return BlobServiceClient(app.blob_service_uri, credential=credential), credential
+        return wiring.run_store(self.config).read_report(run_id)
 
 
 @asynccontextmanager
@@ -106,9 +90,10 @@ async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Servic
     connections and run records as files, file locks, the inbox a local folder.
     """
     settings = dict(os.environ) if env is None else env
-    app = AppSettings.from_mapping(settings)
+    config = wiring.config(settings)
+    app = config.app
     async with AsyncExitStack() as stack:
-        secrets = open_secret_store(settings)
+        secrets = wiring.secret_store(config)
         stack.push_async_callback(secrets.close)
         if app.is_local:
             assert app.local_inbox is not None  # is_local
@@ -116,7 +101,7 @@ async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Servic
             inbox: Listing = FolderInbox(app.local_inbox)
             locks: Locks = FileLocks(app.home)
         else:
-            blob, credential = _blob_service(app)
+            blob, credential = wiring.async_blob_service(config)
             stack.push_async_callback(blob.close)
             if credential is not None:
                 stack.push_async_callback(credential.close)
@@ -126,7 +111,7 @@ async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Servic
             locks = BlobLeaseLocks(exports)
         yield Services(
             env=settings,
-            app=app,
+            config=config,
             secrets=secrets,
             catalog=Catalog(documents, secrets),
             inbox=inbox,

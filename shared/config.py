@@ -201,3 +201,26 @@ class AppSettings:
                 f"no storage connection: set {STORAGE_CONNECTION}__blobServiceUri (Azure) or "
                 f"{STORAGE_CONNECTION} / CCEXPORT_STORAGE_CONNECTION_STRING (a connection string)"
             )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting one process reads, parsed once at its edge and passed down.
+
+    ``shared.wiring`` builds the clients from it; nothing below reads the environment.
+    """
+
+    ctct: Settings
+    """Constant Contact, the API key's rate, the secret store's settings."""
+    app: AppSettings
+    """Containers, the storage connection, timing."""
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Config:
+        """Parse app settings (os.environ or the function app's); bad values are a ConfigError."""
+        return cls(ctct=Settings.from_mapping(env), app=AppSettings.from_mapping(env))
+
+    @property
+    def home(self) -> Path:
+        """CCEXPORT_HOME: local state, secrets and locks of this machine."""
+        return self.app.home

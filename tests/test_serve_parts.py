@@ -144,19 +144,6 @@ def test_ncrontab_schedules() -> None:
             check_schedule(bad)
 
 
-def test_every_command_finds_the_storage_connection_the_app_finds() -> None:
-    from shared.config import AppSettings  # noqa: PLC0415
-    from shared.storage import blobs as storage  # noqa: PLC0415
-
-    for env in (
-        {"CCEXPORT_STORAGE": "UseDevelopmentStorage=true"},
-        {"CCEXPORT_STORAGE_CONNECTION_STRING": "A=1", "AzureWebJobsStorage": "B=2"},
-        {"AzureWebJobsStorage": "B=2"},
-        {"CCEXPORT_STORAGE": "C=3", "AzureWebJobsStorage": "B=2"},
-    ):
-        assert storage.connection_string(env) == AppSettings.from_mapping(env).connection_string
-
-
 async def test_a_failed_event_is_tried_again_with_backoff_then_given_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.config import Settings
-from shared.constant_contact.client import ConstantContactClient, ContactList, CustomField, scrub
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.connect import Connections
 from shared.constant_contact.connections import DEFAULT_CONNECTION
-from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
-from shared.constant_contact.tokens import Connections, read_status
+from shared.constant_contact.models import ContactList, CustomField
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import read_status
+from shared.constant_contact.transport import scrub
 from shared.errors import InputError, ReauthorizationRequired, RemoteError
 from shared.exports.definitions import ExportDefinition, check_list_id, is_list_uuid, list_names
 
@@ -310,20 +313,11 @@ class AccountAccess:
     """Constant Contact clients for connections whose tokens the secret store holds:
     the HTTP API's list and custom-field routes, and the preflight of a run start."""
 
-    def __init__(
-        self, settings: Settings, connections: ConnectionsFactory, pacer: Pacer | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, connections: ConnectionsFactory, pacer: Pacer) -> None:
         self.settings = settings
         self._connections = connections
-        self._pacer = pacer
-
-    @property
-    def pacer(self) -> Pacer:
-        """The process's pacer for the API key, at the margin runs use."""
-        if self._pacer is None:
-            rate = self.settings.requests_per_second * PACING_MARGIN
-            self._pacer = process_pacer(self.settings.client_id, rate)
-        return self._pacer
+        self.pacer = pacer
+        """The process's pacer for the API key (shared.wiring.run_pacer)."""
 
     @asynccontextmanager
     async def client(self, connection: str) -> AsyncIterator[ConstantContactClient]:

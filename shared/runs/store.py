@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from shared.config import AppSettings, ccexport_home
 from shared.exports.state import STATE_FOLDER, BlobStateStore, LocalStateStore, StateStore
 from shared.prepare.outputs import (
     REJECTS_FILE,
@@ -47,8 +46,7 @@ from shared.prepare.outputs import (
     LocalOutput,
     PreparedOutput,
 )
-from shared.runs.contract import check_run_id
-from shared.storage import blobs as storage
+from shared.runs.ids import check_run_id
 from shared.storage.atomic import write_atomically
 
 if TYPE_CHECKING:
@@ -371,40 +369,6 @@ class BlobRunStore:
 
 
 # --- from settings --------------------------------------------------------------------
-
-
-def blob_service_from_settings(env: Mapping[str, str]) -> BlobServiceClient | None:
-    """The app's Blob Storage (shared.config.AppSettings), or None when none is set.
-
-    A connection string (Azurite, local runs) comes first; in Azure the app has the
-    identity-based ``CCEXPORT_STORAGE__blobServiceUri`` and its managed identity.
-    """
-    app = AppSettings.from_mapping(env)
-    if app.connection_string:
-        return storage.blob_service(app.connection_string)
-    if not app.blob_service_uri:
-        return None
-    # Azure SDK loaded only for Blob Storage (see BlobRunStore).
-    from azure.identity import ManagedIdentityCredential  # noqa: PLC0415 - blob only
-    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415
-
-    return BlobServiceClient(
-        app.blob_service_uri,
-        credential=ManagedIdentityCredential(client_id=app.identity_client_id),
-        max_single_get_size=storage.RANGE_BYTES,
-        max_chunk_get_size=storage.RANGE_BYTES,
-    )
-
-
-def open_run_store(
-    env: Mapping[str, str], service: BlobServiceClient | None = None
-) -> LocalRunStore | BlobRunStore:
-    """Blob Storage when a storage connection is set, else CCEXPORT_HOME/runs."""
-    blob = service if service is not None else blob_service_from_settings(env)
-    if blob is None:
-        return LocalRunStore(ccexport_home(env) / "runs")
-    app = AppSettings.from_mapping(env)
-    return BlobRunStore(blob, staging=app.staging_container, reports=app.reports_container)
 
 
 def state_store_for(runs: RunStore) -> StateStore:

@@ -33,18 +33,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from shared import wiring
 from shared.config import Settings
 from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.connect import Connections
 from shared.constant_contact.connections import DEFAULT_CONNECTION, check_connection
 from shared.constant_contact.contacts import EMAIL, validate_mapping
-from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import (
-    Connections,
-    OAuthClient,
-    TokenBundle,
-    TokenManager,
-    read_status,
-)
+from shared.constant_contact.oauth import TokenBundle
+from shared.constant_contact.tokens import TokenManager, read_status
 from shared.errors import (
     AuthorizationError,
     CcexportError,
@@ -55,7 +51,7 @@ from shared.exports import definitions as exports
 from shared.exports.account import check_account
 from shared.exports.definitions import check_list_id
 from shared.secrets.opening import open_secret_store
-from shared.secrets.store import SecretStore, storage_name
+from shared.secrets.store import SecretStore
 from shared.storage.locks import FileLocks
 from shared.workstation.cli_help import add_connection_option, command_parser
 from shared.workstation.commands import guarded
@@ -73,20 +69,12 @@ def _iso(ts: float) -> str:
 @asynccontextmanager
 async def _connections(settings: Settings) -> AsyncIterator[Connections]:
     """Store, file locks and token client for one command; the store closed afterwards."""
-    client_id = settings.require_client_id()
+    settings.require_client_id()
     store: SecretStore = open_secret_store(settings.store_settings)
     try:
-        secret = await settings.resolve_client_secret(store)
-        oauth = OAuthClient(settings.auth_base, client_id, secret)
-        yield Connections(store, FileLocks(settings.home), oauth)
+        yield await wiring.connections(settings, store, FileLocks(settings.home))()
     finally:
         await store.close()
-
-
-def shared_pacer(settings: Settings) -> Pacer:
-    """The API-key budget shared by every command under this CCEXPORT_HOME."""
-    name = storage_name(f"ctct-pace-{settings.client_id}")
-    return Pacer(settings.requests_per_second, state_file=settings.home / "pacing" / f"{name}.json")
 
 
 # --- connect ---------------------------------------------------------------------------
@@ -306,7 +294,7 @@ async def account_client(
             raise ReauthorizationRequired(connection, marked)
         manager = connections.tokens(connection)
         await manager.access_token()
-        pacer = shared_pacer(settings)
+        pacer = wiring.shared_pacer(settings)
         async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
             yield manager, client
 

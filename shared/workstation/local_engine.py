@@ -208,6 +208,7 @@ class LocalEngine:
         self._orchestrators: dict[str, Orchestrator] = {}
         self._activities: dict[str, Callable[[Any], Any]] = {}
         self._activity_names: dict[int, str] = {}
+        self._activity_callers: dict[str, object] = {}
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._start_lock = threading.Lock()
         self._backend: InMemoryOrchestrationBackend | None = None
@@ -232,16 +233,20 @@ class LocalEngine:
         self._check_open_for_registration(name, self._orchestrators)
         self._orchestrators[name] = orchestrator
 
-    def register_activity(self, name: str, activity: Callable[[Any], Any]) -> None:
+    def register_activity(
+        self, name: str, activity: Callable[[Any], Any], *, called_as: object = None
+    ) -> None:
         """Register an activity: a function of its input, plain or ``async``.
 
-        ``activity`` may be the object orchestrators pass to ``call_activity`` (for
-        example the decorated Functions activity, which is callable): orchestrators
-        that pass it are then routed here by identity, whatever its ``__name__``.
+        Orchestrators that pass ``called_as`` to ``call_activity`` (the decorated
+        Functions activity) are routed here by identity, whatever its ``__name__``;
+        without it, ``activity`` itself is that object.
         """
         self._check_open_for_registration(name, self._activities)
         self._activities[name] = activity
-        self._activity_names[id(activity)] = name
+        caller = activity if called_as is None else called_as
+        self._activity_callers[name] = caller
+        self._activity_names[id(caller)] = name
 
     def on_close(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run ``await cleanup()`` on the activity event loop when the engine closes."""
@@ -250,7 +255,7 @@ class LocalEngine:
     def activity_name(self, activity: object) -> str:
         """The registered name of what an orchestrator passed to ``call_activity``."""
         known = self._activity_names.get(id(activity))
-        if known is not None and self._activities.get(known) is activity:
+        if known is not None and self._activity_callers.get(known) is activity:
             return known
         name = default_activity_name(activity)
         if name not in self._activities:

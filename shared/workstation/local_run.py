@@ -2,11 +2,11 @@
 local Durable Task engine.
 
 This is what ``ccexport run``, ``make run``, the end-to-end tests and the benchmark
-use. Nothing is ported: the ``segment_export`` generator and the four activity
-functions are imported from functions/ and registered on :class:`LocalEngine` as
-they are; only the ``RunActivities`` behind them is this process's own (built from
-the environment by the caller). functions/ is imported lazily, here only, so the
-rest of shared/ never loads azure.functions.
+use. Nothing is ported: the ``segment_export`` generator is imported from functions/
+and registered on :class:`LocalEngine` as it is, its activity calls routed to this
+process's own ``RunActivities`` (built by the caller through shared.wiring).
+functions/ is imported lazily, here only, so the rest of shared/ never loads
+azure.functions.
 """
 
 from __future__ import annotations
@@ -36,11 +36,18 @@ class LocalRunResult:
     report: dict[str, Any] | None
 
 
-def app_engine(*, activity_concurrency: int, orchestration_concurrency: int = 2) -> LocalEngine:
+def app_engine(
+    *,
+    activity_concurrency: int,
+    orchestration_concurrency: int = 2,
+    activities: RunActivities | None = None,
+) -> LocalEngine:
     """A local engine with the function app's orchestrator and activities registered.
 
-    The activities are registered as the decorated objects the orchestrator passes to
-    ``call_activity``, so it reaches them by identity, as on Durable Functions.
+    The orchestrator reaches its activities by the decorated objects it passes to
+    ``call_activity``, as on Durable Functions. With ``activities``, those calls run
+    that object's methods of the same names (``ccexport run``: this process's
+    services); without, the app's own activity functions (``ccexport serve``).
     """
     from functions import activities as bindings  # noqa: PLC0415 - see the module docstring
     from functions.orchestrator import SEGMENT_EXPORT  # noqa: PLC0415
@@ -52,8 +59,11 @@ def app_engine(*, activity_concurrency: int, orchestration_concurrency: int = 2)
     )
     generator = SEGMENT_EXPORT.build().get_user_function().orchestrator_function
     engine.register_orchestrator(ORCHESTRATOR, generator)
-    for name, activity in bindings.ACTIVITIES.items():
-        engine.register_activity(name, activity)
+    for name, binding in bindings.ACTIVITIES.items():
+        if activities is None:
+            engine.register_activity(name, binding)
+        else:
+            engine.register_activity(name, getattr(activities, name), called_as=binding)
     return engine
 
 
@@ -70,22 +80,16 @@ def run_locally(
     (staged bodies, marks of accepted imports) is in the run store. ``activities`` is
     closed with the engine (its HTTP session and secret store belong to its loop).
     """
-    from functions import activities as bindings  # noqa: PLC0415 - see the module docstring
-
-    engine = app_engine(activity_concurrency=run.options.upload_window + 1)
+    engine = app_engine(activity_concurrency=run.options.upload_window + 1, activities=activities)
     engine.on_close(activities.aclose)
-    previous = bindings.install(activities)
-    try:
-        with engine:
-            started = engine.start(ORCHESTRATOR, run.to_json(), instance_id=run.run_id)
+    with engine:
+        started = engine.start(ORCHESTRATOR, run.to_json(), instance_id=run.run_id)
 
-            def progress(state: Any) -> None:
-                if on_progress is not None and isinstance(state.custom_status, dict):
-                    on_progress(state.custom_status)
+        def progress(state: Any) -> None:
+            if on_progress is not None and isinstance(state.custom_status, dict):
+                on_progress(state.custom_status)
 
-            state = engine.wait(started.instance_id, timeout, on_progress=progress)
-    finally:
-        bindings.install(previous)
+        state = engine.wait(started.instance_id, timeout, on_progress=progress)
     if state.output is None:
         raise RunFailed(f"run {run.run_id} failed: {state.failure or state.status.value}")
     outcome = RunOutcome.from_json(state.output)

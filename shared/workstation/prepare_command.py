@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from shared import wiring
 from shared.errors import InputError
 from shared.exports import definitions as exports
 from shared.prepare.chunks import DEFAULT_MAX_BODY_BYTES
@@ -25,9 +26,8 @@ from shared.prepare.outputs import BlobOutput, LocalOutput, PreparedOutput
 from shared.prepare.pipeline import MAX_WORKERS, prepare
 from shared.runs.next_state import baseline, changes_json
 from shared.runs.report import counts_text, render_changes
-from shared.runs.store import open_run_store, state_store_for
+from shared.runs.store import state_store_for
 from shared.segments import layout as segments
-from shared.storage import blobs as storage
 from shared.storage import files
 from shared.workstation.cli_help import command_parser
 from shared.workstation.commands import export_from_args, guarded
@@ -48,11 +48,11 @@ def _output(target: str, blob_service: Any) -> PreparedOutput:
 @guarded
 def _prepare(args: argparse.Namespace) -> int:
     export = export_from_args(args).with_overrides(mode=args.mode)
-    conn = storage.connection_string(os.environ)
-    service = storage.blob_service(conn) if conn else None
+    config = wiring.config(os.environ)
+    service = wiring.blob_service(config)
     store, name = files.resolve(args.source, service)
     segment = segments.locate(store, name, encoding=export.encoding)
-    states = state_store_for(open_run_store(os.environ, service))
+    states = state_store_for(wiring.run_store(config, service))
     base = baseline(states, export, segment, full=args.full)
     tracker = base.tracker()
     result = prepare(
