@@ -18,7 +18,7 @@ from tests.support.sandbox_service import RunningSandbox, running_sandbox
 # Nothing the tests run may read beside the repository (a fresh clone has nothing
 # there): every path this process opens or lists in the repository's parent folder,
 # outside the repository, fails the test that read it, and the run
-# (tests/repository_guard.py; the static half is tests/test_repository_bounds.py).
+# (tests/support/repository_guard.py; the static half is tests/test_repository_bounds.py).
 OUTSIDE_READS = repository_guard.install(
     repository_guard.OutsideReads(services.ROOT, repository_guard.default_ignored())
 )
@@ -90,7 +90,7 @@ def sandbox_factory() -> Iterator[Callable[..., RunningSandbox]]:
     Each is a child process on 127.0.0.1, stopped by PID when the test ends. The result
     has ``base_url``, ``api_base``, ``auth_base``, ``client_id``, ``client_secret`` and
     helpers: ``access_token()``, ``create_list()``, ``members()``, ``stats()``,
-    ``faults(...)``, ``settings(...)``, ``unsubscribe(...)`` (see tests/sandbox_service.py).
+    ``faults(...)``, ``settings(...)``, ``unsubscribe(...)`` (see tests/support/sandbox_service.py).
     """
     with ExitStack() as stack:
 

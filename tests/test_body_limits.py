@@ -1,5 +1,5 @@
 """prepare never writes a body Constant Contact would cut: every body of every prepare
-here is checked by tests/body_checks.py (bytes under the cap, at most 40,000 contacts,
+here is checked by tests/support/body_checks.py (bytes under the cap, at most 40,000 contacts,
 valid JSON, each contact once, exactly the contacts expected, filled in order), on
 both ways blocks are mapped: the columnar path (``fast``, Arrow) and the row path.
 

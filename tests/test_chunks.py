@@ -3,7 +3,7 @@
 prepare packs through ``JsonChunker.add_items`` (one call a block, shared/prepare/pipeline.py),
 so that is what these tests drive: in one call, and in blocks cut at every kind of
 place, beside ``add`` (one contact at a time). Each body is checked by
-tests/body_checks.py, from its bytes alone; the boundaries are worked out here from
+tests/support/body_checks.py, from its bytes alone; the boundaries are worked out here from
 sizes the test measures, never from the packer's figures.
 """
 

@@ -1,7 +1,7 @@
 """The toy export orchestrator replayed through azure-functions-durable's own executor.
 
 This is how the Functions host runs it in Azure (minus the host): history in, state
-out, episode after episode. See tests/durable_history.py.
+out, episode after episode. See tests/support/durable_history.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ and takes a few seconds; polls every 0.2 s.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import subprocess
 import time
@@ -38,26 +37,11 @@ from tests.support.ctct_support import FAST, run_cli
 from tests.support.sandbox_service import RunningSandbox, cli_env
 
 ROWS = 2_000
+from tests.support.sample_emails import expected_emails
 BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks
 OPTIONS = RunOptions(max_body_bytes=BODY_BYTES, poll_seconds=0.2, retry_seconds=0.2)
 MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
 TIMEOUT = 60.0
-
-
-def expected_emails(sample: Path) -> list[str]:
-    """The addresses the list must hold, read from the sample's CSV without ccexport's
-    own rules: trimmed and lower-cased, the first row of each address kept. The sample's
-    only broken addresses (bench/sample.py writes ``not-an-email-N``) have no "@"; every
-    other one is ``user.N@exampleM.com``, so "something@something.tld" tells them apart."""
-    found: dict[str, None] = {}
-    for part in sorted((sample / EXPORT / TABLE / RUN).glob("*.csv")):
-        with part.open(encoding="utf-8", newline="") as fh:
-            for row in csv.reader(fh):
-                email = row[1].strip().lower()
-                local, at, domain = email.partition("@")
-                if at and local and "." in domain.strip("."):
-                    found.setdefault(email)
-    return list(found)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,7 @@ from shared.runs.contract import RunInput
 from shared.secrets.store import LocalFileSecretStore
 from shared.storage.documents import BlobDocuments
 from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
-from tests.support.sandbox_service import RunningSandbox
-from tests.test_http_api import (
+from tests.support.http_calls import (
     ADMIN,
     EXPORT,
     MARKETING,
@@ -34,7 +33,8 @@ from tests.test_http_api import (
     mark_connected,
     put_connection,
 )
-from tests.test_triggers import blob_event
+from tests.support.sandbox_service import RunningSandbox
+from tests.support.trigger_calls import blob_event
 
 pytestmark = pytest.mark.azurite
 

@@ -8,7 +8,7 @@ import pytest
 from functions import http_api
 from shared.runs.contract import RunInput
 from tests.support.function_harness import AppEnv, DurableFake, response_json
-from tests.test_http_api import (
+from tests.support.http_calls import (
     DEFINITION,
     EXPORT,
     RUN,

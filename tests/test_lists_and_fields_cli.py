@@ -17,9 +17,9 @@ import pytest
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from tests.support.ctct_support import run_cli
+from tests.support.sample_emails import expected_emails as sample_emails
 from tests.support.sandbox_api import Api, api_for, people
 from tests.support.sandbox_service import RunningSandbox, cli_env
-from tests.test_export_run import expected_emails as sample_emails
 
 Factory = Callable[..., RunningSandbox]
 FAST = {"rate_limit": 0, "daily_quota": 0, "token_rate_limit": 0, "activity_delay": 0}

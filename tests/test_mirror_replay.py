@@ -1,9 +1,9 @@
 """segment_export's incremental and mirror paths, replayed through azure-functions-durable.
 
-The scripted account of tests/test_segment_export_replay.py, taught the two mirror
+The scripted account of tests/support/scripted_account.py, taught the two mirror
 activities: ``find_members`` answers with a plan (members and removals per list) and
 ``apply_removals`` with membership activities that the status polls then finish.
-Every episode is replayed and checked for determinism (tests/durable_history.py).
+Every episode is replayed and checked for determinism (tests/support/durable_history.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from shared.runs.contract import (
     RunStatus,
 )
 from tests.support.durable_history import START, HostRun, run_by_replay
-from tests.test_segment_export_replay import Account
+from tests.support.scripted_account import Account
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 MIRROR = ExportDefinition(

@@ -51,7 +51,8 @@ def run(place: Place, tree: Tree, source: str, out: Path, **export: Any) -> Prep
 
 
 def sent(out: Path) -> list[dict[str, Any]]:
-    """The contacts of every body, in order, each body checked first (tests/body_checks.py)."""
+    """The contacts of every body, in order, each body checked first
+    (tests/support/body_checks.py)."""
     return check_bodies(chunk_files(out), list_ids=[LIST]).contacts
 
 

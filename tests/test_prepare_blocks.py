@@ -68,7 +68,7 @@ def expected_contacts(rows: list[tuple[str, ...]]) -> list[Contact]:
 def outcome(
     root: Path, source: str, out: Path, *, rows: list[tuple[str, ...]] | None = None, **kw: Any
 ) -> dict[str, Any]:
-    """The prepare's summary, bodies and rejects; every body checked (tests/body_checks.py)
+    """The prepare's summary, bodies and rejects; every body checked (tests/support/body_checks.py)
     and, given the segment's ``rows``, holding exactly the contacts they make."""
     store, name = files.resolve(str(root / source), None)
     segment = segments.locate(store, name)

@@ -17,7 +17,7 @@ repository, each reported as ``file:line``:
   environment variable that pointed at it, and the absolute path of the repository's
   parent folder.
 
-The runtime half, a guard on what the pytest process opens, is tests/repository_guard.py
+The runtime half, a guard on what the pytest process opens, is tests/support/repository_guard.py
 (installed by tests/conftest.py); both are proven below on a fake repository in a
 temporary folder, never beside the real one.
 """

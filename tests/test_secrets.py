@@ -34,25 +34,8 @@ from shared.secrets.keyvault import (
 )
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import LocalFileSecretStore, SecretStoreError, storage_name
-from tests.support.keyvault_fake import KeyVaultFake
+from tests.support.keyvault_fake import CLOUD_IDENTITY_VARS, KeyVaultFake
 from tests.support.services import ROOT
-
-# Variables that would send DefaultAzureCredential to a real identity provider.
-_CLOUD_IDENTITY_VARS = (
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_TOKEN_CREDENTIALS",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-)
 
 
 class OffLoopback(AssertionError):
@@ -103,7 +86,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 @pytest.fixture
 def identity_env(keyvault: KeyVaultFake, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point managed identity at the fake and remove every route to a real cloud."""
-    for var in _CLOUD_IDENTITY_VARS:
+    for var in CLOUD_IDENTITY_VARS:
         monkeypatch.delenv(var, raising=False)
     env = keyvault.identity_env()
     for key, value in env.items():

@@ -1,17 +1,16 @@
 """The segment_export orchestrator replayed through azure-functions-durable's own executor.
 
-Episode after episode, as the Functions host runs it (tests/durable_history.py), with
-every replay checked for determinism. The activities here are a scripted account: they
-answer as the real ones do (shared/runs/contract.py payloads), so each branch of the
-orchestrator can be driven: a failed chunk, a failed import, the daily quota, slow
-imports, polls that fail. The real activities run in tests/test_export_run.py.
+Episode after episode, as the Functions host runs it (tests/support/durable_history.py),
+with every replay checked for determinism. The activities here are a scripted account
+(tests/support/scripted_account.py): they answer as the real ones do
+(shared/runs/contract.py payloads), so each branch of the orchestrator can be driven: a
+failed chunk, a failed import, the daily quota, slow imports, polls that fail. The real
+activities run in tests/test_export_run.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -19,19 +18,7 @@ import pytest
 from functions import orchestrator as orchestration
 from functions.orchestrator import MAX_POLL_FAILURES, SEGMENT_EXPORT, segment_export
 from shared.exports.definitions import ExportDefinition
-from shared.runs.contract import (
-    ChunkRef,
-    FinishRequest,
-    ImportState,
-    PollResult,
-    PreparedRun,
-    RunInput,
-    RunOptions,
-    RunStatus,
-    UploadRequest,
-    UploadResult,
-    UploadVerdict,
-)
+from shared.runs.contract import RunInput, RunOptions, RunStatus
 from tests.support.durable_history import (
     START,
     ActionType,
@@ -42,107 +29,11 @@ from tests.support.durable_history import (
     replay,
     run_by_replay,
 )
+from tests.support.scripted_account import Account
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 EXPORT = ExportDefinition(list_ids=(LIST_ID,), mapping={"email": "Email"}, name="high-value")
 OPTIONS = RunOptions(upload_window=2, poll_seconds=30, attempts=2, retry_seconds=5)
-
-
-class UploadBroke(Exception):
-    """A connection error that outlasted the client's retries."""
-
-
-@dataclass
-class Account:
-    """Constant Contact and the run store, as the four activities would see them."""
-
-    chunks: int = 5
-    contacts_each: int = 100
-    broken: set[int] = field(default_factory=set)  # uploads that always raise
-    refused: set[int] = field(default_factory=set)  # uploads answered 400
-    failing_imports: set[int] = field(default_factory=set)  # imports that end failed
-    quota_from: int | None = None  # the upload of this chunk finds the quota gone
-    polls_to_finish: int = 1  # polls before an import reports completed
-    short: dict[int, int] = field(default_factory=dict)  # chunk -> contacts not counted
-    failing_polls: int = 0  # the first N poll attempts raise
-    prepare_error: str | None = None
-    marks: dict[int, str] = field(default_factory=dict)
-    sent: list[int] = field(default_factory=list)
-    polls: list[list[str]] = field(default_factory=list)
-    poll_attempts: int = 0
-    finished: list[FinishRequest] = field(default_factory=list)
-
-    def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        run = RunInput.from_json(data)
-        if self.prepare_error is not None:
-            return PreparedRun(run.run_id, error=self.prepare_error).to_json()
-        chunks = tuple(
-            ChunkRef(i, f"chunks/chunk-{i:05d}.json", self.contacts_each, 20_000)
-            for i in range(1, self.chunks + 1)
-        )
-        total = self.chunks * self.contacts_each
-        return PreparedRun(
-            run.run_id,
-            chunks=chunks,
-            source=run.source,
-            staging=f"az://staging/{run.run_id}",
-            rows_read=total + 3,
-            contacts=total,
-            duplicates=1,
-            rejected=2,
-            reject_reasons={"invalid_email": 2},
-            fewest_chunks_possible=self.chunks,
-        ).to_json()
-
-    def upload_chunk(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        index = UploadRequest.from_json(data).chunk.index
-        if index in self.marks:
-            return UploadResult(
-                index, UploadVerdict.ACCEPTED, self.marks[index], already_accepted=True
-            ).to_json()
-        if self.quota_from is not None and index >= self.quota_from:
-            return UploadResult(
-                index,
-                UploadVerdict.QUOTA_EXHAUSTED,
-                requests=1,
-                error="daily quota exhausted, resumes after 00:00 UTC",
-                resets_at="2026-11-29T00:00:00Z",
-            ).to_json()
-        if index in self.broken:
-            raise UploadBroke(f"chunk {index}: connection reset")
-        self.sent.append(index)
-        if index in self.refused:
-            return UploadResult(index, UploadVerdict.REFUSED, requests=1, error="400 bad").to_json()
-        self.marks[index] = f"activity-{index}"
-        return UploadResult(
-            index, UploadVerdict.ACCEPTED, f"activity-{index}", requests=1
-        ).to_json()
-
-    def poll_imports(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        self.poll_attempts += 1
-        if self.poll_attempts <= self.failing_polls:
-            raise ConnectionError("status poll failed")
-        ids = list(data["activity_ids"])
-        self.polls.append(ids)
-        done = len(self.polls) >= self.polls_to_finish
-        states = []
-        for activity_id in ids:
-            index = int(activity_id.rsplit("-", 1)[1])
-            state = "processing"
-            if done:
-                state = "failed" if index in self.failing_imports else "completed"
-            counted = self.contacts_each - self.short.get(index, 0) if state == "completed" else 0
-            states.append(ImportState(activity_id, state, person_count=counted))
-        return PollResult(imports=tuple(states), requests=1).to_json()
-
-    def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        request = FinishRequest.from_json(data)
-        self.finished.append(request)
-        return {"report": f"az://reports/{request.run.run_id}/report.json"}
-
-    def __call__(self, name: str, input_: Any) -> Any:
-        handler = getattr(self, name)
-        return handler(input_)
 
 
 def run_input(run_id: str = "replay-run", options: RunOptions = OPTIONS) -> dict[str, Any]:

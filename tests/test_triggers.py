@@ -12,59 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob.aio import BlobServiceClient
 
 from functions import triggers
-from shared.config import STORAGE_CONNECTION
-from shared.exports import definitions as exports
-from shared.exports.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
 from shared.runs.contract import ORCHESTRATOR, RunInput
 from shared.segments.inbox import BlobInfo, RunFolder, run_key
-from shared.storage.documents import BlobDocuments
 from tests.support.function_harness import (
     HOST_JSON,
     AppEnv,
     DurableFake,
-    blob_binding,
     overridable_states,
     timer_request,
 )
+from tests.support.trigger_calls import EXPORT, MODEL, RUN, blob_event, definition, seed
 
 pytestmark = pytest.mark.azurite
-
-LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-EXPORT = "CustomerInsights_abcd/BlobExport"
-RUN = f"{EXPORT}/HighValue/2026/11/28/0930"
-MODEL = f"{EXPORT}/model.json"
-
-
-def definition(name: str = "high-value", **changes: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "list_ids": [LIST_ID],
-        "mapping": {"email": "PrimaryEmail"},
-        "connection": "acme",
-        "segments": [{"export": "BlobExport", "table": "HighValue"}],
-        **changes,
-    }
-
-
-async def seed(app_env: AppEnv, *definitions: dict[str, Any]) -> None:
-    async with BlobServiceClient.from_connection_string(app_env.connection_string) as service:
-        catalog = Catalog(BlobDocuments(service.get_container_client(app_env.exports)))
-        consent = PrivacyConsent("oid-admin", "2026-11-01T00:00:00Z")
-        connected = ConnectionStatus.CONNECTED
-        await catalog.save_connection(Connection("acme", "Acme", (), consent, connected))
-        await catalog.save_connection(Connection("no-consent", "No consent", (), None, connected))
-        for doc in definitions or (definition(),):
-            await catalog.save_export(exports.from_json(doc))
-
-
-async def blob_event(app_env: AppEnv, durable: DurableFake, name: str) -> None:
-    handler = triggers.segment_blob_created.build().get_user_function().client_function
-    await handler(
-        client=blob_binding(STORAGE_CONNECTION, app_env.inbox, name), durable=durable.client()
-    )
 
 
 async def tick(durable: DurableFake, *, past_due: bool = False) -> None:

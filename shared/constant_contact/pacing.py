@@ -34,9 +34,9 @@ QUOTA_MESSAGE = "daily quota exhausted, resumes after 00:00 UTC"
 PACING_MARGIN = 0.8
 """Requests start at 80 % of the allowed rate. Constant Contact counts 4 per sliding
 second where the requests arrive, and they arrive bunched by network and server
-delays: in the end-to-end benchmark, starts spaced exactly 0.25 s apart had about one
-import in ten answered 429 (and sent again), and at 90 % a few still were. A fifth
-under the limit costs about 2.5 s per 40 requests."""
+delays: starts spaced exactly at the limit had imports answered 429 (and sent again),
+and at 90 % some still were. The little time a fifth under the limit costs is less
+than those resends cost."""
 
 
 def next_utc_midnight(now: float | None = None) -> datetime:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.chaos.figures import FIGURES
 from tests.support.function_harness import AppEnv, DurableFake
-from tests.test_triggers import MODEL, RUN, blob_event, seed
+from tests.support.trigger_calls import MODEL, RUN, blob_event, seed
 
 pytestmark = pytest.mark.azurite
 

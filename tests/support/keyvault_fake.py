@@ -43,6 +43,24 @@ _NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _API_VERSION = re.compile(r"^(\d+\.\d+|\d{4}-\d{2}-\d{2}(-preview)?)$")
 _PAGE_MAX = 25  # Key Vault's own cap on maxresults
 
+# Variables that would send DefaultAzureCredential to a real identity provider: a test
+# that points managed identity at the fake (identity_env) removes them all first.
+CLOUD_IDENTITY_VARS = (
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_TOKEN_CREDENTIALS",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+)
+
 
 # --- certificates ------------------------------------------------------------------
 
