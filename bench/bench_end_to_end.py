@@ -11,10 +11,10 @@ sandbox runs as another child with Constant Contact's real limits (4 requests/s,
 Prints wall time, the peak RSS of the run (the command and any processes it starts,
 summed, sampled every 20 ms), the import requests sent against the chunks (one request
 per chunk is the fewest possible), and the status polls with the requests each took.
-Targets (issue 5): at most 60 s and 512 MB, import requests == chunks, every poll one
+Targets: at most 60 s and 512 MB, import requests == chunks, every poll one
 request covering every pending import.
 
-Then the same export runs a second time, unchanged (issue 7): it must send no import
+Then the same export runs a second time, unchanged: it must send no import
 and take at most 10 % of the first run's wall time. Runs are incremental, so the
 second run finds the segment's bytes equal to the last snapshot's and reads no row.
 A third run reads a newer run folder in which 1 % of the people changed their first

@@ -4,7 +4,7 @@ Prints wall time, rows/s and peak RSS of prepare, the chunks it made against the
 possible, and in the same run the floor: a bare csv-parse + JSON-serialise pass over the
 same files. Each measurement runs in a fresh process (peak RSS from wait4); the best of
 ROUNDS is kept, alternating floor and prepare so machine noise hits both alike.
-Targets (issue 2): prepare within 1.5x the floor, peak RSS at most 256 MB. The same
+Targets: prepare within 1.5x the floor, peak RSS at most 256 MB. The same
 rows are measured three ways: quoted only where needed; every field quoted, as
 Customer Insights' CDM format does by default; and quoted with a line break inside
 one value in 500, which sends most blocks to the row path (worker processes).
@@ -102,7 +102,7 @@ def main() -> int:
 
 
 def bench(data: Path, options: dict[str, Any], *, targets: bool) -> None:
-    """One variant; the issue's targets are for the first (its file), shown only there."""
+    """One variant; the targets are for the first (its file), shown only there."""
     run_dir = data / EXPORT / TABLE / RUN
     if not (data / "export.json").exists():
         started = time.perf_counter()

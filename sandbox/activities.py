@@ -93,8 +93,8 @@ class Activity:
         doc["status"] = status
         links: dict[str, Any] = {"self": {"href": f"/v3/activities/{self.activity_id}"}}
         if self.results_href is not None and self.state == "completed":
-            # The spec's example writes /v3/contacts_exports/...; the path is
-            # /contact_exports/{file_export_id} (FACTS §3.4). The sandbox uses the path.
+            # The official spec's example writes /v3/contacts_exports/...; the path is
+            # /contact_exports/{file_export_id} (contract/constant-contact-v3.yaml).
             links["results"] = {"href": self.results_href}
         doc["_links"] = links
         return doc

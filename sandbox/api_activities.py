@@ -1,10 +1,10 @@
 """``/v3/activities/...``: bulk imports, list memberships, exports, and their status.
 
-Spec bug followed by documented behaviour: the spec declares every array of the
-``remove_list_memberships`` body ``maxItems: 0`` (FACTS §3.1), which would forbid any
-removal; the sandbox applies the documented limits instead (500 ``contact_ids``,
-50 target ``list_ids``, and 100 source ``list_ids`` — the guide's figure, where the
-spec text says 50).
+Spec bug followed by documented behaviour: the official spec declares every array of
+the ``remove_list_memberships`` body ``maxItems: 0``, which would forbid any removal;
+the sandbox applies the documented limits instead (500 ``contact_ids``, 50 target
+``list_ids``, and 100 source ``list_ids`` — the guide's figure, where the spec text
+says 50), as contract/constant-contact-v3.yaml does.
 """
 
 from __future__ import annotations

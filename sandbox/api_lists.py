@@ -1,7 +1,7 @@
 """``/v3/contact_lists``: list, get and create contact lists.
 
 ``limit`` on the collection: the description says 1-500, the schema's ``maximum`` is
-1000 (a spec inconsistency, FACTS §9.7); the sandbox accepts the schema's 1000.
+1000 (an inconsistency of the official spec); the sandbox accepts the schema's 1000.
 ``status`` takes one value or several, comma-separated, as its description says (the
 spec declares a single enum; contract/constant-contact-v3.yaml an array).
 """

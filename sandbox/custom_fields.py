@@ -1,21 +1,23 @@
 """The account's custom-field definitions (``/v3/contact_custom_fields``).
 
-What the spec says and what the sandbox does:
+What Constant Contact's V3 spec says (contract/constant-contact-v3.yaml keeps the
+facts ccexport relies on) and what the sandbox does:
 
 - ``name`` is read-only, "the unique custom field name constructed from the label by
-  replacing blanks with underscores" (``CustomField.name``, maxLength 50) [SPEC]. The
+  replacing blanks with underscores" (``CustomField.name``, maxLength 50). The
   sandbox strips the label's leading and trailing blanks and replaces every other
   whitespace character with ``_``; nothing else changes (case is kept).
 - ``label`` is required, 1-50 characters (``CustomFieldRequest.label`` maxLength 50).
 - ``type``: the spec lists text, number, date, currency, drop-downs, radio buttons
   and check boxes; the sandbox models ``string`` and ``date`` only and answers 400
   for any other type (and for ``choices``).
-- "A user can configure up to 100 ``custom_fields`` in their account" [SPEC
-  ``POST /contact_custom_fields``]: the 101st is refused with 400 (the spec documents
+- "A user can configure up to 100 ``custom_fields`` in their account"
+  (``POST /contact_custom_fields``): the 101st is refused with 400 (the spec documents
   no other status for it).
-- A second field with the same name is a 409 conflict (FACTS §5: "duplicate list
-  name or custom field"). Names are compared without regard to case (silent in the
-  docs; ``Tier`` and ``tier`` side by side would make ``cf:`` keys ambiguous to read).
+- A second field with the same name is a 409 conflict (the API documents 409 for a
+  "duplicate list name or custom field"). Names are compared without regard to case
+  (silent in the docs; ``Tier`` and ``tier`` side by side would make ``cf:`` keys
+  ambiguous to read).
 - Import ``cf:<name>`` keys match a field's ``name`` exactly (case included).
 - Deleting and updating fields is not modelled.
 """
@@ -30,7 +32,7 @@ from typing import Any
 from sandbox import wire
 from sandbox.wire import ApiError
 
-MAX_CUSTOM_FIELDS = 100  # per account [SPEC POST /contact_custom_fields]
+MAX_CUSTOM_FIELDS = 100  # per account (POST /contact_custom_fields)
 LABEL_MAX = 50
 TYPES = frozenset({"string", "date"})
 _BLANK = re.compile(r"\s")

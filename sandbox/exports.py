@@ -2,8 +2,8 @@
 
 The file is addressed by the activity's id (the spec: "retrieve ... a CSV file
 containing exported contacts by providing the activity_id of a completed CSV export
-activity"). Which columns the real file has is only partly documented (FACTS §3.4);
-the sandbox writes these, in this order:
+activity"). Which columns the real file has is only partly documented; the sandbox
+writes these, in this order:
 
 ``email_address, first_name, last_name, job_title, company_name, phone_number,
 email_status, email_lists, created_at, updated_at`` and then every custom field

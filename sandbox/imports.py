@@ -3,15 +3,15 @@
 What the documentation says and what the sandbox does:
 
 - "If the request body exceeds 4 MB, this method only imports the first 4 MB and drops
-  the remaining data" [SPEC contacts_json_import]. The sandbox takes 4 MB as
+  the remaining data" (``contacts_json_import``). The sandbox takes 4 MB as
   4,000,000 bytes and imports only the contacts whose JSON object ends within the
   first 4,000,000 bytes of the body. The rest of the body (``list_ids`` and
   ``sms_permission_to_send``, wherever they stand) is still read from the complete
   JSON, so a client that sends too much loses contacts silently, exactly as the docs
   warn, whatever the order of its keys.
 - CSV: only whole lines within the first 4,000,000 bytes of the file, and at most
-  40,000 lines including the header [SPEC contacts_file_import].
-- JSON above 40,000 contacts is undocumented (FACTS.md "Could not confirm"). The
+  40,000 lines including the header (``contacts_file_import``).
+- What the service does with JSON above 40,000 contacts is unconfirmed. The
   sandbox follows the guide's wording for both formats ("only the contacts contained
   in the first 4 MB (and in lines ≤40k) are processed"): contacts past the 40,000th
   are dropped silently, not rejected.
@@ -24,7 +24,7 @@ What the documentation says and what the sandbox does:
 - The spec names the home country property ``"home country"`` (with a space, a spec
   bug); both that and ``home_country`` are accepted and stored as ``home_country``.
 - Custom fields (``cf:<name>``): "The custom field must already exist in the Constant
-  Contact account" [SPEC contacts_json_import]; what happens when it does not is
+  Contact account" (``contacts_json_import``); what happens when it does not is
   undocumented. The sandbox imports the contact with its other properties, leaves
   the unknown field's values out (they are not stored), and names each unknown field
   once in the activity's ``activity_errors``; the counters are unchanged (the contact
@@ -221,8 +221,8 @@ class _Validator:
 def compact_json(value: Any) -> bytes:
     """orjson's bytes, copied to their exact size.
 
-    orjson returns small documents in a buffer of about 4 KB; kept per contact, that
-    would cost 4 GB for a million contacts instead of under 200 MB.
+    orjson returns small documents in a buffer of about 4 KB; kept per contact, those
+    buffers would take many times the memory of the contacts themselves.
     """
     return bytes(memoryview(orjson.dumps(value)))
 

@@ -1,6 +1,7 @@
 """The authorization server: authorization code + PKCE, refresh, rotation, expiry.
 
-Modelled on Constant Contact's documented behaviour (FACTS.md §6):
+Modelled on Constant Contact's documented behaviour (the ``/authorize`` and ``/token``
+operations of contract/constant-contact-v3.yaml):
 
 - ``GET /oauth2/default/v1/authorize`` approves consent at once and redirects to
   ``redirect_uri`` with ``code`` and ``state``, so a client completes the flow without

@@ -31,8 +31,8 @@ from sandbox.wire import ApiError
 IMPLICIT = 0  # the state every new contact from an import gets
 UNSUBSCRIBED = 1
 
-MAX_LISTS = 1000  # per account [DOC:lists_overview]
-MAX_LISTS_PER_CONTACT = 50  # [SPEC add_list_memberships, DOC:lists_overview]
+MAX_LISTS = 1000  # per account
+MAX_LISTS_PER_CONTACT = 50  # the lists one contact can belong to
 SMS_KEY_PREFIX = "sms:"
 _EMPTY = b""
 
@@ -126,7 +126,7 @@ class Store:
         A record is (lower-cased email or ``sms:`` key, orjson-encoded properties).
         Only the properties given are updated; an existing contact keeps its
         permission. Unsubscribed contacts are updated but not added to any list
-        (they count in ``cannot_add_to_list_count``) [SPEC ActivityImport].
+        (they count in ``cannot_add_to_list_count``, as the import activity documents).
         """
         result = UpsertResult()
         targets = [self.lists[list_id].members for list_id in list_ids if list_id in self.lists]

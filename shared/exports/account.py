@@ -35,7 +35,7 @@ from shared.constant_contact.transport import scrub
 from shared.errors import InputError, ReauthorizationRequired, RemoteError
 from shared.exports.definitions import ExportDefinition, check_list_id, is_list_uuid, list_names
 
-MAX_ACCOUNT_CUSTOM_FIELDS = 100  # "up to 100 custom_fields" [SPEC POST /contact_custom_fields]
+MAX_ACCOUNT_CUSTOM_FIELDS = 100  # an account's limit (contract/constant-contact-v3.yaml)
 CLOSE_MATCHES = 3
 FIELDS_SHOWN = 10
 NEW_FIELD_TYPE = "string"

@@ -70,7 +70,7 @@ _FIELDS = {
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
-LIST_NAME_MAX = 255  # a list name's maxLength [SPEC ListInput]
+LIST_NAME_MAX = 255  # ListInput.name's maxLength in contract/constant-contact-v3.yaml
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

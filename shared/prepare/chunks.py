@@ -52,7 +52,8 @@ class JsonChunker:
         self._max_bytes = max_bytes
         self._max_contacts = max_contacts
         # One growing bytearray per body: holding ~20,000 small bytes objects per body
-        # instead fragments the heap around the long-lived dedupe keys (+100 MB at 1M).
+        # instead fragments the heap around the long-lived dedupe keys, and the process
+        # keeps the holes.
         self._buffer = bytearray(self._prefix)
         self._count = 0
         self._room = max_bytes - len(self._suffix) + 1  # the last contact's comma is replaced

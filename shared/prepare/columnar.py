@@ -1,6 +1,6 @@
 """The fast path of block mapping: whole columns at a time, in Apache Arrow.
 
-The row path (shared/prepare/rows.py) spends about 4 µs a row in Python; Arrow's
+The row path (shared/prepare/rows.py) does its work row by row in Python; Arrow's
 C++ CSV reader and string kernels do the same work for a plainly clean block in a
 fraction of that. "Plainly clean" is checked first and strictly, so that this path
 gives byte for byte what the row path gives, and any block it is not sure of goes
@@ -35,7 +35,7 @@ from shared.prepare.results import BlockResult, Reject
 from shared.segments.blocks import Block
 
 # The system allocator hands freed blocks back; Arrow's default pool keeps them, which
-# cost about 30 MB more for nothing in return here.
+# costs memory for nothing in return here.
 pa.set_memory_pool(pa.system_memory_pool())
 
 

@@ -23,7 +23,7 @@ import orjson
 
 if TYPE_CHECKING:
     # The Azure SDK is loaded by BlobOutput's methods only: prepare to a local folder
-    # stays about 40 MB lighter without it.
+    # never pays its memory.
     from azure.storage.blob import ContainerClient
 
 CHUNKS_FOLDER = "chunks"

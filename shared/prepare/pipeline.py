@@ -78,8 +78,8 @@ def prepare(
     """Run the stage; on any error nothing is left in output and the error is raised.
 
     ``fast`` lets plainly clean blocks take the columnar path (shared/prepare/columnar.py):
-    the same output in about half the CPU, for about 85 MB more in each process that
-    loads Arrow.
+    the same output for much less CPU, at the cost of Arrow's memory in each process
+    that loads it.
 
     ``describe_changes`` may add to the summary's ``changes`` once the tracker has
     seen every contact (the run adds the export's state key and its mode).

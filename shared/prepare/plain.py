@@ -10,8 +10,8 @@ Plainly clean means Arrow's CSV reader and Python's csv module cannot read it ap
   on one line with its inner quotes doubled.
 
 Blocks are mapped in threads, so these are numpy passes over the bytes (numpy lets go
-of the GIL, about 0.1 ms a MB each) and ``in`` tests (memchr), never a regex or
-``bytes.count`` over the block, which hold the GIL for milliseconds a MB.
+of the GIL) and ``in`` tests (memchr), never a regex or ``bytes.count`` over the block,
+which hold the GIL for the whole pass and so stall the other threads.
 """
 
 from __future__ import annotations

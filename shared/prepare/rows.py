@@ -1,9 +1,9 @@
 """One block of records in, its contacts serialised and its rejects listed out.
 
 This is the per-row work of prepare (parse, map, validate, de-duplicate within the
-block, serialise) and it runs in worker processes, one block each, so a 2-core machine
-prepares about twice as fast. What comes back is compact: the contacts as one bytes
-object with their end offsets, the emails as one string, the rejects as a short list.
+block, serialise) and it runs in worker processes, one block each, so prepare uses
+every core it is given. What comes back is compact: the contacts as one bytes object
+with their end offsets, the emails as one string, the rejects as a short list.
 Duplicates across blocks are the caller's to find, in order.
 
 Each kept contact also gets two 8-byte XXH3 hashes, made here so the main process

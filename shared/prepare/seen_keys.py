@@ -1,11 +1,11 @@
 """The email keys prepare has taken so far, to find duplicates across blocks.
 
-A million 64-bit keys in a Python set cost about 64 MB (an int object and a hash slot
-each); here they are numpy arrays, 16 bytes a key with the row that carried it. The
-keys are kept as a few sorted runs, the way a log-structured index keeps them: each
-block's keys become a run, and a run is merged into the one before it once it is at
-least a quarter of its size, so there are only a handful of runs, and each key is
-moved a few times in all. A lookup sorts the block's keys and searches every run.
+A Python set would hold each 64-bit key as an int object plus a hash slot, several
+times the key's 8 bytes; here they are numpy arrays, 16 bytes a key with the row that
+carried it. The keys are kept as a few sorted runs, the way a log-structured index
+keeps them: each block's keys become a run, and a run is merged into the one before it
+once it is at least a quarter of its size, so there are only a handful of runs, and
+each key is moved a few times in all. A lookup sorts the block's keys and searches every run.
 """
 
 from __future__ import annotations

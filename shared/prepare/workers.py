@@ -1,9 +1,9 @@
 """Where prepare maps its blocks: threads for clean blocks, processes for the rest.
 
 The columnar path (shared/prepare/columnar.py) spends most of a block inside Arrow, which
-lets go of the GIL, so two threads map clean blocks nearly twice as fast as one and
-share one copy of Arrow (about 65 MB) where each process would load its own. The row
-path is Python through and through: only processes run it side by side.
+lets go of the GIL, so threads map clean blocks side by side and share one copy of
+Arrow, where each process would load its own. The row path is Python through and
+through: only processes run it side by side.
 
 A file is rarely all one or the other: one value with a line break in it sends its
 whole block to the row path, and a line break in one row of 500 sends nine blocks in
