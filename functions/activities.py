@@ -15,9 +15,10 @@ from typing import Any
 
 from azure.durable_functions import Blueprint
 
-from shared import wiring
+from shared.config import Config
 from shared.runs import contract
 from shared.runs.activities import RunActivities
+from shared.wiring import clients
 
 bp = Blueprint()
 
@@ -30,7 +31,7 @@ def run_activities() -> RunActivities:
     global _current  # noqa: PLW0603 - one per worker process, like its connections
     with _building:
         if _current is None:
-            _current = RunActivities(wiring.run_services(wiring.config(os.environ)))
+            _current = RunActivities(clients.run_services(Config.from_mapping(os.environ)))
         return _current
 
 

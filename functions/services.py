@@ -17,7 +17,6 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from shared import wiring
 from shared.config import Config
 from shared.constant_contact.connect import Connections
 from shared.exports.account import AccountAccess
@@ -29,6 +28,7 @@ from shared.secrets.store import SecretStore
 from shared.segments.inbox import FolderInbox, Inbox, Listing
 from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
+from shared.wiring import clients, stores
 
 
 class DurableEngine:
@@ -70,15 +70,15 @@ class Services:
     def accounts(self) -> AccountAccess:
         """Constant Contact clients for the connections: their lists and custom fields,
         and the look at the account before a run starts (list names, custom fields)."""
-        return wiring.account_access(self.config, self.secrets, self.locks)
+        return clients.account_access(self.config, self.secrets, self.locks)
 
     async def connections(self) -> Connections:
         """The OAuth side: tokens in the secret store, one refresh at a time by lease."""
-        return await wiring.connections(self.config.ctct, self.secrets, self.locks)()
+        return await clients.connections(self.config.ctct, self.secrets, self.locks)()
 
     def read_report(self, run_id: str) -> dict[str, Any] | None:
         """The finished run's report from the run store (blocking: call in a thread)."""
-        return wiring.run_store(self.config).read_report(run_id)
+        return stores.run_store(self.config).read_report(run_id)
 
 
 @asynccontextmanager
@@ -90,10 +90,10 @@ async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Servic
     connections and run records as files, file locks, the inbox a local folder.
     """
     settings = dict(os.environ) if env is None else env
-    config = wiring.config(settings)
+    config = Config.from_mapping(settings)
     app = config.app
     async with AsyncExitStack() as stack:
-        secrets = wiring.secret_store(config)
+        secrets = stores.secret_store(config)
         stack.push_async_callback(secrets.close)
         if app.is_local:
             assert app.local_inbox is not None  # is_local
@@ -101,7 +101,7 @@ async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Servic
             inbox: Listing = FolderInbox(app.local_inbox)
             locks: Locks = FileLocks(app.home)
         else:
-            blob, credential = wiring.async_blob_service(config)
+            blob, credential = stores.async_blob_service(config)
             stack.push_async_callback(blob.close)
             if credential is not None:
                 stack.push_async_callback(credential.close)

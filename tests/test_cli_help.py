@@ -76,7 +76,8 @@ def test_help_and_version_load_no_command() -> None:
     result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "['shared.workstation.cli_help'] []"
+    loaded = "['shared.workstation', 'shared.workstation.cli_help'] []"
+    assert result.stdout.splitlines()[-1] == loaded
 
 
 def test_no_command_is_a_usage_error_and_an_unknown_one_names_the_commands() -> None:

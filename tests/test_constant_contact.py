@@ -17,15 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.constant_contact.client import (
-    ConstantContactClient,
-    RetryPolicy,
-    api_messages,
-    error_key,
-)
+from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.pacing import QUOTA_MESSAGE, Pacer, process_pacer
+from shared.constant_contact.transport import RetryPolicy, api_messages, error_key
 from shared.errors import InputError, QuotaExhausted, RemoteError, ThrottledGiveUp
-from shared.runs.activities import RunServices
+from shared.wiring import clients
 from tests.support.ctct_support import FAST, SandboxTokens
 from tests.support.sandbox_api import people
 from tests.support.sandbox_service import RunningSandbox, cli_env
@@ -453,7 +449,7 @@ async def test_runs_pace_under_the_limit_by_the_documented_margin(
     assert sandbox.settings()["requests_per_second"] == LIMIT
     list_id = sandbox.create_list()
     # The pacer a run gets, built as the function app and `ccexport run` build it.
-    services = RunServices.from_env(cli_env(sandbox, tmp_path / "home"))
+    services = clients.run_services_from(cli_env(sandbox, tmp_path / "home"))
     pacer = services.pacer
     assert pacer.rate == pytest.approx(LIMIT * MARGIN)
     tokens = SandboxTokens(sandbox)
@@ -492,7 +488,7 @@ def backoff_ceiling(policy: RetryPolicy, retry: int) -> float:
 def test_the_production_retry_policy_is_bounded() -> None:
     policy = RetryPolicy()
     # What runs get: the function app and `ccexport run` build RunServices the same way.
-    assert RunServices.from_env({"CTCT_CLIENT_ID": "bounded"}).retry == policy
+    assert clients.run_services_from({"CTCT_CLIENT_ID": "bounded"}).retry == policy
     # A handful of tries, not hundreds: a 5xx outage is not cured by insisting.
     assert 2 <= policy.attempts <= 5
     assert 2 <= policy.throttled_attempts <= 10

@@ -25,19 +25,22 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from functions import activities as bindings
+from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.ids import new_run_id
 from shared.runs.store import BlobRunStore, LocalRunStore
 from shared.secrets.store import LocalFileSecretStore
+from shared.wiring import clients
 from shared.workstation.local_run import run_locally
 from tests.support.ctct_support import FAST, run_cli
+from tests.support.sample_emails import expected_emails
 from tests.support.sandbox_service import RunningSandbox, cli_env
 
 ROWS = 2_000
-from tests.support.sample_emails import expected_emails
 BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks
 OPTIONS = RunOptions(max_body_bytes=BODY_BYTES, poll_seconds=0.2, retry_seconds=0.2)
 MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
@@ -85,7 +88,7 @@ def env_for(sandbox: RunningSandbox, home: Path, storage: str | None) -> dict[st
 
 
 def services_for(env: dict[str, str]) -> RunServices:
-    return replace(RunServices.from_env(env), retry=FAST)
+    return replace(clients.run_services_from(env), retry=FAST)
 
 
 def run_input(

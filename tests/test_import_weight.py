@@ -67,7 +67,7 @@ NOT_NEEDED_LOCALLY = ("azure.identity", "azure.keyvault", "msal", "azure.storage
 SECRETS_PROGRAM = f"""
 import asyncio, importlib, os, sys
 import orjson
-from shared.secrets.store import open_secret_store
+from shared.secrets.opening import open_secret_store
 
 def loaded():
     return sorted({{m for m in sys.modules if m.startswith({NOT_NEEDED_LOCALLY!r})}})

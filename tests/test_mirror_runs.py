@@ -23,12 +23,15 @@ import orjson
 import pytest
 
 from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.ids import new_run_id
 from shared.secrets.store import LocalFileSecretStore
+from shared.wiring import clients
 from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.support.ctct_support import FAST, SandboxTokens, run_cli
 from tests.support.sandbox_service import RunningSandbox, cli_env
@@ -83,7 +86,7 @@ def home(tmp_path: Path, sandbox: RunningSandbox) -> Path:
 
 @pytest.fixture
 def services(home: Path, sandbox: RunningSandbox) -> RunServices:
-    return replace(RunServices.from_env(cli_env(sandbox, home)), retry=FAST)
+    return replace(clients.run_services_from(cli_env(sandbox, home)), retry=FAST)
 
 
 @pytest.fixture
@@ -369,7 +372,9 @@ def test_the_state_lives_in_blob_storage_when_runs_do(
     sandbox: RunningSandbox, home: Path, azurite: str, tmp_path: Path
 ) -> None:
     services = replace(
-        RunServices.from_env(cli_env(sandbox, home, CCEXPORT_STORAGE_CONNECTION_STRING=azurite)),
+        clients.run_services_from(
+            cli_env(sandbox, home, CCEXPORT_STORAGE_CONNECTION_STRING=azurite)
+        ),
         retry=FAST,
     )
     assert services.blob_service is not None

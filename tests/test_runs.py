@@ -13,24 +13,21 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.errors import ConfigError
 from shared.exports.definitions import ExportDefinition
-from shared.runs.contract import (
+from shared.runs.bookkeeping import RunTally
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.ids import check_run_id, new_run_id
+from shared.runs.prepared import ChunkRef, PreparedRun
+from shared.runs.report import build_report, render
+from shared.runs.store import BlobRunStore, LocalRunStore, RunStore
+from shared.runs.uploads import (
     ChunkFate,
     ChunkOutcome,
-    ChunkRef,
     ImportState,
     PollResult,
-    PreparedRun,
-    RunInput,
-    RunOptions,
-    RunStatus,
-    RunTally,
     UploadResult,
     UploadVerdict,
-    check_run_id,
-    new_run_id,
 )
-from shared.runs.report import build_report, render
-from shared.runs.store import BlobRunStore, LocalRunStore, RunStore, open_run_store
+from shared.wiring import stores
 from shared.workstation.progress import ProgressBar
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -184,8 +181,8 @@ def test_a_run_store_keeps_marks_reports_and_rejects(store: RunStore) -> None:
 
 
 def test_the_store_follows_the_settings(tmp_path: Path, azurite: str) -> None:
-    local = open_run_store({"CCEXPORT_HOME": str(tmp_path)})
-    blob = open_run_store({"AzureWebJobsStorage": azurite, "REPORTS_CONTAINER": "done"})
+    local = stores.open_run_store({"CCEXPORT_HOME": str(tmp_path)})
+    blob = stores.open_run_store({"AzureWebJobsStorage": azurite, "REPORTS_CONTAINER": "done"})
 
     assert isinstance(local, LocalRunStore)
     assert local.root == tmp_path / "runs"

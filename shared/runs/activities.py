@@ -36,10 +36,13 @@ import aiohttp
 import orjson
 from azure.core.exceptions import AzureError
 
-from shared.config import AppSettings, Settings
-from shared.constant_contact.client import Activity, ConstantContactClient, RetryPolicy, scrub
-from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
-from shared.constant_contact.tokens import Connections, OAuthClient, TokenManager
+from shared.config import Settings
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.connect import Connections
+from shared.constant_contact.models import Activity
+from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.tokens import TokenManager
+from shared.constant_contact.transport import RetryPolicy, scrub
 from shared.errors import (
     InputError,
     QuotaExhausted,
@@ -47,6 +50,7 @@ from shared.errors import (
     RemoteError,
     ThrottledGiveUp,
 )
+from shared.exports.account import ConnectionsFactory
 from shared.exports.changes import SNAPSHOT_FILE
 from shared.exports.definitions import list_names
 from shared.exports.state import (
@@ -60,24 +64,9 @@ from shared.exports.state import (
     union,
 )
 from shared.prepare.pipeline import prepare
-from shared.runs.contract import (
-    MAX_ACTIVITY_ERRORS,
-    Changes,
-    ChunkFate,
-    ChunkRef,
-    FinishRequest,
-    ImportState,
-    MembersResult,
-    PollRequest,
-    PollResult,
-    PreparedRun,
-    RemovalResult,
-    RunInput,
-    RunStatus,
-    UploadRequest,
-    UploadResult,
-    UploadVerdict,
-)
+from shared.prepare.summary import PrepareSummary
+from shared.runs.contract import FinishRequest, RunInput, RunStatus
+from shared.runs.membership import MembersResult, RemovalResult
 from shared.runs.mirror import (
     PLAN_FILE,
     ListChanges,
@@ -87,13 +76,23 @@ from shared.runs.mirror import (
     write_plan,
 )
 from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
+from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.report import build_report
-from shared.runs.store import RunStore, blob_service_from_settings, open_run_store, state_store_for
-from shared.secrets.opening import open_secret_store
+from shared.runs.store import RunStore, state_store_for
+from shared.runs.uploads import (
+    MAX_ACTIVITY_ERRORS,
+    ChunkFate,
+    ImportState,
+    PollRequest,
+    PollResult,
+    UploadRequest,
+    UploadResult,
+    UploadVerdict,
+)
 from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
 from shared.storage import files
-from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
+from shared.storage.locks import Locks
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -109,9 +108,40 @@ RowsCallback = Callable[[str, int], None]
 _PERMANENT = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422})
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An answer from Constant Contact that ends an activity with a result: retrying
+    cannot help (the request is wrong, the connection needs reconnecting) or must wait
+    for the daily reset (``resets_at``)."""
+
+    error: str
+    resets_at: str | None = None
+
+    @property
+    def quota(self) -> bool:
+        return self.resets_at is not None
+
+
+RefusalOrRetry = QuotaExhausted | ReauthorizationRequired | RemoteError
+"""What an activity's Constant Contact calls may raise: sorted by :func:`refusal`."""
+
+
+def refusal(exc: RefusalOrRetry) -> Refusal:
+    """The refusal ``exc`` is, as an activity's result; anything a retry may cure (a
+    connection error, a 5xx, 429s that outlasted the client's own retries) is raised
+    again, for Durable to retry the activity."""
+    if isinstance(exc, QuotaExhausted):
+        return Refusal(str(exc), exc.resets_at)
+    if isinstance(exc, ReauthorizationRequired):
+        return Refusal(str(exc))
+    if exc.status in _PERMANENT and not isinstance(exc, ThrottledGiveUp):
+        return Refusal(str(exc))
+    raise exc
+
+
 @dataclass
 class RunServices:
-    """Everything the activities use, built once at the edge and passed in."""
+    """Everything the activities use, built once per process by shared.wiring.run_services."""
 
     settings: Settings
     runs: RunStore
@@ -119,73 +149,29 @@ class RunServices:
     secrets: SecretStore
     locks: Locks
     pacer: Pacer
+    connections: ConnectionsFactory
+    """The connections' token managers, made on first use (shared.wiring.connections)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RunServices:
-        """From app settings or the environment (see shared/config.py, shared/runs/store.py).
 
-        The process's pacer for the API key: Constant Contact's limits are per key, so
-        every activity (and every other client of the process) shares it.
-        """
-        settings = Settings.from_mapping(env)
-        blob = blob_service_from_settings(env)
-        return cls(
-            settings=settings,
-            runs=open_run_store(env, blob),
-            blob_service=blob,
-            secrets=open_secret_store(settings.store_settings),
-            locks=locks_from_settings(env, settings),
-            pacer=process_pacer(settings.client_id, settings.requests_per_second * PACING_MARGIN),
-        )
-
-
-def locks_from_settings(env: Mapping[str, str], settings: Settings) -> Locks:
-    """Token-refresh locks that everyone sharing the connection's tokens respects.
-
-    Tokens in Key Vault are shared by every instance of the function app (and its HTTP
-    API's connect flow): blob leases in the exports container, as functions/services.py
-    takes them. Tokens in files under CCEXPORT_HOME: the file locks ``ccexport
-    connect`` and ``check`` take.
-    """
-    app = AppSettings.from_mapping(env)
-    if not settings.key_vault_url or not (app.connection_string or app.blob_service_uri):
-        return FileLocks(settings.home)
-    # The Blob SDK only for leases: a run on a laptop starts about 0.15 s sooner.
-    from azure.storage.blob.aio import (  # noqa: PLC0415 - see above
-        BlobServiceClient as AsyncBlobServiceClient,
-    )
-
-    if app.connection_string:
-        service = AsyncBlobServiceClient.from_connection_string(app.connection_string)
-    else:
-        assert app.blob_service_uri is not None
-        # azure-identity (msal, requests) only for a managed identity, never on a laptop.
-        from azure.identity.aio import ManagedIdentityCredential  # noqa: PLC0415 - see above
-
-        credential = ManagedIdentityCredential(client_id=app.identity_client_id)
-        service = AsyncBlobServiceClient(app.blob_service_uri, credential=credential)
-    return BlobLeaseLocks(service.get_container_client(app.exports_container))
-
-
-def _prepared(run_id: str, summary: Mapping[str, Any], staging: str, reused: bool) -> PreparedRun:
+def _prepared(run_id: str, summary: PrepareSummary, staging: str, reused: bool) -> PreparedRun:
     chunks = tuple(
-        ChunkRef(index, str(c["name"]), int(c["contacts"]), int(c["bytes"]))
-        for index, c in enumerate(summary.get("chunk_files", []), start=1)
+        ChunkRef(index, c.name, c.contacts, c.bytes)
+        for index, c in enumerate(summary.chunk_files, start=1)
     )
     return PreparedRun(
         run_id=run_id,
         chunks=chunks,
-        source=str(summary.get("source", "")),
+        source=summary.source,
         staging=staging,
-        rows_read=int(summary.get("rows_read", 0)),
-        contacts=int(summary.get("contacts", 0)),
-        duplicates=int(summary.get("duplicates", 0)),
-        rejected=int(summary.get("rejected", 0)),
-        reject_reasons=dict(summary.get("reject_reasons", {})),
-        fewest_chunks_possible=int(summary.get("fewest_chunks_possible", 0)),
+        rows_read=summary.rows_read,
+        contacts=summary.contacts,
+        duplicates=summary.duplicates,
+        rejected=summary.rejected,
+        reject_reasons=dict(summary.reject_reasons),
+        fewest_chunks_possible=summary.fewest_chunks_possible,
         reused=reused,
-        changes=Changes.from_json(summary.get("changes")),
+        changes=Changes.from_json(summary.changes),
     )
 
 
@@ -246,9 +232,10 @@ class RunActivities:
                     "list ids before the run started"
                 )
             staged = runs.staged_summary(run.run_id)
-            if staged is not None and staged.get("list_ids") == list(export.list_ids):
+            earlier = None if staged is None else PrepareSummary.from_json(staged)
+            if earlier is not None and earlier.list_ids == export.list_ids:
                 log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
-                return _prepared(run.run_id, staged, staging, reused=True).to_json()
+                return _prepared(run.run_id, earlier, staging, reused=True).to_json()
             store, name = files.resolve(run.source, self.services.blob_service)
             segment = segments.locate(store, name, encoding=export.encoding)
             base = baseline(self.states, export, segment, full=run.options.full)
@@ -277,7 +264,7 @@ class RunActivities:
             )
         except InputError as exc:
             return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
-        return _prepared(run.run_id, result.summary, staging, reused=False).to_json()
+        return _prepared(run.run_id, result.prepared, staging, reused=False).to_json()
 
     # -- find_members ---------------------------------------------------------------------
 
@@ -286,7 +273,7 @@ class RunActivities:
         run = RunInput.from_json(data)
         export, runs = run.definition(), self.services.runs
         summary = await asyncio.to_thread(runs.staged_summary, run.run_id)
-        changes = Changes.from_json((summary or {}).get("changes"))
+        changes = Changes.from_json(PrepareSummary.from_json(summary or {}).changes)
         staged = await asyncio.to_thread(runs.read_staged, run.run_id, SNAPSHOT_FILE)
         if summary is None or staged is None or not changes.state_key:
             return MembersResult(error="the run's prepared segment is missing").to_json()
@@ -314,14 +301,11 @@ class RunActivities:
                         claimed=claimed.get(list_id, EMPTY),
                     )
                 )
-        except QuotaExhausted as exc:
+        except (QuotaExhausted, ReauthorizationRequired, RemoteError) as exc:
+            stop = refusal(exc)
             return MembersResult(
-                requests=client.stats.requests, error=str(exc), resets_at=exc.resets_at
+                requests=client.stats.requests, error=stop.error, resets_at=stop.resets_at
             ).to_json()
-        except (RemoteError, ReauthorizationRequired) as exc:
-            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
-                raise
-            return MembersResult(requests=client.stats.requests, error=str(exc)).to_json()
         await asyncio.to_thread(runs.write_staged, run.run_id, PLAN_FILE, write_plan(found))
         plans = tuple(c.plan for c in found)
         return MembersResult(lists=plans, requests=client.stats.requests, via=via).to_json()
@@ -370,14 +354,11 @@ class RunActivities:
                 activities = await client.remove_list_memberships(staged.remove_ids, [list_id])
                 ids += [a.activity_id for a in activities]
                 contacts += len(staged.remove_ids)
-        except QuotaExhausted as exc:
+        except (QuotaExhausted, ReauthorizationRequired, RemoteError) as exc:
+            stop = refusal(exc)
             return RemovalResult(
-                tuple(ids), contacts, client.stats.requests, str(exc), exc.resets_at
+                tuple(ids), contacts, client.stats.requests, stop.error, stop.resets_at
             ).to_json()
-        except (RemoteError, ReauthorizationRequired) as exc:
-            if isinstance(exc, RemoteError) and exc.status not in _PERMANENT:
-                raise
-            return RemovalResult(tuple(ids), contacts, client.stats.requests, str(exc)).to_json()
         result = RemovalResult(tuple(ids), contacts, client.stats.requests)
         await asyncio.to_thread(
             runs.write_staged, run.run_id, REMOVALS_MARK, orjson.dumps(result.to_json())
@@ -401,25 +382,14 @@ class RunActivities:
             return UploadResult(chunk.index, UploadVerdict.REFUSED, error=str(exc)).to_json()
         try:
             activity = await client.import_json(body)
-        except QuotaExhausted as exc:
+        except (QuotaExhausted, ReauthorizationRequired, RemoteError) as exc:
+            stop = refusal(exc)  # a busy account (429s) is raised: later may work
             return UploadResult(
                 chunk.index,
-                UploadVerdict.QUOTA_EXHAUSTED,
+                UploadVerdict.QUOTA_EXHAUSTED if stop.quota else UploadVerdict.REFUSED,
                 requests=client.stats.requests,
-                error=str(exc),
-                resets_at=exc.resets_at,
-            ).to_json()
-        except ThrottledGiveUp:
-            raise  # a busy account (or a full activity queue): later may work
-        except ReauthorizationRequired as exc:
-            return UploadResult(
-                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
-            ).to_json()
-        except RemoteError as exc:
-            if exc.status not in _PERMANENT:
-                raise
-            return UploadResult(
-                chunk.index, UploadVerdict.REFUSED, requests=client.stats.requests, error=str(exc)
+                error=stop.error,
+                resets_at=stop.resets_at,
             ).to_json()
         await asyncio.to_thread(runs.mark_accepted, run_id, chunk.index, activity.activity_id)
         return UploadResult(
@@ -493,10 +463,7 @@ class RunActivities:
             self._setup = asyncio.Lock()
         async with self._setup:
             if self._connections is None:
-                settings = self.services.settings
-                secret = await settings.resolve_client_secret(self.services.secrets)
-                oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
-                self._connections = Connections(self.services.secrets, self.services.locks, oauth)
+                self._connections = await self.services.connections()
             manager = self._managers.setdefault(connection, self._connections.tokens(connection))
         return manager
 

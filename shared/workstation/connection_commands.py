@@ -33,7 +33,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from shared import wiring
 from shared.config import Settings
 from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.connect import Connections
@@ -53,6 +52,7 @@ from shared.exports.definitions import check_list_id
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
 from shared.storage.locks import FileLocks
+from shared.wiring import clients
 from shared.workstation.cli_help import add_connection_option, command_parser
 from shared.workstation.commands import guarded
 
@@ -72,7 +72,7 @@ async def _connections(settings: Settings) -> AsyncIterator[Connections]:
     settings.require_client_id()
     store: SecretStore = open_secret_store(settings.store_settings)
     try:
-        yield await wiring.connections(settings, store, FileLocks(settings.home))()
+        yield await clients.connections(settings, store, FileLocks(settings.home))()
     finally:
         await store.close()
 
@@ -294,7 +294,7 @@ async def account_client(
             raise ReauthorizationRequired(connection, marked)
         manager = connections.tokens(connection)
         await manager.access_token()
-        pacer = wiring.shared_pacer(settings)
+        pacer = clients.shared_pacer(settings)
         async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
             yield manager, client
 

@@ -18,17 +18,19 @@ from typing import Any
 
 import orjson
 
-from shared import wiring
+from shared.config import Config
 from shared.errors import InputError
 from shared.exports import definitions as exports
 from shared.prepare.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.prepare.outputs import BlobOutput, LocalOutput, PreparedOutput
 from shared.prepare.pipeline import MAX_WORKERS, prepare
+from shared.prepare.summary import PrepareSummary
 from shared.runs.next_state import baseline, changes_json
 from shared.runs.report import counts_text, render_changes
 from shared.runs.store import state_store_for
 from shared.segments import layout as segments
 from shared.storage import files
+from shared.wiring import stores
 from shared.workstation.cli_help import command_parser
 from shared.workstation.commands import export_from_args, guarded
 
@@ -48,11 +50,11 @@ def _output(target: str, blob_service: Any) -> PreparedOutput:
 @guarded
 def _prepare(args: argparse.Namespace) -> int:
     export = export_from_args(args).with_overrides(mode=args.mode)
-    config = wiring.config(os.environ)
-    service = wiring.blob_service(config)
+    config = Config.from_mapping(os.environ)
+    service = stores.blob_service(config)
     store, name = files.resolve(args.source, service)
     segment = segments.locate(store, name, encoding=export.encoding)
-    states = state_store_for(wiring.run_store(config, service))
+    states = state_store_for(stores.run_store(config, service))
     base = baseline(states, export, segment, full=args.full)
     tracker = base.tracker()
     result = prepare(
@@ -67,32 +69,35 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        _print_summary(result.summary, result.location)
+        _print_summary(result.prepared, result.location)
     return 0
 
 
-def _print_summary(s: dict[str, Any], location: str) -> None:
-    print(f"prepared {s['source']}")
-    print(f"  rows read   {s['rows_read']:>10,}")
-    print(f"  contacts    {s['contacts']:>10,}")
-    print(f"  duplicates  {s['duplicates']:>10,}")
-    reasons = counts_text(s["reject_reasons"])
-    print(f"  rejected    {s['rejected']:>10,}" + (f"  ({reasons})" if reasons else ""))
-    if s["truncated"]:
+def _print_summary(s: PrepareSummary, location: str) -> None:
+    truncated = s.read.truncated if s.read else {}
+    invalid = s.read.invalid_values if s.read else {}
+    largest = s.read.largest_chunk_bytes if s.read else 0
+    print(f"prepared {s.source}")
+    print(f"  rows read   {s.rows_read:>10,}")
+    print(f"  contacts    {s.contacts:>10,}")
+    print(f"  duplicates  {s.duplicates:>10,}")
+    reasons = counts_text(s.reject_reasons)
+    print(f"  rejected    {s.rejected:>10,}" + (f"  ({reasons})" if reasons else ""))
+    if truncated:
         print(
-            f"  truncated   {sum(s['truncated'].values()):>10,}  values cut to their field's "
-            f"length, still sent ({counts_text(s['truncated'])})"
+            f"  truncated   {sum(truncated.values()):>10,}  values cut to their field's "
+            f"length, still sent ({counts_text(truncated)})"
         )
-    if s["invalid_values"]:
+    if invalid:
         print(
-            f"  invalid     {sum(s['invalid_values'].values()):>10,}  values left out, "
-            f"not a valid date ({counts_text(s['invalid_values'])})"
+            f"  invalid     {sum(invalid.values()):>10,}  values left out, "
+            f"not a valid date ({counts_text(invalid)})"
         )
     print(
-        f"  chunks      {s['chunks']:>10,}  (fewest possible {s['fewest_chunks_possible']}, "
-        f"largest {s['largest_chunk_bytes']:,} bytes)"
+        f"  chunks      {s.chunks:>10,}  (fewest possible {s.fewest_chunks_possible}, "
+        f"largest {largest:,} bytes)"
     )
-    changes = s.get("changes")
+    changes = s.changes
     if changes:
         print(
             f"  compared with {changes['previous_contacts']:,} contacts of the last run"
@@ -102,7 +107,7 @@ def _print_summary(s: dict[str, Any], location: str) -> None:
         for line in render_changes(changes, None):
             print(line)
         print(f"  would send  {changes['sent']:>10,}")
-    for name, when in s.get("list_names", {}).items():
+    for name, when in (s.list_names or {}).items():
         print(f"  list        {name!r}: a list name, {when}")
     print(f"  output      {location}")
 

@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 
 import orjson
 
+from shared.config import Config
 from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.connections import DEFAULT_CONNECTION, check_connection
-from shared.constant_contact.tokens import Connections, OAuthClient, read_status
+from shared.constant_contact.tokens import read_status
 from shared.errors import ReauthorizationRequired
 from shared.exports.account import preflight as account_preflight
 from shared.exports.definitions import (
@@ -43,9 +44,11 @@ from shared.exports.definitions import (
 )
 from shared.prepare.chunks import DEFAULT_MAX_BODY_BYTES
 from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus, check_run_id, new_run_id
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.ids import check_run_id, new_run_id
 from shared.runs.report import render
 from shared.secrets.opening import open_secret_store
+from shared.wiring import clients
 from shared.workstation.cli_help import EXIT_FAILED, add_connection_option, command_parser
 from shared.workstation.commands import export_from_args, guarded
 from shared.workstation.local_run import run_locally
@@ -200,9 +203,8 @@ async def preflight(
         marked = await read_status(store, connection)
         if marked is not None:
             raise ReauthorizationRequired(connection, marked)
-        secret = await settings.resolve_client_secret(store)
-        oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
-        manager = Connections(store, services.locks, oauth).tokens(connection)
+        connections = await clients.connections(settings, store, services.locks)()
+        manager = connections.tokens(connection)
         async with ConstantContactClient(
             settings.api_base, manager.access_token, services.pacer, retry=services.retry
         ) as client:
@@ -231,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         confirm_removals=args.confirm_removals,
     )
     connection = check_connection(args.connection or export.connection or DEFAULT_CONNECTION)
-    services = RunServices.from_env(os.environ)
+    services = clients.run_services(Config.from_mapping(os.environ))
     export = asyncio.run(preflight(services, connection, export, create_fields=args.create_fields))
     run_input = RunInput.create(
         run_id,

@@ -22,12 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus, new_run_id
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.ids import new_run_id
 from shared.secrets.store import LocalFileSecretStore, SecretStore
+from shared.wiring import clients
 from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.chaos.figures import FIGURES
 from tests.chaos.segment import MAPPING, Segment
@@ -52,7 +55,7 @@ def env_for(sandbox: RunningSandbox, home: Path, storage: str | None) -> dict[st
 def services_for(env: Mapping[str, str], pacer: Pacer | None = None) -> RunServices:
     """The run's services from settings, with fast retries and (unless given) a fast pacer
     of its own: throttling is a fault a test injects, not a pace it waits for."""
-    return replace(RunServices.from_env(env), retry=FAST, pacer=pacer or Pacer(40.0))
+    return replace(clients.run_services_from(env), retry=FAST, pacer=pacer or Pacer(40.0))
 
 
 def run_input(source: str, list_id: str, run_options: RunOptions) -> RunInput:

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.config import CLIENT_SECRET_NAME, Settings
+from shared.config import CLIENT_SECRET_NAME, Config, Settings
 from shared.constant_contact.pacing import Pacer
-from shared.runs.activities import RunActivities, RunServices, locks_from_settings
-from shared.runs.store import blob_service_from_settings, open_run_store
+from shared.runs.activities import RunActivities, RunServices
 from shared.secrets.keyvault import KeyVaultSecretStore
+from shared.wiring import clients, stores
 from tests.chaos.evidence import CountingActivities, Tally, aimed, met
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import (
@@ -130,14 +130,18 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
     tally = Tally()
 
     def activities() -> RunActivities:
-        blob = blob_service_from_settings(env)
+        config = Config.from_mapping(env)
+        blob = stores.blob_service(config)
+        secrets = vault_store(keyvault)
+        locks = stores.token_locks(config)  # blob leases, as on Azure
         services = RunServices(
             settings=settings,
-            runs=open_run_store(env, blob),
+            runs=stores.run_store(config, blob),
             blob_service=blob,
-            secrets=vault_store(keyvault),
-            locks=locks_from_settings(env, settings),  # blob leases, as on Azure
+            secrets=secrets,
+            locks=locks,
             pacer=Pacer(40.0),
+            connections=clients.connections(settings, secrets, locks),
             retry=FAST,
         )
         return CountingActivities(services, tally)

@@ -19,7 +19,7 @@ from typing import Any
 
 import azure.functions as func
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The function app's root: function_app.py and host.json."""
 
 DURABLE_KINDS = frozenset({"orchestrationTrigger", "activityTrigger"})

@@ -1,0 +1,72 @@
+"""Who talks to Constant Contact: pacers, token managers, account access, and the
+services every activity of a worker process shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared.config import Config, Settings
+from shared.constant_contact.connect import Connections
+from shared.constant_contact.oauth import OAuthClient
+from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
+from shared.exports.account import AccountAccess, ConnectionsFactory
+from shared.runs.activities import RunServices
+from shared.secrets.store import SecretStore
+from shared.storage.locks import Locks
+from shared.storage.names import storage_name
+from shared.wiring import stores
+
+
+def run_pacer(config: Config) -> Pacer:
+    """The process's pacer for the API key, at the margin runs keep under the limit.
+
+    Constant Contact's limits are per key, so every client of the process shares it.
+    """
+    rate = config.ctct.requests_per_second * PACING_MARGIN
+    return process_pacer(config.ctct.client_id, rate)
+
+
+def connections(settings: Settings, secrets: SecretStore, locks: Locks) -> ConnectionsFactory:
+    """Token managers for the connections, made on first use: the OAuth client needs
+    the app's client secret, which may be a Key Vault read."""
+
+    async def make() -> Connections:
+        secret = await settings.resolve_client_secret(secrets)
+        oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
+        return Connections(secrets, locks, oauth)
+
+    return make
+
+
+def shared_pacer(settings: Settings) -> Pacer:
+    """The API key's budget shared by every command under one CCEXPORT_HOME, through a
+    small state file (``connect``, ``check``, ``lists`` run side by side)."""
+    name = storage_name(f"ctct-pace-{settings.client_id}")
+    return Pacer(settings.requests_per_second, state_file=settings.home / "pacing" / f"{name}.json")
+
+
+def account_access(config: Config, secrets: SecretStore, locks: Locks) -> AccountAccess:
+    """Constant Contact clients for the connections' accounts (lists, custom fields,
+    the look before a run starts), paced with the process's runs."""
+    return AccountAccess(config.ctct, connections(config.ctct, secrets, locks), run_pacer(config))
+
+
+def run_services(config: Config) -> RunServices:
+    """Everything the run's activities use, for one worker process."""
+    blob = stores.blob_service(config)
+    secrets = stores.secret_store(config)
+    locks = stores.token_locks(config)
+    return RunServices(
+        settings=config.ctct,
+        runs=stores.run_store(config, blob),
+        blob_service=blob,
+        secrets=secrets,
+        locks=locks,
+        pacer=run_pacer(config),
+        connections=connections(config.ctct, secrets, locks),
+    )
+
+
+def run_services_from(env: Mapping[str, str]) -> RunServices:
+    """The activities' services from settings (a shorthand for tools and tests)."""
+    return run_services(Config.from_mapping(env))
