@@ -1,8 +1,8 @@
 """Secrets in Azure Key Vault, and the credentials the app reaches it with.
 
 Kept apart from shared.secrets.store so that only a store that really talks to Key Vault
-loads azure-identity (with msal and requests) and azure-keyvault-secrets: about
-0.3 s of imports that `ccexport run` and `connect` on local files never use.
+loads azure-identity (with msal and requests) and azure-keyvault-secrets: slow imports
+that `ccexport run` and `connect` on local files never use.
 shared.secrets.opening.open_secret_store imports this module when KEY_VAULT_URL is set.
 
 Values never reach a log line or an exception message: errors name the secret and the
@@ -136,8 +136,8 @@ class KeyVaultSecretStore(AsyncClosing):
 
     `verify_challenge_resource=False` and `connection_verify=<CA file>` exist for a
     local vault on 127.0.0.1. A CA file makes azure-core build a TLS context per
-    request, so connections are not reused (about 11 ms instead of 2 ms a read,
-    measured on the local fake); a CA in SSL_CERT_FILE keeps the pool.
+    request, so connections are not reused and every read pays a new TLS handshake;
+    a CA in SSL_CERT_FILE keeps the pool.
     """
 
     def __init__(

@@ -29,10 +29,9 @@ from shared.errors import InputError
 if TYPE_CHECKING:  # at run time only attributes are read: worker processes stay light
     from shared.segments.layout import Part, Segment
 
-# Small blocks keep what is in flight, and so peak memory, small; each block costs about
-# 2.5 ms of calls into Arrow and numpy. `ccexport prepare` of bench_prepare's million
-# rows, best of 4 runs each, interleaved, peak RSS from /usr/bin/time: 1 MiB 2.44 s and
-# 256 MB, 512 KiB 2.71 s and 217 MB, 256 KiB 3.23 s and 200 MB.
+# Small blocks keep what is in flight, and so peak memory, small; but each block pays a
+# fixed cost of calls into Arrow and numpy, so smaller blocks make prepare slower. This
+# size is the balance of the two (`make bench`, bench/bench_prepare.py, measures it).
 BLOCK_BYTES = 512 << 10
 # A single field may be this large; past it the file is malformed (often an unbalanced
 # quote swallowing the rest of the file), and reading stops with an error instead of

@@ -1,7 +1,7 @@
 """The inbox: which Customer Insights run a file belongs to, when that run is complete,
 and the key a run of it is started under.
 
-Customer Insights writes (shared/notes: customer-insights-export)::
+Customer Insights writes an export to Blob Storage as::
 
     <root>/<Export>/model.json
     <root>/<Export>/<Table>/yyyy/MM/dd/HHmm/<Table>_1.csv ... <Table>_N.csv

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.errors import InputError
 
 if TYPE_CHECKING:
-    # The Azure SDK is loaded only when a blob is read: prepare on local files stays
-    # about 40 MB lighter without it.
+    # The Azure SDK is loaded only when a blob is read: prepare on local files never
+    # pays its memory.
     from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
 
 BLOB_SCHEME = "az://"

@@ -174,7 +174,7 @@ class BlobLeaseLocks:
         self, blob: BlobClient, name: str, timeout: float
     ) -> tuple[BlobLeaseClient, bool]:
         # The Blob SDK loads only where leases are used: a run on a laptop (file locks)
-        # starts about 0.15 s sooner without it.
+        # starts without waiting for its import.
         from azure.storage.blob.aio import BlobLeaseClient  # noqa: PLC0415 - see above
 
         loop = asyncio.get_running_loop()
