@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from shared.config import Settings
+from shared.config import Config, Settings
 from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.connections import DEFAULT_CONNECTION, check_connection
@@ -258,7 +258,7 @@ def _logs(env: Mapping[str, str]) -> None:
 
 def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _logs(env)
-    settings = Settings.from_mapping(env)
+    settings = Config.from_mapping(env).ctct
     bundle = asyncio.run(
         connect(
             settings,
@@ -440,7 +440,9 @@ def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         lists, fields, create = _check_targets(args)
         report = asyncio.run(
-            check(Settings.from_mapping(env), args.connection, lists, fields, create_fields=create)
+            check(
+                Config.from_mapping(env).ctct, args.connection, lists, fields, create_fields=create
+            )
         )
     except CcexportError as exc:
         if args.json:

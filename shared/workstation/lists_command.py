@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from shared.config import Settings
-from shared.constant_contact.client import ContactList
+from shared.config import Config, Settings
 from shared.constant_contact.connections import DEFAULT_CONNECTION
+from shared.constant_contact.models import ContactList
 from shared.exports.account import account_lists, list_document, new_list_name
 from shared.workstation.cli_help import add_connection_option, command_parser
 from shared.workstation.commands import guarded
@@ -95,7 +95,7 @@ def table(lists: Sequence[ContactList]) -> list[str]:
 @guarded
 def run(args: argparse.Namespace) -> int:
     _logs(os.environ)
-    settings = Settings.from_mapping(os.environ)
+    settings = Config.from_mapping(os.environ).ctct
     connection: str = args.connection
     if args.create is not None:
         lst, created = asyncio.run(create_list(settings, connection, new_list_name(args.create)))
