@@ -36,20 +36,12 @@ from functions.activities import (
     PREPARE_SEGMENT,
     UPLOAD_CHUNK,
 )
-from shared.runs.contract import (
-    ChunkRef,
-    MembersResult,
-    Phase,
-    PollRequest,
-    PollResult,
-    PreparedRun,
-    RemovalResult,
-    RunInput,
-    RunTally,
-    UploadRequest,
-    UploadResult,
-    iso,
-)
+from shared.runs.bookkeeping import RunTally
+from shared.runs.contract import Phase, RunInput
+from shared.runs.ids import iso
+from shared.runs.membership import MembersResult, RemovalResult
+from shared.runs.prepared import ChunkRef, PreparedRun
+from shared.runs.uploads import PollRequest, PollResult, UploadRequest, UploadResult
 
 bp = Blueprint()
 

@@ -14,18 +14,10 @@ from typing import Any
 
 from functions.orchestrator import segment_export
 from shared.exports.definitions import ExportDefinition
-from shared.runs.contract import (
-    Changes,
-    ImportState,
-    ListPlan,
-    MembersResult,
-    PollResult,
-    PreparedRun,
-    RemovalResult,
-    RunInput,
-    RunOptions,
-    RunStatus,
-)
+from shared.runs.contract import RunInput, RunOptions, RunStatus
+from shared.runs.membership import ListPlan, MembersResult, RemovalResult
+from shared.runs.prepared import Changes, PreparedRun
+from shared.runs.uploads import ImportState, PollResult
 from tests.support.durable_history import START, HostRun, run_by_replay
 from tests.support.scripted_account import Account
 

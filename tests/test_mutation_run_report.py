@@ -10,22 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.exports.definitions import ExportDefinition
-from shared.runs.contract import (
-    Changes,
-    ChunkFate,
-    ChunkOutcome,
-    ChunkRef,
-    FinishRequest,
-    ImportState,
-    ListPlan,
-    MembersResult,
-    PreparedRun,
-    Removals,
-    RequestCounts,
-    RunInput,
-    RunStatus,
-)
+from shared.runs.contract import FinishRequest, RunInput, RunStatus
+from shared.runs.membership import ListPlan, MembersResult, Removals
+from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.report import build_report, counts_text, render, render_changes
+from shared.runs.uploads import ChunkFate, ChunkOutcome, ImportState, RequestCounts
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 RUN_ID = "weekly.0123456789abcdef0123456789abcdef"

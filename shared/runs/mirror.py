@@ -36,7 +36,7 @@ from shared.exports.state import (
     email_keys,
     union,
 )
-from shared.runs.contract import ListPlan
+from shared.runs.membership import ListPlan
 
 if TYPE_CHECKING:
     # A type only: run_state (and so prepare) reads plans without aiohttp loaded.

@@ -49,7 +49,9 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from shared.runs.contract import Changes, ChunkFate, ChunkOutcome, FinishRequest, RunStatus
+from shared.runs.contract import FinishRequest, RunStatus
+from shared.runs.prepared import Changes
+from shared.runs.uploads import ChunkFate, ChunkOutcome
 
 
 def _chunk_entry(outcome: ChunkOutcome, staging: str) -> dict[str, Any]:

@@ -26,7 +26,8 @@ import pytest
 
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities
-from shared.runs.contract import PreparedRun, RunInput, RunOptions
+from shared.runs.contract import RunInput, RunOptions
+from shared.runs.prepared import PreparedRun
 from shared.workstation import cli
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import connect_locally, env_for, services_for

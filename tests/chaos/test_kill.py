@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.runs.contract import new_run_id
+from shared.runs.ids import new_run_id
 from tests.chaos.conftest import count_faults
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import check_delivery, connect_locally, env_for

@@ -10,17 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.runs.contract import (
-    ChunkRef,
-    FinishRequest,
-    ImportState,
-    PollResult,
-    PreparedRun,
-    RunInput,
-    UploadRequest,
-    UploadResult,
-    UploadVerdict,
-)
+from shared.runs.contract import FinishRequest, RunInput
+from shared.runs.prepared import ChunkRef, PreparedRun
+from shared.runs.uploads import ImportState, PollResult, UploadRequest, UploadResult, UploadVerdict
 
 
 class UploadBroke(Exception):

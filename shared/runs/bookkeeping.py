@@ -1,0 +1,352 @@
+"""The orchestrator's own bookkeeping: where a run stands between two steps.
+
+``RunTally`` is rebuilt by the orchestrator on every replay from the activities'
+results, so it is pure and deterministic (no clock, no I/O). It decides the run's
+status, what the custom status says, and when mirror mode stops to ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from shared.runs.contract import FinishRequest, Phase, RunInput, RunOutcome, RunStatus
+from shared.runs.membership import ListPlan, MembersResult, RemovalResult, Removals
+from shared.runs.prepared import Changes, ChunkRef, PreparedRun
+from shared.runs.uploads import (
+    TERMINAL_IMPORT_STATES,
+    ChunkFate,
+    ChunkOutcome,
+    PollResult,
+    RequestCounts,
+    UploadResult,
+    UploadVerdict,
+)
+
+
+class RunTally:
+    """Where a run stands: one object the orchestrator updates after each step.
+
+    Pure and deterministic (no clock, no I/O), so the orchestrator can rebuild it on
+    every replay; it also decides the run's status and what the custom status says.
+    """
+
+    def __init__(self, run: RunInput, started_at: str) -> None:
+        self.run = run
+        self.started_at = started_at
+        self.phase = Phase.PREPARING
+        self.prepared: PreparedRun | None = None
+        self.outcomes: dict[int, ChunkOutcome] = {}
+        self.error: str | None = None
+        self.resets_at: str | None = None
+        self.requests = RequestCounts()
+        self.final: RunStatus | None = None
+        self.poll_failures = 0
+        """Status polls in a row that failed (after their retries)."""
+        self.members: MembersResult | None = None
+        self.removals: Removals | None = None
+        self.removal_states: dict[str, str] = {}
+        """Membership removal activity id -> its last known state."""
+        self.confirmation: str | None = None
+
+    # -- steps ---------------------------------------------------------------------
+
+    def prepared_run(self, prepared: PreparedRun) -> None:
+        self.prepared = prepared
+        if prepared.error is not None:
+            self.fail(prepared.error)
+            return
+        self.outcomes = {c.index: ChunkOutcome(c) for c in prepared.chunks}
+        self.phase = Phase.UPLOADING
+
+    def fail(self, error: str) -> None:
+        self.error = error
+
+    # -- mirror mode -----------------------------------------------------------------
+
+    @property
+    def changes(self) -> Changes:
+        return self.prepared.changes if self.prepared else Changes()
+
+    def mirror(self) -> bool:
+        return self.changes.mode == "mirror"
+
+    def needs_members(self) -> bool:
+        """Look at the lists before sending: a mirror run with joiners or leavers."""
+        return self.mirror() and self.changes.needs_members and not self.stopped()
+
+    def check_empty_segment(self) -> None:
+        """A mirror run whose segment came empty after a non-empty one stops to ask."""
+        prepared, changes = self.prepared, self.changes
+        if (
+            self.mirror()
+            and not self.stopped()
+            and prepared is not None
+            and prepared.contacts == 0
+            and changes.previous_contacts > 0
+            and not self.run.options.confirm_removals
+        ):
+            self.confirmation = (
+                f"the segment is empty but the last run sent {changes.previous_contacts:,} "
+                "contacts: in mirror mode this would remove every member this export added. "
+                f"Check the file; to go ahead, {self._confirm_hint()}"
+            )
+
+    def members_found(self, result: MembersResult) -> None:
+        self.members = result
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
+            return
+        if result.error is not None:
+            self.fail(f"the lists' members could not be read, so nothing was sent: {result.error}")
+            return
+        limit = self.run.definition().max_removal_share
+        over = [p for p in result.lists if p.share() > limit]
+        if over and not self.run.options.confirm_removals:
+            worst = max(over, key=ListPlan.share)
+            self.confirmation = (
+                f"this mirror run would remove {worst.remove:,} of the {worst.members:,} "
+                f"members of list {worst.list_id} ({worst.share():.0%}), more than the "
+                f"{limit:.0%} allowed (max_removal_share): a truncated or wrong file? Nothing "
+                f"was sent or removed. To go ahead, {self._confirm_hint()}"
+            )
+
+    def _confirm_hint(self) -> str:
+        run_id = self.run.run_id
+        return (
+            f"start run {run_id} again with confirm_removals (ccexport run ... --run-id "
+            f'{run_id} --confirm-removals, or POST .../runs with {{"confirm_removals": true}})'
+        )
+
+    def awaits_confirmation(self) -> bool:
+        return self.confirmation is not None
+
+    def removals_due(self) -> bool:
+        return (
+            self.members is not None
+            and self.members.removals > 0
+            and self.removals is None
+            and not self.stopped()
+            and not self.awaits_confirmation()
+        )
+
+    def removals_asked(self, result: RemovalResult) -> None:
+        planned = self.members.removals if self.members else 0
+        self.removals = Removals(
+            planned=planned,
+            asked=result.contacts,
+            activities=len(result.activity_ids),
+            error=result.error,
+        )
+        self.removal_states = {a: "" for a in result.activity_ids}
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
+
+    def removals_failed(self, error: str) -> None:
+        planned = self.members.removals if self.members else 0
+        self.removals = Removals(planned, error=error)
+
+    def removals_awaiting(self) -> list[str]:
+        return [
+            a for a, state in self.removal_states.items() if state not in TERMINAL_IMPORT_STATES
+        ]
+
+    def removals_polled(self, result: PollResult) -> None:
+        for state in result.imports:
+            if state.activity_id in self.removal_states:
+                self.removal_states[state.activity_id] = state.state
+        if self.removals is not None:
+            done = sum(1 for s in self.removal_states.values() if s == "completed")
+            failed = [
+                s
+                for s in self.removal_states.values()
+                if s in TERMINAL_IMPORT_STATES - {"completed"}
+            ]
+            error = self.removals.error or (
+                f"{len(failed)} removal activit{'y' if len(failed) == 1 else 'ies'} ended "
+                + ", ".join(sorted(set(failed)))
+                if failed
+                else None
+            )
+            self.removals = replace(self.removals, activities_completed=done, error=error)
+
+    def removals_unconfirmed(self, why: str) -> None:
+        if self.removals is not None and self.removals_awaiting():
+            self.removals = replace(self.removals, error=self.removals.error or why)
+        self.removal_states = {
+            a: (s if s in TERMINAL_IMPORT_STATES else "unconfirmed")
+            for a, s in self.removal_states.items()
+        }
+
+    def uploaded(self, result: UploadResult) -> None:
+        outcome = self.outcomes[result.index]
+        self.requests = replace(
+            self.requests,
+            import_requests=self.requests.import_requests + result.requests,
+            import_resends=self.requests.import_resends + result.resends,
+        )
+        requests = outcome.upload_requests + result.requests
+        if result.verdict is UploadVerdict.ACCEPTED:
+            self.outcomes[result.index] = replace(
+                outcome,
+                fate=ChunkFate.ACCEPTED,
+                activity_id=result.activity_id,
+                already_accepted=result.already_accepted,
+                upload_requests=requests,
+            )
+        elif result.verdict is UploadVerdict.QUOTA_EXHAUSTED:
+            self.outcomes[result.index] = replace(
+                outcome, fate=ChunkFate.NOT_SENT, upload_requests=requests, error=result.error
+            )
+            self.quota_exhausted(result.resets_at)
+        else:
+            self.outcomes[result.index] = replace(
+                outcome, fate=ChunkFate.UPLOAD_FAILED, upload_requests=requests, error=result.error
+            )
+
+    def upload_failed(self, index: int, error: str) -> None:
+        """The upload activity failed for good (after its retries)."""
+        self.outcomes[index] = replace(
+            self.outcomes[index], fate=ChunkFate.UPLOAD_FAILED, error=error
+        )
+
+    def quota_exhausted(self, resets_at: str | None) -> None:
+        self.resets_at = resets_at or self.resets_at or "the next 00:00 UTC"
+        for index, outcome in self.outcomes.items():
+            if outcome.fate is ChunkFate.PENDING:
+                self.outcomes[index] = replace(
+                    outcome, fate=ChunkFate.NOT_SENT, error="daily request quota exhausted"
+                )
+
+    def polled(self, result: PollResult) -> None:
+        requests = self.requests
+        self.requests = replace(
+            requests,
+            status_polls=requests.status_polls + 1,
+            poll_requests=requests.poll_requests + result.requests,
+            polls_in_one_request=requests.polls_in_one_request + (result.requests == 1),
+        )
+        self.poll_failures = 0
+        by_id = {state.activity_id: state for state in result.imports}
+        for index, outcome in self.outcomes.items():
+            state = by_id.get(outcome.activity_id or "")
+            if state is None or outcome.fate is not ChunkFate.ACCEPTED:
+                continue
+            fate = ChunkFate.ACCEPTED
+            error = None
+            if state.state == "completed":
+                fate = ChunkFate.IMPORTED
+            elif state.done:
+                fate = ChunkFate.IMPORT_FAILED
+                error = f"the import ended {state.state}"
+            self.outcomes[index] = replace(outcome, fate=fate, import_state=state, error=error)
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
+
+    def poll_failed(self) -> None:
+        """A status poll failed for good; the imports may still be running."""
+        self.poll_failures += 1
+        self.requests = replace(self.requests, status_polls=self.requests.status_polls + 1)
+
+    def stop_waiting(self, why: str) -> None:
+        """No more polls: imports still running are reported unconfirmed."""
+        for index, outcome in self.outcomes.items():
+            if outcome.fate is ChunkFate.ACCEPTED:
+                self.outcomes[index] = replace(outcome, fate=ChunkFate.UNCONFIRMED, error=why)
+
+    # -- questions -----------------------------------------------------------------
+
+    def stopped(self) -> bool:
+        """Nothing more may be sent: the input failed or the quota is gone."""
+        return self.error is not None or self.resets_at is not None
+
+    def pending_chunks(self) -> list[ChunkRef]:
+        return [o.chunk for o in self.outcomes.values() if o.fate is ChunkFate.PENDING]
+
+    def awaiting(self) -> list[str]:
+        """Activity ids of accepted imports that have not finished."""
+        return [
+            o.activity_id
+            for o in self.outcomes.values()
+            if o.fate is ChunkFate.ACCEPTED and o.activity_id is not None
+        ]
+
+    def _contacts(self, chunks: Iterable[ChunkOutcome]) -> int:
+        return sum(o.chunk.contacts for o in chunks)
+
+    def status(self) -> RunStatus:
+        outcomes = list(self.outcomes.values())
+        went = [o for o in outcomes if not o.fate.lost and o.fate is not ChunkFate.PENDING]
+        if self.resets_at is not None:
+            return RunStatus.QUOTA_EXHAUSTED
+        if self.confirmation is not None:
+            return RunStatus.NEEDS_CONFIRMATION
+        if self.removals is not None and not self.removals.done:
+            return (
+                RunStatus.COMPLETED_WITH_ERRORS if went or self.removals.asked else RunStatus.FAILED
+            )
+        if not went and (self.error is not None or outcomes):
+            return RunStatus.FAILED  # nothing was sent, or everything sent was refused
+        if self.error is not None or any(not o.fate.delivered or o.shortfall for o in outcomes):
+            return RunStatus.COMPLETED_WITH_ERRORS
+        return RunStatus.COMPLETED
+
+    def progress(self) -> dict[str, Any]:
+        """The custom status."""
+        outcomes = list(self.outcomes.values())
+        final = {ChunkFate.IMPORTED, ChunkFate.IMPORT_FAILED}
+        failed = [o for o in outcomes if o.fate.lost or o.fate is ChunkFate.UNCONFIRMED]
+        return {
+            "phase": self.phase.value,
+            "run_id": self.run.run_id,
+            "status": None if self.final is None else self.final.value,
+            "chunks_total": len(outcomes),
+            "chunks_uploaded": sum(1 for o in outcomes if o.activity_id is not None),
+            "chunks_done": sum(1 for o in outcomes if o.fate in final),
+            "chunks_failed": len(failed),
+            "contacts_total": self._contacts(outcomes),  # to send: unchanged ones are not
+            "contacts_done": self._contacts(o for o in outcomes if o.fate.delivered),
+            "polls": self.requests.status_polls,
+        }
+
+    def finish_request(self, finished_at: str) -> FinishRequest:
+        if self.confirmation is not None:
+            for index, outcome in self.outcomes.items():
+                if outcome.fate is ChunkFate.PENDING:
+                    why = "not sent: the run waits for confirmation"
+                    self.outcomes[index] = replace(outcome, error=why)
+        self.final = self.status()
+        self.phase = Phase.FINISHING
+        return FinishRequest(
+            run=self.run,
+            status=self.final,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            prepared=self.prepared,
+            outcomes=tuple(self.outcomes[i] for i in sorted(self.outcomes)),
+            requests=self.requests,
+            error=self.error,
+            resets_at=self.resets_at,
+            members=self.members,
+            removals=self.removals,
+            confirmation=self.confirmation,
+        )
+
+    def outcome(self, report: str | None) -> RunOutcome:
+        self.phase = Phase.DONE
+        outcomes = list(self.outcomes.values())
+        status = self.final or self.status()
+        short = sum(o.shortfall for o in outcomes)
+        return RunOutcome(
+            run_id=self.run.run_id,
+            status=status,
+            contacts_total=self.prepared.contacts if self.prepared else 0,
+            contacts_delivered=self._contacts(o for o in outcomes if o.fate.delivered) - short,
+            contacts_not_delivered=self._contacts(o for o in outcomes if o.fate.lost) + short,
+            contacts_unconfirmed=self._contacts(
+                o for o in outcomes if o.fate in (ChunkFate.UNCONFIRMED, ChunkFate.ACCEPTED)
+            ),
+            report=report,
+            resume_after=self.resets_at if status is RunStatus.QUOTA_EXHAUSTED else None,
+        )
