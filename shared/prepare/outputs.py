@@ -67,7 +67,8 @@ class PreparedOutput(Protocol):
         """Store one more file beside the chunks (committed with them)."""
 
     def commit(self, summary: dict[str, Any]) -> str:
-        """Make everything visible; returns where the output is, for people."""
+        """Write summary.json (``PrepareSummary.to_json()``) last and make everything
+        visible; returns where the output is, for people."""
 
     def abort(self) -> None: ...
 

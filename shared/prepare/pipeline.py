@@ -41,6 +41,7 @@ from shared.prepare.outputs import PreparedOutput, RejectsWriter, chunk_name
 from shared.prepare.results import BlockResult
 from shared.prepare.rows import map_block
 from shared.prepare.seen_keys import SeenKeys
+from shared.prepare.summary import ChunkFile, PartRows, PrepareSummary, SegmentRead
 from shared.prepare.workers import BlockWorkers
 from shared.segments.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
 from shared.segments.layout import Segment
@@ -53,9 +54,14 @@ MAX_WORKERS = 2  # the Constant Contact side, not CPU, bounds a run past two cor
 
 @dataclass(frozen=True)
 class PrepareResult:
-    summary: dict[str, Any]
+    prepared: PrepareSummary
     chunks: list[ChunkInfo]
     location: str
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json, as written."""
+        return self.prepared.to_json()
 
 
 def default_workers() -> int:
@@ -92,8 +98,8 @@ def prepare(
             block_bytes=block_bytes, fast=fast, changes=changes,
             describe_changes=describe_changes,
         )  # fmt: skip
-        summary["elapsed_seconds"] = round(time.perf_counter() - started, 3)
-        location = output.commit(summary)
+        summary = replace(summary, elapsed_seconds=round(time.perf_counter() - started, 3))
+        location = output.commit(summary.to_json())
     except BaseException:
         output.abort()
         raise
@@ -340,7 +346,7 @@ def _run(
     fast: bool,
     changes: ChangeTracker | None = None,
     describe_changes: DescribeChanges | None = None,
-) -> tuple[dict[str, Any], list[ChunkInfo]]:
+) -> tuple[PrepareSummary, list[ChunkInfo]]:
     source = _SegmentBlocks(segment, block_bytes)
     blocks = iter(source)
     head = list(itertools.islice(blocks, 2))  # enough to know the columns, and the size
@@ -380,35 +386,35 @@ def _run(
             f"internal error: {rows_read} rows read but {contacts} contacts, "
             f"{merge.rejected} rejected and {merge.duplicates} duplicates"
         )
-    summary: dict[str, Any] = {
-        "source": segment.describe(),
-        "model": segment.store.describe(segment.model) if segment.model else None,
-        "entity": segment.entity,
-        "parts": [{"name": name, "rows": rows} for name, rows in source.parts.items()],
-        "list_ids": list(export.list_ids),
-        "rows_read": rows_read,
-        "contacts": contacts,
-        "duplicates": merge.duplicates,
-        "rejected": merge.rejected,
-        "reject_reasons": dict(sorted(merge.reasons.items())),
-        "truncated": dict(sorted(merge.truncated.items())),
-        "invalid_values": dict(sorted(merge.invalid.items())),
-        "chunks": len(chunks),
-        "fewest_chunks_possible": chunker.fewest_possible(),
-        "largest_chunk_bytes": max((c.bytes for c in chunks), default=0),
-        "max_body_bytes": max_body_bytes,
-        "content_hash": source.content.hexdigest(),
-        "workers": workers if in_use else 1,
-        "worker_kind": pool.kind if pool is not None and in_use else "this thread",
-        "blocks": merge.blocks,
-        "columnar_blocks": merge.columnar_blocks,
-        "chunk_files": [
-            {"name": chunk_name(c.index), "contacts": c.contacts, "bytes": c.bytes} for c in chunks
-        ],
-    }
-    if counted is not None:
-        summary["changes"] = counted
+    read = SegmentRead(
+        model=segment.store.describe(segment.model) if segment.model else None,
+        entity=segment.entity,
+        parts=tuple(PartRows(name, rows) for name, rows in source.parts.items()),
+        truncated=dict(sorted(merge.truncated.items())),
+        invalid_values=dict(sorted(merge.invalid.items())),
+        largest_chunk_bytes=max((c.bytes for c in chunks), default=0),
+        max_body_bytes=max_body_bytes,
+        workers=workers if in_use else 1,
+        worker_kind=pool.kind if pool is not None and in_use else "this thread",
+        blocks=merge.blocks,
+        columnar_blocks=merge.columnar_blocks,
+    )
     names = list_names(export.list_ids)
-    if names:  # a dry run looks nothing up: its bodies carry the names (shared/exports/account.py)
-        summary["list_names"] = dict.fromkeys(names, "resolved to its id at run time")
+    summary = PrepareSummary(
+        source=segment.describe(),
+        list_ids=export.list_ids,
+        rows_read=rows_read,
+        contacts=contacts,
+        duplicates=merge.duplicates,
+        rejected=merge.rejected,
+        reject_reasons=dict(sorted(merge.reasons.items())),
+        chunks=len(chunks),
+        fewest_chunks_possible=chunker.fewest_possible(),
+        chunk_files=tuple(ChunkFile(chunk_name(c.index), c.contacts, c.bytes) for c in chunks),
+        content_hash=source.content.hexdigest(),
+        read=read,
+        changes=counted,
+        # A dry run looks nothing up: its bodies carry the names (shared/exports/account.py).
+        list_names=dict.fromkeys(names, "resolved to its id at run time") if names else None,
+    )
     return summary, chunks

@@ -45,14 +45,14 @@ from shared.exports.state import (
     state_key,
 )
 from shared.prepare.outputs import PreparedOutput
-from shared.runs.contract import Changes, FinishRequest, RunStatus
+from shared.prepare.summary import PrepareSummary
+from shared.runs.contract import FinishRequest, RunStatus
 from shared.runs.mirror import PLAN_FILE, next_managed, read_plan
+from shared.runs.prepared import Changes
 from shared.runs.store import RunStore
 from shared.segments.layout import Segment
 
 log = logging.getLogger(__name__)
-
-SUMMARY_COUNTS = ("rows_read", "contacts", "duplicates", "rejected", "reject_reasons")
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def changes_json(base: Baseline, counts: dict[str, Any], segment_keys: Keys) -> 
 
 def skip_unchanged(
     base: Baseline, segment: Segment, output: PreparedOutput
-) -> dict[str, Any] | None:
+) -> PrepareSummary | None:
     """Stage an empty prepare when the segment is the last snapshot's; else None."""
     previous = base.previous
     if previous is None or base.full or not base.comparable:
@@ -137,15 +137,16 @@ def skip_unchanged(
     if content_hash(segment) != previous.header["content_hash"]:
         return None
     last = previous.header.get("counts", {})
-    summary: dict[str, Any] = {
-        "source": segment.describe(),
-        "list_ids": list(previous.header.get("list_ids", [])),
-        **{name: last.get(name, 0) for name in SUMMARY_COUNTS},
-        "chunks": 0,
-        "fewest_chunks_possible": 0,
-        "chunk_files": [],
-        "content_hash": previous.header["content_hash"],
-        "changes": {
+    summary = PrepareSummary(
+        source=segment.describe(),
+        list_ids=tuple(previous.header.get("list_ids", [])),
+        rows_read=last.get("rows_read", 0),
+        contacts=last.get("contacts", 0),
+        duplicates=last.get("duplicates", 0),
+        rejected=last.get("rejected", 0),
+        reject_reasons=dict(last.get("reject_reasons", {})),
+        content_hash=previous.header["content_hash"],
+        changes={
             "incremental": True,
             "added": 0,
             "updated": 0,
@@ -160,9 +161,8 @@ def skip_unchanged(
             "removal_candidates": 0,
             "needs_members": False,
         },
-    }
-    summary["reject_reasons"] = dict(last.get("reject_reasons", {}))
-    output.commit(summary)
+    )
+    output.commit(summary.to_json())
     return summary
 
 
@@ -222,12 +222,12 @@ def _write_state(
         staged = runs.read_staged(run_id, SNAPSHOT_FILE)
         if staged is None:
             raise _NotWritten("the staged snapshot is missing")
-        summary = runs.staged_summary(run_id) or {}
+        summary = PrepareSummary.from_json(runs.staged_summary(run_id) or {})
         candidate = ExportState.from_bytes(staged)
         keys, digests = candidate.keys, candidate.digests
         header["definition_hash"] = definition_hash(export)
-        header["content_hash"] = summary.get("content_hash", "")
-        header["counts"] = {name: summary.get(name, 0) for name in SUMMARY_COUNTS}
+        header["content_hash"] = summary.content_hash
+        header["counts"] = summary.counts()
     else:
         keys, digests = base.keys, base.digests
         header["definition_hash"] = base.header.get("definition_hash", "")

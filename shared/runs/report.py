@@ -281,7 +281,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_changes(changes: dict[str, Any] | None, removals: dict[str, Any] | None) -> list[str]:
+def render_changes(changes: Mapping[str, Any] | None, removals: dict[str, Any] | None) -> list[str]:
     """The lines about what changed since the last run (``ccexport run`` and ``prepare``)."""
     if not changes:
         return []
