@@ -23,14 +23,14 @@ from azurefunctions.extensions.bindings import blob
 
 from functions.services import services
 from shared.config import STORAGE_CONNECTION
-from shared.runs.launcher import Outcome, StartResult
+from shared.runs.launcher import Outcome, RunStart
 
 log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 
-def _summary(results: list[StartResult]) -> str:
+def _summary(results: list[RunStart]) -> str:
     started = sum(r.outcome is Outcome.STARTED for r in results)
     return f"{started} started, {len(results) - started} already running or done"
 

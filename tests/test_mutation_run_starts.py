@@ -25,7 +25,7 @@ from shared.runs.launcher import (
     Launcher,
     NotReady,
     Outcome,
-    StartResult,
+    RunStart,
     run_input,
 )
 from shared.segments.inbox import BlobInfo, Listing, RunFolder, run_key
@@ -164,7 +164,7 @@ async def test_a_folder_starts_once_under_its_run_key(tmp_path: Path) -> None:
     w = World(tmp_path)
     first = await w.launcher.start(definition(), folder(), "blob")
     run_id = run_key("high-value", folder())
-    assert first == StartResult(
+    assert first == RunStart(
         run_id, Outcome.STARTED, "high-value", "az://inbox/HighValue/Contacts/2026/03/04/1100"
     )
     assert w.engine.started == [(run_id, run_input(run_id, definition(), folder(), "blob", NOW))]
@@ -200,7 +200,7 @@ async def test_a_finished_run_starts_again_only_when_a_person_asks(tmp_path: Pat
     run_id = run_key("high-value", folder())
     w.engine.status[run_id] = "Completed"
     done = await w.launcher.start(definition(), folder(), "timer")
-    assert done == StartResult(run_id, Outcome.DONE, "high-value", SOURCE, "Completed")
+    assert done == RunStart(run_id, Outcome.DONE, "high-value", SOURCE, "Completed")
     assert w.engine.started == []
     again = await w.launcher.start(definition(), folder(), "http", restart_done=True)
     assert (again.outcome, again.status) == (Outcome.STARTED, "Completed")
@@ -229,7 +229,7 @@ async def test_a_start_another_delivery_won_is_already_running(tmp_path: Path) -
     w.engine.refuse_with = "Running"
     result = await w.launcher.start(definition(), folder(), "blob")
     run_id = run_key("high-value", folder())
-    assert result == StartResult(run_id, Outcome.RUNNING, "high-value", SOURCE, "Running")
+    assert result == RunStart(run_id, Outcome.RUNNING, "high-value", SOURCE, "Running")
     assert await w.recorded() == []
 
 

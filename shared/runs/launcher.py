@@ -75,7 +75,9 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class StartResult:
+class RunStart:
+    """What the launcher did with one run folder: started its run, or found it running or done."""
+
     run_id: str
     outcome: Outcome
     export: str
@@ -169,7 +171,7 @@ class Launcher:
         *,
         restart_done: bool = False,
         options: RunOptions | None = None,
-    ) -> StartResult:
+    ) -> RunStart:
         """Start this folder under this definition unless that run is running or done
         (``restart_done``: a person asked to send a finished run again)."""
         if not definition.name:
@@ -177,9 +179,9 @@ class Launcher:
         run_id = run_key(definition.name, folder)
         status = await self.engine.runtime_status(run_id)
         if status in ACTIVE:
-            return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, status)
+            return RunStart(run_id, Outcome.RUNNING, definition.name, folder.source, status)
         if status in DONE and not restart_done:
-            return StartResult(run_id, Outcome.DONE, definition.name, folder.source, status)
+            return RunStart(run_id, Outcome.DONE, definition.name, folder.source, status)
         checked = definition
         if self._preflight is not None:
             try:
@@ -195,7 +197,7 @@ class Launcher:
             # are answered as "already running", not failed and delivered yet again.
             now = await self.engine.runtime_status(run_id)
             if now in ACTIVE:
-                return StartResult(run_id, Outcome.RUNNING, definition.name, folder.source, now)
+                return RunStart(run_id, Outcome.RUNNING, definition.name, folder.source, now)
             raise
         await self.runs.record(
             RunRecord(
@@ -210,7 +212,7 @@ class Launcher:
         log.info(
             "export %r: run %s started (%s) for %s", definition.name, run_id, trigger, folder.path
         )
-        return StartResult(run_id, Outcome.STARTED, definition.name, folder.source, status)
+        return RunStart(run_id, Outcome.STARTED, definition.name, folder.source, status)
 
     async def _startable(self) -> list[ExportDefinition]:
         """Enabled definitions whose connection may send; the others are logged once."""
@@ -227,7 +229,7 @@ class Launcher:
             ready.append(definition)
         return ready
 
-    async def on_blob_created(self, blob_name: str, trigger: str = "blob") -> list[StartResult]:
+    async def on_blob_created(self, blob_name: str, trigger: str = "blob") -> list[RunStart]:
         """A blob arrived in the inbox: start every matching export whose run folder is
         now complete. Anything else (other files, incomplete folders) starts nothing."""
         path = parse_blob_name(blob_name)
@@ -250,7 +252,7 @@ class Launcher:
                 if candidate.table not in newest or candidate.stamp > newest[candidate.table].stamp:
                     newest[candidate.table] = candidate
             folders = list(newest.values())
-        results: list[StartResult] = []
+        results: list[RunStart] = []
         definitions: list[ExportDefinition] | None = None
         for folder in folders:
             verdict = completeness(
@@ -268,7 +270,7 @@ class Launcher:
 
     async def _start_or_log(
         self, definition: ExportDefinition, folder: RunFolder, trigger: str
-    ) -> list[StartResult]:
+    ) -> list[RunStart]:
         """Start a run for an event or the schedule; what a person must fix (a list or a
         custom field the account lacks, a connection to connect again) is logged and
         starts nothing, since a retry of the event could not change it."""
@@ -278,7 +280,7 @@ class Launcher:
             log.warning("export %r not started for %s: %s", definition.name, folder.path, exc)
             return []
 
-    async def refresh_all(self, trigger: str = "timer") -> list[StartResult]:
+    async def refresh_all(self, trigger: str = "timer") -> list[RunStart]:
         """The schedule: every enabled export from its newest complete run folder(s),
         one per matching table; a folder already sent under the definition is skipped."""
         definitions = await self._startable()
@@ -286,7 +288,7 @@ class Launcher:
             return []
         folders, models = await self.inbox.scan()
         whole = newest_complete(folders, models, self._clock(), self.quiet_seconds)
-        results: list[StartResult] = []
+        results: list[RunStart] = []
         for definition in definitions:
             for folder in whole:
                 if folder.matched_by(definition):
@@ -301,7 +303,7 @@ class Launcher:
         force: bool = False,
         trigger: str = "http",
         options: RunOptions | None = None,
-    ) -> list[StartResult]:
+    ) -> list[RunStart]:
         """Someone asked: run the definition now, on the folder named or the newest
         complete folder of each matching table. NotReady when it cannot send;
         ConfigError when there is nothing to send.

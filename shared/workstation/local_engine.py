@@ -126,7 +126,9 @@ class RunState:
 
 
 @dataclass(frozen=True)
-class StartResult:
+class InstanceStart:
+    """What asking the engine to start an orchestration instance came to."""
+
     instance_id: str
     started: bool
     """False when a run with this instance id was running or had completed: it was kept."""
@@ -417,7 +419,7 @@ class LocalEngine:
         *,
         instance_id: str | None = None,
         replace_completed: bool = False,
-    ) -> StartResult:
+    ) -> InstanceStart:
         """Start orchestrator ``name``, unless ``instance_id`` is running or completed.
 
         A failed or terminated run with the same id is replaced, as Durable Functions'
@@ -437,12 +439,12 @@ class LocalEngine:
                         replace_completed and existing.status is RuntimeStatus.COMPLETED
                     )
                     if not replaceable:
-                        return StartResult(instance_id, started=False, status=existing.status)
+                        return InstanceStart(instance_id, started=False, status=existing.status)
                     self.client.purge_orchestration(instance_id)
             new_id = self.client.schedule_new_orchestration(
                 name, input=input_, instance_id=instance_id
             )
-        return StartResult(new_id, started=True, status=RuntimeStatus.PENDING)
+        return InstanceStart(new_id, started=True, status=RuntimeStatus.PENDING)
 
     def status(self, instance_id: str) -> RunState | None:
         """The run's current state, or None if there is no such run."""
