@@ -41,7 +41,8 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.oauth import TokenBundle
+from shared.constant_contact.tokens import tokens_secret
 from shared.secrets.store import LocalFileSecretStore
 from tests.support.sandbox_service import cli_env, running_sandbox
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.oauth import TokenBundle
+from shared.constant_contact.tokens import tokens_secret
 from shared.secrets.store import LocalFileSecretStore
 from tests.support.ctct_support import ccexport_command, run_cli
 from tests.support.sandbox_service import RunningSandbox, cli_env

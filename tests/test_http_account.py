@@ -15,7 +15,8 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from functions import http_api
-from shared.constant_contact.tokens import TokenBundle, tokens_secret
+from shared.constant_contact.oauth import TokenBundle
+from shared.constant_contact.tokens import tokens_secret
 from shared.exports import definitions as exports
 from shared.exports.catalog import Catalog
 from shared.runs.contract import RunInput

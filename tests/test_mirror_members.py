@@ -15,8 +15,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shared.constant_contact.client import ConstantContactClient, TokenProvider
+from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.transport import TokenProvider
 from shared.exports.state import email_keys, union
 from shared.runs.mirror import Members, list_members, next_managed, plan_list, read_plan, write_plan
 from tests.support.ctct_support import FAST

@@ -1,4 +1,4 @@
-"""The client's retry decisions (shared/constant_contact/client.py), one answer at a time.
+"""The client's retry decisions (shared/constant_contact/transport.py), one answer at a time.
 
 The retry loop is driven here by a script of answers instead of the sandbox, so every
 branch is reached in microseconds and its counts are exact: which answers are retried,
@@ -19,19 +19,14 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from shared.constant_contact.client import (
-    ConstantContactClient,
-    RetryPolicy,
-    _Call,
-    api_messages,
-    error_key,
-)
+from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.transport import Call, RetryPolicy, api_messages, error_key
 from shared.errors import QuotaExhausted, RemoteError, ThrottledGiveUp
 
 POLICY = RetryPolicy(attempts=3, throttled_attempts=4, backoff_base=1.0, backoff_cap=3.0)
-CALL = _Call("GET", "GET /contact_lists/{list_id}", URL("http://127.0.0.1:9/v3/contact_lists/x"))
-IMPORT = _Call(
+CALL = Call("GET", "GET /contact_lists/{list_id}", URL("http://127.0.0.1:9/v3/contact_lists/x"))
+IMPORT = Call(
     "POST", "POST /activities/contacts_json_import", URL("http://127.0.0.1:9/v3/i"), is_import=True
 )
 THROTTLED = b'[{"error_key":"throttled","error_message":"Too many requests"}]'
@@ -74,7 +69,7 @@ class Scripted(ConstantContactClient):
         super().__init__("http://127.0.0.1:9/v3", tokens, self.pacer, retry=policy)
         self._answers: Iterator[Answer] = iter(answers)
 
-    async def _send(self, call: _Call) -> tuple[int, bytes]:
+    async def _send(self, call: Call) -> tuple[int, bytes]:
         self.stats.requests += 1
         answer = next(self._answers)
         if isinstance(answer, BaseException):
@@ -302,7 +297,7 @@ async def test_other_client_errors_are_not_retried_and_name_no_url(slept: list[f
 async def test_the_log_names_each_attempt(
     slept: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="shared.constant_contact.client")
+    caplog.set_level(logging.DEBUG, logger="shared.constant_contact.transport")
     client = Scripted([(503, b""), aiohttp.ClientConnectionError(), (429, THROTTLED), (200, b"")])
     await client._request(CALL)
     assert [r.getMessage() for r in caplog.records] == [
@@ -339,7 +334,7 @@ async def test_every_try_goes_through_the_pacer() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    call = _Call("GET", "GET /x", URL(f"http://127.0.0.1:{port}/v3/x"))
+    call = Call("GET", "GET /x", URL(f"http://127.0.0.1:{port}/v3/x"))
     waits: list[int] = []
 
     class Counting(Pacer):

@@ -14,15 +14,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import orjson
 import pytest
 
-from shared.constant_contact.tokens import (
-    InvalidGrant,
-    OAuthClient,
-    TokenBundle,
-    TokenManager,
-    lock_name,
-    status_secret,
-    tokens_secret,
-)
+from shared.constant_contact.oauth import InvalidGrant, OAuthClient, TokenBundle
+from shared.constant_contact.tokens import TokenManager, lock_name, status_secret, tokens_secret
 from shared.errors import ReauthorizationRequired
 from shared.secrets.store import SecretStoreError
 from shared.storage.locks import HeldLock, LockLost

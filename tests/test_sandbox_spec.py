@@ -33,8 +33,8 @@ from yarl import URL
 from sandbox import wire
 from sandbox.oauth import s256
 from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import OAuthClient
 from tests.support.ctct_support import FAST, SandboxTokens
 from tests.support.sandbox_api import Api, Reply, people
 from tests.support.sandbox_service import RunningSandbox, running_prism, running_sandbox

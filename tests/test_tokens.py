@@ -18,17 +18,10 @@ from aiohttp import web
 
 from shared.config import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, Settings
 from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.connect import Connections
+from shared.constant_contact.oauth import InvalidGrant, OAuthClient, TokenBundle, code_challenge
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import (
-    Connections,
-    InvalidGrant,
-    OAuthClient,
-    TokenBundle,
-    code_challenge,
-    read_status,
-    status_secret,
-    tokens_secret,
-)
+from shared.constant_contact.tokens import read_status, status_secret, tokens_secret
 from shared.errors import AuthorizationError, ConfigError, ReauthorizationRequired, RemoteError
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.store import LocalFileSecretStore, SecretStore

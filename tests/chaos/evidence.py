@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from shared.constant_contact.client import ClientStats, ConstantContactClient
-from shared.constant_contact.tokens import OAuthClient, TokenManager
+from shared.constant_contact.client import ConstantContactClient
+from shared.constant_contact.oauth import OAuthClient
+from shared.constant_contact.tokens import TokenManager
+from shared.constant_contact.transport import ClientStats
 from shared.runs.activities import RunActivities, RunServices
 from tests.support.sandbox_service import RunningSandbox
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from shared.constant_contact.client import RetryPolicy
+from shared.constant_contact.transport import RetryPolicy
 from tests.support.sandbox_service import RunningSandbox
 from tests.support.services import ROOT
 
