@@ -11,6 +11,9 @@ that header from incoming requests, so when present it was set by the platform.
 - ``admin`` role: everything, including managing connections.
 - Any other roles: contributors. They may see and run exports, and edit definitions,
   only over connections whose ``roles`` include one of theirs.
+
+What each kind of caller may do is decided in shared.exports.access; this module
+only reads who is calling.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import orjson
 
 from shared.errors import CcexportError
-from shared.exports.catalog import Connection
+from shared.exports.access import ADMIN_ROLE, Caller, Forbidden
 
-ADMIN_ROLE = "admin"
+__all__ = [
+    "ADMIN_ROLE",
+    "KEY_ONLY",
+    "PRINCIPAL_HEADER",
+    "PRINCIPAL_ID_HEADER",
+    "Caller",
+    "Forbidden",
+    "Unauthenticated",
+    "caller_of",
+]
+
 PRINCIPAL_HEADER = "x-ms-client-principal"
 PRINCIPAL_ID_HEADER = "x-ms-client-principal-id"
 KEY_ONLY = "function-key"
@@ -33,32 +45,8 @@ _ROLE_CLAIMS = {"roles", "role", "http://schemas.microsoft.com/ws/2008/06/identi
 _ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid", "sub")
 
 
-class Forbidden(CcexportError):
-    """The caller is known but may not do this."""
-
-
 class Unauthenticated(CcexportError):
     """The caller's principal header cannot be read."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    id: str  # the principal's object id, or "function-key"; never a name or email
-    roles: frozenset[str]  # case-folded
-    key_only: bool = False
-
-    @property
-    def is_admin(self) -> bool:
-        return self.key_only or ADMIN_ROLE in self.roles
-
-    def may_use(self, connection: Connection | None) -> bool:
-        if self.is_admin:
-            return True
-        return connection is not None and connection.allows(self.roles)
-
-    def require_admin(self, what: str) -> None:
-        if not self.is_admin:
-            raise Forbidden(f"only an admin may {what}")
 
 
 def caller_of(headers: Mapping[str, str]) -> Caller:

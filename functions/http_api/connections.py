@@ -1,0 +1,148 @@
+"""Connections: who may use which Constant Contact account, connecting it (OAuth),
+and its lists and custom fields.
+
+Admins create, change, connect and delete connections; anyone whose roles a
+connection names may read it and its account's lists and fields
+(shared.exports.access). A connection is never answered with its tokens.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions.http_api.routes import (
+    ANONYMOUS,
+    CONNECTION_ROLES,
+    Call,
+    admins,
+    json_answer,
+    route,
+)
+from functions.services import Services
+from shared.exports import account
+from shared.exports.access import usable_connection, usable_connections
+from shared.exports.authorizing import finish_authorization, start_authorization
+from shared.exports.catalog import Connection, NotFound, Stored, connection_from_request
+from shared.exports.editing import new_list_name_of, require_etag_to_replace
+
+bp = df.Blueprint()
+
+CALLBACK_ROUTE = "oauth/callback"
+
+
+async def _connection_json(app: Services, connection: Connection) -> dict[str, object]:
+    doc = connection.to_json()
+    doc["status"] = (await app.catalog.status_of(connection)).value
+    return doc
+
+
+async def _connection_answer(
+    app: Services, status: int, stored: Stored[Connection]
+) -> func.HttpResponse:
+    return json_answer(status, await _connection_json(app, stored.value), {"ETag": stored.etag})
+
+
+@route(bp, "connections", GET=CONNECTION_ROLES)
+async def connections_list(call: Call) -> func.HttpResponse:
+    """The connections the caller may use (all of them, for an admin)."""
+    found = [
+        await _connection_json(call.app, stored.value)
+        for stored in await usable_connections(call.app.catalog, call.caller)
+    ]
+    return json_answer(200, {"connections": found})
+
+
+@route(
+    bp,
+    "connections/{name}",
+    GET=CONNECTION_ROLES,
+    PUT=admins("create or change connections"),
+    DELETE=admins("delete connections"),
+)
+async def connection_item(call: Call) -> func.HttpResponse:
+    """Read, create or update (admins), or delete with its tokens (admins)."""
+    name, catalog = call.param("name"), call.app.catalog
+    if call.method == "GET":
+        return await _connection_answer(
+            call.app, 200, await usable_connection(catalog, call.caller, name)
+        )
+    if call.method == "DELETE":
+        if not await catalog.delete_connection(name, call.if_match()):
+            raise NotFound(f"no connection named {name!r}")
+        return func.HttpResponse(status_code=204)
+    existing = await catalog.connection(name)
+    if_match = call.if_match()
+    require_etag_to_replace(f"connection {name!r}", existing is not None, if_match, "change")
+    connection = connection_from_request(
+        name,
+        call.body(),
+        principal_id=call.caller.id,
+        existing=existing.value if existing else None,
+    )
+    etag = await catalog.save_connection(connection, if_match)
+    return await _connection_answer(
+        call.app, 201 if if_match is None else 200, Stored(connection, etag)
+    )
+
+
+@route(bp, "connections/{name}/lists", GET=CONNECTION_ROLES, POST=CONNECTION_ROLES)
+async def connection_lists(call: Call) -> func.HttpResponse:
+    """The lists of the connection's account (name, id, members); ``POST {"name": ...}``
+    creates one (201), or answers the existing list of that name (200)."""
+    name = call.param("name")
+    await usable_connection(call.app.catalog, call.caller, name)
+    if call.method == "GET":
+        async with call.app.accounts().client(name) as client:
+            found = await account.account_lists(client)
+        lists = [account.list_document(lst) for lst in found]
+        return json_answer(200, {"connection": name, "lists": lists})
+    list_name = new_list_name_of(call.body())
+    async with call.app.accounts().client(name) as client:
+        made, created = await client.create_or_find_list(list_name)
+    doc = {"connection": name, "created": created, "list": account.list_document(made)}
+    return json_answer(201 if created else 200, doc)
+
+
+@route(bp, "connections/{name}/custom_fields", GET=CONNECTION_ROLES)
+async def connection_custom_fields(call: Call) -> func.HttpResponse:
+    """The custom fields of the connection's account (the names ``cf:NAME`` maps to)."""
+    name = call.param("name")
+    await usable_connection(call.app.catalog, call.caller, name)
+    async with call.app.accounts().client(name) as client:
+        found = await account.account_custom_fields(client)
+    fields = [account.field_document(custom) for custom in found]
+    return json_answer(200, {"connection": name, "custom_fields": fields})
+
+
+def _redirect_uri(call: Call) -> str:
+    """Where Constant Contact sends the browser back: CTCT_REDIRECT_URI, else this
+    app's own callback route (it must be registered with the Constant Contact app)."""
+    configured = call.app.env.get("CTCT_REDIRECT_URI", "").strip()
+    if configured:
+        return configured
+    parts = urlsplit(call.req.url)
+    return f"{parts.scheme}://{parts.netloc}/api/{CALLBACK_ROUTE}"
+
+
+@route(bp, "connections/{name}/connect", GET=admins("connect accounts"))
+async def connection_connect(call: Call) -> func.HttpResponse:
+    """Start connecting a Constant Contact account: redirect to its authorize page
+    (authorization code with PKCE; state and verifier stay in the secret store)."""
+    url = await start_authorization(
+        call.app.catalog, call.app.connections, call.param("name"), _redirect_uri(call)
+    )
+    return func.HttpResponse(status_code=302, headers={"Location": url})
+
+
+@route(bp, CALLBACK_ROUTE, GET=ANONYMOUS)
+async def oauth_callback(call: Call) -> func.HttpResponse:
+    """Constant Contact's redirect back. Anonymous, because the browser arrives
+    without the function key (and OAuth's ``code`` would clash with the key's query
+    parameter); the single-use, unguessable state is what admits it."""
+    connection = await finish_authorization(
+        call.app.catalog, call.app.connections, call.req.params, _redirect_uri(call)
+    )
+    return json_answer(200, {"connection": connection.name, "status": connection.status.value})

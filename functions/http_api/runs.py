@@ -1,0 +1,114 @@
+"""Runs: start one now, list recent ones, read one's status and report.
+
+Which runs a caller may see and what a start may ask for are shared.runs.access's
+rules; starting is shared.runs.launcher's, on the Durable client bound here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions.http_api.routes import CONNECTION_ROLES, Call, json_answer, route
+from shared.exports.access import require_use
+from shared.exports.catalog import NotFound
+from shared.runs.access import (
+    TERMINAL,
+    not_started,
+    require_run_reader,
+    run_request,
+    runs_limit,
+    visible_runs,
+)
+from shared.runs.launcher import Outcome, RunStart
+from shared.segments.inbox import export_of_run
+
+bp = df.Blueprint()
+
+
+def _start_json(call: Call, result: RunStart) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "run_id": result.run_id,
+        "outcome": result.outcome.value,
+        "source": result.source,
+    }
+    if result.outcome is Outcome.STARTED:
+        doc["links"] = call.durable.get_client_response_links(call.req, result.run_id)
+    else:
+        doc["runtime_status"] = result.status
+    return doc
+
+
+@route(bp, "exports/{name}/runs", durable=True, POST=CONNECTION_ROLES)
+async def export_runs(call: Call) -> func.HttpResponse:
+    """Start a run now: 202 with status URLs; 409 if that run is already running.
+
+    The body may hold ``folder`` (a run folder path), ``force`` (send a finished run
+    again), ``full`` (send every contact, not only new and changed ones) and
+    ``confirm_removals`` (a mirror run that stopped with ``needs_confirmation`` may
+    remove past the definition's ``max_removal_share``; it restarts that run).
+    """
+    request = run_request(call.body(optional=True))
+    catalog = call.app.catalog
+    definition = (await catalog.require_export(call.param("name"))).value
+    await require_use(catalog, call.caller, definition)
+    results = await call.app.launcher(call.durable).run_now(
+        definition, folder_path=request.folder, force=request.force, options=request.options
+    )
+    started = [r for r in results if r.outcome is Outcome.STARTED]
+    if len(results) == 1 and started:
+        accepted: func.HttpResponse = call.durable.create_check_status_response(
+            call.req, started[0].run_id
+        )
+        return accepted
+    runs = [_start_json(call, r) for r in results]
+    if not started:
+        return json_answer(409, {"error": not_started(results[0]), "runs": runs})
+    location = runs[results.index(started[0])]["links"]["statusQueryGetUri"]
+    return json_answer(202, {"runs": runs}, {"Location": location})
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else None
+
+
+async def _run_status(client: df.DurableOrchestrationClient, run_id: str) -> dict[str, Any]:
+    status = await client.get_status(run_id)
+    runtime = status.runtime_status if status else None
+    return {
+        "runtime_status": runtime.value if runtime is not None else None,
+        "custom_status": status.custom_status if status else None,
+        "created_time": _iso(status.created_time) if status else None,
+        "last_updated_time": _iso(status.last_updated_time) if status else None,
+        "output": status.output if status and runtime is not None else None,
+    }
+
+
+@route(bp, "runs", durable=True, GET=CONNECTION_ROLES)
+async def runs_list(call: Call) -> func.HttpResponse:
+    """Recent runs (``?export=NAME``; ``&limit=N``, at most 100), newest first."""
+    limit = runs_limit(call.req.params.get("limit"))
+    export = call.req.params.get("export")
+    records = await visible_runs(call.app.catalog, call.app.runs, call.caller, export, limit)
+    runs = [{**r.to_json(), **await _run_status(call.durable, r.run_id)} for r in records]
+    for run in runs:
+        run.pop("output", None)  # the list stays small; GET /api/runs/{id} has it
+    return json_answer(200, {"runs": runs})
+
+
+@route(bp, "runs/{run_id}", durable=True, GET=CONNECTION_ROLES)
+async def run_item(call: Call) -> func.HttpResponse:
+    """A run's status and progress, and its report once it has finished."""
+    run_id = call.param("run_id")
+    export = export_of_run(run_id)
+    await require_run_reader(call.app.catalog, call.caller, export)
+    status = await _run_status(call.durable, run_id)
+    if status["runtime_status"] is None:
+        raise NotFound(f"no run {run_id!r}")
+    report = None
+    if status["runtime_status"] in TERMINAL:
+        report = await asyncio.to_thread(call.app.read_report, run_id)
+    return json_answer(200, {"run_id": run_id, "export": export, **status, "report": report})
