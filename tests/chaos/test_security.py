@@ -33,10 +33,10 @@ import aiohttp
 import pytest
 
 from functions import http_api
-from functions import services as function_services
 from shared.constant_contact.tokens import pending_secret, status_secret, tokens_secret
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.opening import open_secret_store
+from shared.wiring import stores as wiring_stores
 from tests.chaos.figures import FIGURES
 from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
 from tests.support.http_calls import (
@@ -173,7 +173,7 @@ def vault_app(
     opened = partial(
         open_secret_store, verify_challenge_resource=False, connection_verify=str(keyvault.ca_path)
     )
-    monkeypatch.setattr(function_services, "open_secret_store", opened)
+    monkeypatch.setattr(wiring_stores, "open_secret_store", opened)
     return keyvault
 
 
