@@ -1,4 +1,4 @@
-"""Mirror mode (shared/runs/mirror.py, and the safety stop in shared/runs/contract.py RunTally), in
+"""Mirror mode (shared/runs/mirror.py, and the safety stop in bookkeeping.py RunTally), in
 pieces small enough to state exactly: who leaves a list (a member this export added
 that left its segment and no other export still sends), who is kept, what the staged
 plan carries from the look at the lists to the removal and to the next run's managed
@@ -16,18 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.constant_contact.client import ClientStats, Contact
+from shared.constant_contact.models import Contact
+from shared.constant_contact.transport import ClientStats
 from shared.exports.definitions import ExportDefinition
 from shared.exports.state import EMPTY, Keys, email_key
-from shared.runs.contract import (
-    Changes,
-    ListPlan,
-    MembersResult,
-    PreparedRun,
-    RunInput,
-    RunOptions,
-    RunTally,
-)
+from shared.runs.bookkeeping import RunTally
+from shared.runs.contract import RunInput, RunOptions
+from shared.runs.membership import ListPlan, MembersResult
 from shared.runs.mirror import (
     ListChanges,
     Members,
@@ -38,6 +33,7 @@ from shared.runs.mirror import (
     read_plan,
     write_plan,
 )
+from shared.runs.prepared import Changes, PreparedRun
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 OTHER_LIST = "0f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
@@ -259,7 +255,7 @@ async def test_members_are_paged_when_the_export_has_no_contact_ids() -> None:
     assert (empty.contact_ids, empty.via) == ([], "paging")
 
 
-# --- the safety stop (shared/runs/contract.py RunTally) ---------------------------------
+# --- the safety stop (shared/runs/bookkeeping.py RunTally) ---------------------------------
 
 
 def tally(

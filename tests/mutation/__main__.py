@@ -82,10 +82,14 @@ SCOPE: dict[str, Module] = {
     "outputs": Module("shared/prepare/outputs.py", why="bodies, rejects.csv, whole or nothing"),
     "run_report": Module("shared/runs/report.py", why="reconciliation and mismatches"),
     "mirror": Module("shared/runs/mirror.py", why="mirror planning"),
+    "mirror_share": Module(
+        "shared/runs/membership.py",
+        (method("ListPlan", "share"),),
+        why="the share of a list a mirror run would remove",
+    ),
     "mirror_stop": Module(
-        "shared/runs/contract.py",
+        "shared/runs/bookkeeping.py",
         (
-            method("ListPlan", "share"),
             method("RunTally", "mirror"),
             method("RunTally", "needs_members"),
             method("RunTally", "check_empty_segment"),
@@ -93,15 +97,15 @@ SCOPE: dict[str, Module] = {
             method("RunTally", "awaits_confirmation"),
             method("RunTally", "removals_due"),
         ),
-        why="mirror mode's safety stop (shared/runs/contract.py RunTally)",
+        why="mirror mode's safety stop (shared/runs/bookkeeping.py RunTally)",
     ),
     "retry": Module(
-        "shared/constant_contact/client.py",
+        "shared/constant_contact/transport.py",
         (
             method("RetryPolicy", "delay"),
-            method("ConstantContactClient", "_request"),
-            method("ConstantContactClient", "_after_refusal"),
-            method("ConstantContactClient", "_transient"),
+            method("Transport", "_request"),
+            method("Transport", "_after_refusal"),
+            method("Transport", "_transient"),
             function("_error_items"),
             function("error_key"),
         ),
@@ -110,10 +114,14 @@ SCOPE: dict[str, Module] = {
     "pacing": Module(
         "shared/constant_contact/pacing.py", why="4 requests/s and the daily quota, per key"
     ),
+    "token_bundle": Module(
+        "shared/constant_contact/oauth.py",
+        (method("TokenBundle", "fresh"),),
+        why="when a stored token is fresh enough to use",
+    ),
     "tokens": Module(
         "shared/constant_contact/tokens.py",
         (
-            method("TokenBundle", "fresh"),
             method("TokenManager", "_fresh"),
             method("TokenManager", "access_token"),
             method("TokenManager", "_use"),
@@ -137,7 +145,8 @@ SCOPE: dict[str, Module] = {
         ),
         why="each run started at most once",
     ),
-    "principal": Module("functions/principal.py", why="role checks of the HTTP API"),
+    "principal": Module("functions/principal.py", why="who is calling, from the sign-in"),
+    "access": Module("shared/exports/access.py", why="role checks of the HTTP API"),
 }
 
 KILLED = {1: "killed", 3: "killed"}
