@@ -10,7 +10,7 @@ contact is never unsubscribed or deleted, only its membership of the list remove
 Members are found in bulk, never one request per email: one ``contact_exports``
 activity of the list with the fields ``contact_id`` and ``email_address`` and its CSV
 (three or four requests whatever the list's size). Whether the real export can carry
-``contact_id`` is not documented (FACTS §3.4): when its file has no such column, the
+``contact_id`` is not documented by Constant Contact: when its file has no such column, the
 members are paged instead with ``GET /contacts?lists=`` (500 a request).
 
 The plan is staged in the run's staging area (``mirror.npz``: keys and contact ids,

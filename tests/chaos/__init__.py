@@ -1,1 +1,1 @@
-"""The chaos suite: the run's promises under faults, bad input and intruders (issue 8)."""
+"""The chaos suite: the run's promises under faults, bad input and intruders."""
