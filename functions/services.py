@@ -1,15 +1,16 @@
-"""What the triggers and the HTTP API work with, built by shared.wiring per invocation.
+"""What the triggers and the HTTP API work with, built by shared.wiring.
 
-Settings are parsed once per invocation into a ``Config`` and every client comes from
-shared.wiring, as the activities' do. Clients are made per invocation and closed after
-it: an aio client belongs to the event loop that made it, and these functions are
-called a few times a minute at most, so the cost of a new connection is nothing next
-to a broken shared one.
+Settings are parsed into one ``Config`` and every client comes from shared.wiring, as
+the activities' do. The clients are opened once per event loop and settings and
+reused by every invocation after (one connection pool, one managed-identity token);
+``ccexport serve`` closes them when it stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -81,40 +82,75 @@ class Services:
         return stores.run_store(self.config).read_report(run_id)
 
 
+async def _open(settings: Mapping[str, str], stack: AsyncExitStack) -> Services:
+    """Every client an invocation may use, their closing pushed on ``stack``."""
+    config = Config.from_mapping(settings)
+    app = config.app
+    secrets = stores.secret_store(config)
+    stack.push_async_callback(secrets.close)
+    if app.is_local:
+        assert app.local_inbox is not None  # is_local
+        documents: Documents = FolderDocuments(app.home / "catalog")
+        inbox: Listing = FolderInbox(app.local_inbox)
+        locks: Locks = FileLocks(app.home)
+    else:
+        blob, credential = stores.async_blob_service(config)
+        stack.push_async_callback(blob.close)
+        if credential is not None:
+            stack.push_async_callback(credential.close)
+        exports = blob.get_container_client(app.exports_container)
+        documents = BlobDocuments(exports)
+        inbox = Inbox(blob.get_container_client(app.inbox_container))
+        locks = BlobLeaseLocks(exports)
+    return Services(
+        env=settings,
+        config=config,
+        secrets=secrets,
+        catalog=Catalog(documents, secrets),
+        inbox=inbox,
+        runs=RunIndex(documents),
+        locks=locks,
+    )
+
+
+_opened: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[frozenset[tuple[str, str]], tuple[Services, AsyncExitStack]]
+] = weakref.WeakKeyDictionary()
+"""The services each event loop's invocations share, by the settings they were made from.
+
+An aio client belongs to the loop that made it, so they are kept per loop: the
+Functions worker runs every async invocation on one loop, and reuses its clients (one
+connection pool, one managed-identity token) for as long as the process lives."""
+
+
 @asynccontextmanager
 async def services(env: Mapping[str, str] | None = None) -> AsyncIterator[Services]:
-    """Everything one invocation needs, closed when it ends.
+    """Everything one invocation needs: opened by the first invocation on this event
+    loop with these settings, reused by the next ones, closed by :func:`close_services`.
 
     With no storage connection but ``CCEXPORT_LOCAL_INBOX`` (``ccexport serve`` on one
     machine), the same services are folders under CCEXPORT_HOME: definitions,
     connections and run records as files, file locks, the inbox a local folder.
     """
-    settings = dict(os.environ) if env is None else env
-    config = Config.from_mapping(settings)
-    app = config.app
-    async with AsyncExitStack() as stack:
-        secrets = stores.secret_store(config)
-        stack.push_async_callback(secrets.close)
-        if app.is_local:
-            assert app.local_inbox is not None  # is_local
-            documents: Documents = FolderDocuments(app.home / "catalog")
-            inbox: Listing = FolderInbox(app.local_inbox)
-            locks: Locks = FileLocks(app.home)
-        else:
-            blob, credential = stores.async_blob_service(config)
-            stack.push_async_callback(blob.close)
-            if credential is not None:
-                stack.push_async_callback(credential.close)
-            exports = blob.get_container_client(app.exports_container)
-            documents = BlobDocuments(exports)
-            inbox = Inbox(blob.get_container_client(app.inbox_container))
-            locks = BlobLeaseLocks(exports)
-        yield Services(
-            env=settings,
-            config=config,
-            secrets=secrets,
-            catalog=Catalog(documents, secrets),
-            inbox=inbox,
-            runs=RunIndex(documents),
-            locks=locks,
-        )
+    settings = dict(os.environ) if env is None else dict(env)
+    key = frozenset(settings.items())
+    on_loop = _opened.setdefault(asyncio.get_running_loop(), {})
+    found = on_loop.get(key)
+    if found is None:
+        stack = AsyncExitStack()
+        try:
+            made = await _open(settings, stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        found = on_loop.setdefault(key, (made, stack))
+        if found[1] is not stack:  # another invocation opened them meanwhile
+            await stack.aclose()
+    yield found[0]
+
+
+async def close_services() -> None:
+    """Close the clients opened on this event loop (``ccexport serve``'s stop, tests)."""
+    on_loop = _opened.pop(asyncio.get_running_loop(), {})
+    for _services, stack in on_loop.values():
+        await stack.aclose()

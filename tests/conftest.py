@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache as challenges
 
+from functions.services import close_services
 from tests.support import repository_guard, services
 from tests.support.function_harness import AppEnv, DurableFake, new_app_env
 from tests.support.keyvault_fake import KeyVaultFake
@@ -116,6 +117,14 @@ def sandbox() -> Iterator[RunningSandbox]:
             yield running
     except services.ServiceError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(autouse=True)
+async def _function_app_clients_closed() -> AsyncIterator[None]:
+    """The clients the function app opened on a test's event loop (it keeps them for the
+    loop's life, as a worker does) are closed on that loop when the test ends."""
+    yield
+    await close_services()
 
 
 @pytest.fixture

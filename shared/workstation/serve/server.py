@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.durable_functions.models.utils import http_utils
 from azure.functions.timer import TimerRequest
 
-from functions.services import services
+from functions.services import close_services, services
 from shared.config import AppSettings
 from shared.errors import ConfigError
 from shared.workstation.local_run import app_engine
@@ -170,6 +170,7 @@ async def serve(options: ServeOptions, env: Mapping[str, str]) -> int:
     async with AsyncExitStack() as stack:
         stack.enter_context(engine)
         stack.push_async_callback(http_utils._close_session)  # the SDK's session, this loop's
+        stack.push_async_callback(close_services)  # the app's clients, after the last request
         listing = await stack.enter_async_context(services(env))
         durable = DurableApi(engine)
         triggers = Triggers(app, durable, env)
