@@ -86,7 +86,7 @@ async def _open(settings: Mapping[str, str], stack: AsyncExitStack) -> Services:
     """Every client an invocation may use, their closing pushed on ``stack``."""
     config = Config.from_mapping(settings)
     app = config.app
-    secrets = stores.secret_store(config)
+    secrets = clients.secret_store(config)
     stack.push_async_callback(secrets.close)
     if app.is_local:
         assert app.local_inbox is not None  # is_local

@@ -6,8 +6,8 @@ order of precedence, the managed identity one credential per client, the API key
 pacer per process and the OAuth client one way of being made. Everything below takes
 its clients as arguments and never reads the environment.
 
-``stores`` (Blob clients, the run store, the secret store, token locks) stays light:
+``stores`` (Blob clients, the run store) stays light:
 ``ccexport prepare`` uses it without loading aiohttp or the Constant Contact client;
-``clients`` (pacers, token managers, account access, the activities' services) builds
-on it. The Azure SDKs load only inside the functions that need them.
+``clients`` (the secret store, token locks, pacers, token managers, account access, the
+activities' services) builds on it. The Azure SDKs load only inside the functions that need them.
 """

@@ -1,5 +1,5 @@
-"""Who talks to Constant Contact: pacers, token managers, account access, and the
-services every activity of a worker process shares."""
+"""Secrets, token locks, pacers, token managers, account access, and the services
+every activity of a worker process shares."""
 
 from __future__ import annotations
 
@@ -11,10 +11,29 @@ from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
 from shared.exports.account import AccountAccess, ConnectionsFactory
 from shared.runs.activities import RunServices
+from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
-from shared.storage.locks import Locks
+from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
 from shared.wiring import stores
+
+
+def secret_store(config: Config) -> SecretStore:
+    """Key Vault when KEY_VAULT_URL is set, else files under CCEXPORT_HOME."""
+    return open_secret_store(config.ctct.store_settings)
+
+
+def token_locks(config: Config) -> Locks:
+    """Token-refresh locks that everyone sharing the connection's tokens respects.
+
+    Tokens in Key Vault are shared by every instance of the function app and its HTTP
+    API's connect flow: blob leases in the exports container. Tokens in files under
+    CCEXPORT_HOME: the file locks ``ccexport connect`` and ``check`` take.
+    """
+    if not config.ctct.key_vault_url or not config.app.has_storage:
+        return FileLocks(config.home)
+    service, _credential = stores.async_blob_service(config)  # lives as long as the process
+    return BlobLeaseLocks(service.get_container_client(config.app.exports_container))
 
 
 def run_pacer(config: Config) -> Pacer:
@@ -54,8 +73,8 @@ def account_access(config: Config, secrets: SecretStore, locks: Locks) -> Accoun
 def run_services(config: Config) -> RunServices:
     """Everything the run's activities use, for one worker process."""
     blob = stores.blob_service(config)
-    secrets = stores.secret_store(config)
-    locks = stores.token_locks(config)
+    secrets = secret_store(config)
+    locks = token_locks(config)
     return RunServices(
         settings=config.ctct,
         runs=stores.run_store(config, blob),

@@ -1,4 +1,8 @@
-"""Where the app's data lives: Blob clients, the run store, secrets, token locks."""
+"""Where the app's data lives: Blob clients and the run store.
+
+Light on purpose (no aiohttp, no azure-core until a client is made): ``ccexport
+prepare`` uses it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,7 @@ from typing import TYPE_CHECKING
 
 from shared.config import Config
 from shared.runs.store import BlobRunStore, LocalRunStore
-from shared.secrets.opening import open_secret_store
-from shared.secrets.store import SecretStore
 from shared.storage.blobs import RANGE_BYTES
-from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -81,21 +82,3 @@ def open_run_store(env: Mapping[str, str]) -> LocalRunStore | BlobRunStore:
 
 
 # --- secrets, locks, tokens, pacing ---------------------------------------------------------
-
-
-def secret_store(config: Config) -> SecretStore:
-    """Key Vault when KEY_VAULT_URL is set, else files under CCEXPORT_HOME."""
-    return open_secret_store(config.ctct.store_settings)
-
-
-def token_locks(config: Config) -> Locks:
-    """Token-refresh locks that everyone sharing the connection's tokens respects.
-
-    Tokens in Key Vault are shared by every instance of the function app and its HTTP
-    API's connect flow: blob leases in the exports container. Tokens in files under
-    CCEXPORT_HOME: the file locks ``ccexport connect`` and ``check`` take.
-    """
-    if not config.ctct.key_vault_url or not config.app.has_storage:
-        return FileLocks(config.home)
-    service, _credential = async_blob_service(config)  # lives as long as the process
-    return BlobLeaseLocks(service.get_container_client(config.app.exports_container))

@@ -133,7 +133,7 @@ def test_key_vault_errors_lose_nothing_and_leak_nothing(
         config = Config.from_mapping(env)
         blob = stores.blob_service(config)
         secrets = vault_store(keyvault)
-        locks = stores.token_locks(config)  # blob leases, as on Azure
+        locks = clients.token_locks(config)  # blob leases, as on Azure
         services = RunServices(
             settings=settings,
             runs=stores.run_store(config, blob),

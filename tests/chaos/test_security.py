@@ -36,7 +36,7 @@ from functions import http_api
 from shared.constant_contact.tokens import pending_secret, status_secret, tokens_secret
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.opening import open_secret_store
-from shared.wiring import stores as wiring_stores
+from shared.wiring import clients as wiring_clients
 from tests.chaos.figures import FIGURES
 from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
 from tests.support.http_calls import (
@@ -173,7 +173,7 @@ def vault_app(
     opened = partial(
         open_secret_store, verify_challenge_resource=False, connection_verify=str(keyvault.ca_path)
     )
-    monkeypatch.setattr(wiring_stores, "open_secret_store", opened)
+    monkeypatch.setattr(wiring_clients, "open_secret_store", opened)
     return keyvault
 
 
