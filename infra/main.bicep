@@ -30,6 +30,10 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
+@description('Application (client) id of the Microsoft Entra app registration that signs callers in; infra/scripts/preprovision creates it and keeps it as AUTH_CLIENT_ID.')
+@minLength(36)
+param authClientId string
+
 @description('Constant Contact API key (OAuth client id). Not a secret. The client secret goes into Key Vault as `ctct-client-secret` after deployment.')
 param constantContactClientId string = ''
 
@@ -202,6 +206,7 @@ module functionApp 'app/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     taskHubName: taskHubName
+    authClientId: authClientId
     constantContactClientId: constantContactClientId
     constantContactApiBase: constantContactApiBase
     constantContactAuthBase: constantContactAuthBase

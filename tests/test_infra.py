@@ -25,6 +25,11 @@ import pytest
 from lark.exceptions import LarkError
 from pycep import BicepParser
 
+from functions.http_api.connections import CALLBACK_ROUTE
+from shared.exports.access import ADMIN_ROLE
+
+CONTRIBUTOR_ROLE = "contributor"
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
@@ -277,6 +282,44 @@ def test_flex_runtime_is_python_311_and_deploys_with_the_identity() -> None:
     assert "alwaysReady" not in config["scaleAndConcurrency"]  # idle cost stays at zero
 
 
+def test_sign_in_is_required_except_the_oauth_callback_and_the_blob_webhook() -> None:
+    """App Service authentication refuses a request without an Entra token for the
+    app's registration with 401, before the app; only two paths are let through."""
+    auth = only("app/functionapp.bicep", "Microsoft.Web/sites/config")
+    assert auth["name"] == "authsettingsV2"
+    props = auth["properties"]
+    assert props["platform"]["enabled"] is True
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "Return401"
+    excluded = template("app/functionapp.bicep")["variables"]["authExcludedPaths"]["value"]
+    assert validation["excludedPaths"] == "authExcludedPaths"
+    assert sorted(excluded) == ["/api/oauth/callback", "/runtime/webhooks/blobs"]
+    # the excluded callback is the app's own callback route, under the host's prefix
+    prefix = json.loads((ROOT / "host.json").read_text()).get("extensions", {})
+    route_prefix = prefix.get("http", {}).get("routePrefix", "api")
+    assert f"/{route_prefix}/{CALLBACK_ROUTE}" in excluded
+    entra = props["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    assert entra["registration"]["clientId"] == "authClientId"
+    assert "tenant().tenantId" in entra["registration"]["openIdIssuer"]
+    assert "api://${authClientId}" in str(entra["validation"]["allowedAudiences"])
+    assert props["login"]["tokenStore"]["enabled"] is False
+    assert (
+        template("main.bicep")["modules"]["functionApp"]["config"]["params"]["authClientId"]
+        == "authClientId"
+    )
+
+
+def test_the_app_roles_are_admin_and_contributor_for_people_and_automation() -> None:
+    roles = json.loads((INFRA / "auth" / "app-roles.json").read_text())
+    assert sorted(r["value"] for r in roles) == [ADMIN_ROLE, CONTRIBUTOR_ROLE]
+    for role in roles:
+        assert role["isEnabled"] is True
+        assert sorted(role["allowedMemberTypes"]) == ["Application", "User"]
+    assert len({r["id"] for r in roles}) == len(roles)
+
+
 def test_basic_publishing_credentials_are_off() -> None:
     policies = declared(
         "app/functionapp.bicep", "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
@@ -509,6 +552,7 @@ case "$1 $2" in
       *) echo '{"systemKeys": {"blobs_extension": "__KEY__"}}' ;;
     esac ;;
   "deployment group") exit 0 ;;
+  "ad app") exit 0 ;;
   *) echo "fake az: unexpected call: $*" >&2; exit 2 ;;
 esac
 """.replace("__KEY__", FAKE_KEY)
@@ -574,6 +618,27 @@ def test_postdeploy_waits_for_the_key_then_deploys_the_subscription(tmp_path: Pa
         assert expected in deploy
     assert FAKE_KEY not in result.stdout + result.stderr
     assert "code=" not in result.stdout + result.stderr
+    assert not any(c.startswith("ad app") for c in calls)  # no registration named: nothing
+
+
+def test_postdeploy_registers_the_browser_sign_in_address(tmp_path: Path) -> None:
+    """Browsers sign in through /.auth/login/aad, whose callback is on the app's own
+    address: registered with the app registration once the address exists."""
+    result = run_postdeploy(tmp_path, key_ready_at=1, AUTH_CLIENT_ID=FAKE_CLIENT_ID, **AZD_OUTPUTS)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    (update,) = [c for c in calls if c.startswith("ad app update")]
+    url = AZD_OUTPUTS["AZURE_FUNCTION_APP_URL"]
+    assert f"--id {FAKE_CLIENT_ID}" in update
+    assert f"--web-redirect-uris {url}/.auth/login/aad/callback" in update
+    assert "--enable-id-token-issuance true" in update
+    windows = (INFRA / "scripts" / "postdeploy.ps1").read_text()
+    for needed in (
+        "--web-redirect-uris",
+        "/.auth/login/aad/callback",
+        "--enable-id-token-issuance",
+    ):
+        assert needed in windows
 
 
 def test_postdeploy_gives_up_when_the_host_never_publishes_the_key(tmp_path: Path) -> None:
@@ -590,3 +655,113 @@ def test_postdeploy_needs_the_azd_outputs(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "AZURE_EVENTGRID_SYSTEM_TOPIC_NAME is not set" in result.stderr
     assert not (tmp_path / "calls.log").exists()
+
+
+# --- the preprovision hook against a fake Azure CLI and azd ---------------------------
+
+FAKE_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+
+FAKE_AZ_AD = """#!/bin/sh
+# Records each call; answers like the Azure CLI would for the calls the hook makes.
+printf 'az %s\\n' "$*" >> "$FAKE_LOG"
+case "$1 $2 $3" in
+  "account show "*) exit 0 ;;
+  "ad app create")
+    for arg in "$@"; do
+      case "$arg" in @*) cp "${arg#@}" "$FAKE_ROLES" ;; esac
+    done
+    echo "__ID__" ;;
+  "ad app update"|"ad sp create") exit 0 ;;
+  *) echo "fake az: unexpected call: $*" >&2; exit 2 ;;
+esac
+""".replace("__ID__", FAKE_CLIENT_ID)
+
+FAKE_AZD = """#!/bin/sh
+printf 'azd %s\\n' "$*" >> "$FAKE_LOG"
+"""
+
+
+def run_preprovision(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("az", FAKE_AZ_AD), ("azd", FAKE_AZD)):
+        tool = bin_dir / name
+        tool.write_text(text)
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    full_env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(tmp_path),
+        "FAKE_LOG": str(tmp_path / "calls.log"),
+        "FAKE_ROLES": str(tmp_path / "roles.json"),
+        "AZURE_ENV_NAME": "prod",
+        **env,
+    }
+    return subprocess.run(
+        ["sh", str(INFRA / "scripts" / "preprovision.sh")],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_preprovision_registers_the_app_with_its_roles_once(tmp_path: Path) -> None:
+    done = run_preprovision(tmp_path)
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    create = next(c for c in calls if c.startswith("az ad app create"))
+    assert "--display-name ccexport-prod" in create
+    assert "--sign-in-audience AzureADMyOrg" in create
+    roles = json.loads((tmp_path / "roles.json").read_text())
+    assert sorted(r["value"] for r in roles) == [ADMIN_ROLE, CONTRIBUTOR_ROLE]
+    assert f"az ad app update --id {FAKE_CLIENT_ID} --identifier-uris api://{FAKE_CLIENT_ID}" in (
+        " ".join(calls)
+    )
+    assert any(c.startswith(f"az ad sp create --id {FAKE_CLIENT_ID}") for c in calls)
+    updates = [c for c in calls if c.startswith("az ad app update")]
+    assert [u.split("api=@")[-1].split()[0].rsplit("/", 1)[-1] for u in updates[1:]] == [
+        "api-scope.json",
+        "api-preauthorized.json",
+    ]
+    assert f"azd env set AUTH_CLIENT_ID {FAKE_CLIENT_ID}" in calls
+
+
+def test_the_api_scope_is_the_one_the_azure_cli_is_pre_authorised_for() -> None:
+    scope = json.loads((INFRA / "auth" / "api-scope.json").read_text())
+    both = json.loads((INFRA / "auth" / "api-preauthorized.json").read_text())
+    assert both["oauth2PermissionScopes"] == scope["oauth2PermissionScopes"]
+    (only_scope,) = scope["oauth2PermissionScopes"]
+    assert only_scope["value"] == "user_impersonation"
+    (client,) = both["preAuthorizedApplications"]
+    assert client["delegatedPermissionIds"] == [only_scope["id"]]
+    assert scope["requestedAccessTokenVersion"] == both["requestedAccessTokenVersion"] == 2
+
+
+def test_preprovision_keeps_a_registration_it_is_given(tmp_path: Path) -> None:
+    done = run_preprovision(tmp_path, AUTH_CLIENT_ID=FAKE_CLIENT_ID)
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if "ad app" in c or "azd" in c] == []
+
+
+def test_preprovision_scripts_agree() -> None:
+    """The Windows twin makes the same calls with the same arguments."""
+    posix = (INFRA / "scripts" / "preprovision.sh").read_text()
+    windows = (INFRA / "scripts" / "preprovision.ps1").read_text()
+    for text in (posix, windows):
+        for needed in (
+            "az ad app create",
+            "--sign-in-audience AzureADMyOrg",
+            "--requested-access-token-version 2",
+            "app-roles.json",
+            "--identifier-uris",
+            "az ad sp create",
+            "api-scope.json",
+            "api-preauthorized.json",
+            "azd env set AUTH_CLIENT_ID",
+        ):
+            assert needed in text, needed
+    azure_yaml = (ROOT / "azure.yaml").read_text()
+    assert "run: ./infra/scripts/preprovision.sh" in azure_yaml
+    assert "run: ./infra/scripts/preprovision.ps1" in azure_yaml

@@ -68,6 +68,9 @@ param applicationInsightsConnectionString string
 @description('Durable Functions task hub name.')
 param taskHubName string
 
+@description('Application (client) id of the Entra app registration that signs callers in (infra/scripts/preprovision).')
+param authClientId string
+
 @description('Constant Contact API key (the OAuth client id). Not a secret; the client secret is in Key Vault.')
 param constantContactClientId string
 
@@ -270,6 +273,64 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// App Service authentication: every request needs a Microsoft Entra token issued for
+// this app's registration, or it is answered 401 before it reaches the app. The app
+// reads the caller and their roles (admin, contributor) from the principal headers
+// the platform sets. Two paths are let through: the Constant Contact OAuth callback,
+// where the admin's browser returns from Constant Contact (its single-use state
+// admits it), and the blob extension's Event Grid endpoint (Event Grid carries the
+// extension's system key). No token store: callers send a bearer token each time.
+var authExcludedPaths = [
+  '/api/oauth/callback'
+  '/runtime/webhooks/blobs'
+]
+
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov reads every sites/config resource as the site's `web` configuration; this one is the authentication configuration, so the site-configuration checks below do not apply to it (they are kept, or skipped with their reasons, on the site itself).
+  // checkov:skip=CKV_AZURE_13: This resource is the App Service authentication (authsettingsV2, required, Return401); the check looks for the retired v1 `siteAuthEnabled` flag.
+  // checkov:skip=CKV_AZURE_63: HTTP logging is a setting of the site's `web` configuration, not of its authentication settings.
+  // checkov:skip=CKV_AZURE_65: Detailed error messages are a setting of the site's `web` configuration, not of its authentication settings.
+  // checkov:skip=CKV_AZURE_66: Failed request tracing is a setting of the site's `web` configuration, not of its authentication settings.
+  // checkov:skip=CKV_AZURE_80: .NET Framework version does not apply: the app runs Python, and this resource is its authentication settings.
+  // checkov:skip=CKV_AZURE_88: Azure Files does not apply to authentication settings (the Flex plan deploys from blob storage).
+  // checkov:skip=CKV_AZURE_222: Public network access is required (see the site): sign-in is what keeps callers out.
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: authExcludedPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

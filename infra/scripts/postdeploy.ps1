@@ -69,4 +69,15 @@ az deployment group create `
     --output none
 if ($LASTEXITCODE -ne 0) { Fail 'the Event Grid deployment failed' }
 
+# Browser sign-in: App Service authentication returns to /.auth/login/aad/callback on
+# the app's own address, which exists only now, with an ID token (implicit flow).
+if ($env:AUTH_CLIENT_ID -and $env:AZURE_FUNCTION_APP_URL) {
+    az ad app update --id $env:AUTH_CLIENT_ID `
+        --web-redirect-uris "$($env:AZURE_FUNCTION_APP_URL)/.auth/login/aad/callback" `
+        --enable-id-token-issuance true `
+        --output none
+    if ($LASTEXITCODE -ne 0) { Fail "could not register the sign-in address with the app registration $($env:AUTH_CLIENT_ID)" }
+    Write-Host "postdeploy: browsers sign in at $($env:AZURE_FUNCTION_APP_URL)/.auth/login/aad"
+}
+
 Write-Host "postdeploy: blob events from '$inbox' now reach segment_blob_created"

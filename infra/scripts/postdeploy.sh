@@ -73,3 +73,14 @@ az deployment group create \
     --output none
 
 echo "postdeploy: blob events from '$inbox' now reach segment_blob_created"
+
+# Browser sign-in (an admin opening the connect page): App Service authentication
+# returns to /.auth/login/aad/callback on the app's own address, which exists only
+# now, with an ID token (the implicit flow: the app holds no client secret).
+if [ -n "${AUTH_CLIENT_ID:-}" ] && [ -n "${AZURE_FUNCTION_APP_URL:-}" ]; then
+    az ad app update --id "$AUTH_CLIENT_ID" \
+        --web-redirect-uris "$AZURE_FUNCTION_APP_URL/.auth/login/aad/callback" \
+        --enable-id-token-issuance true \
+        --output none || fail "could not register the sign-in address with the app registration $AUTH_CLIENT_ID"
+    echo "postdeploy: browsers sign in at $AZURE_FUNCTION_APP_URL/.auth/login/aad"
+fi
