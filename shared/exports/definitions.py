@@ -48,7 +48,8 @@ import orjson
 
 from shared.constant_contact.connections import NAME, check_connection
 from shared.constant_contact.contacts import validate_mapping
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InputError
+from shared.segments.blocks import text_encoding
 
 DEFAULT_MAX_PROFILES = 1_000_000
 MODES = ("add", "mirror")
@@ -70,6 +71,9 @@ _FIELDS = {
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
+# A definition is a few KB (50 lists, a mapping, a description); one larger is refused
+# before it is parsed from a file, and before it is stored or run from any other source.
+MAX_DEFINITION_BYTES = 64 * 1024
 LIST_NAME_MAX = 255  # ListInput.name's maxLength in contract/constant-contact-v3.yaml
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -262,6 +266,8 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
     """Build and validate a definition from parsed JSON."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object")
+    if len(orjson.dumps(data)) > MAX_DEFINITION_BYTES:
+        raise _too_large(where)
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -276,6 +282,11 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
     encoding = data.get("encoding")
     if encoding is not None and not isinstance(encoding, str):
         raise ConfigError(f'{where}: encoding must be a string such as "utf-8"')
+    if encoding is not None:
+        try:
+            text_encoding(encoding)
+        except InputError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     connection = data.get("connection")
     if connection is not None and not isinstance(connection, str):
         raise ConfigError(f"{where}: connection must be the name of a connection")
@@ -329,12 +340,22 @@ def _segments(raw: Any, where: str) -> tuple[SegmentMatch, ...]:
 def load(path: Path) -> ExportDefinition:
     """Read a definition file (``--config``)."""
     try:
-        data = orjson.loads(path.read_bytes())
+        with path.open("rb") as file:
+            raw = file.read(MAX_DEFINITION_BYTES + 1)
+        if len(raw) > MAX_DEFINITION_BYTES:
+            raise _too_large(str(path))
+        data = orjson.loads(raw)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except orjson.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     return from_json(data, where=str(path))
+
+
+def _too_large(where: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: larger than {MAX_DEFINITION_BYTES >> 10} KB, which no export definition needs"
+    )
 
 
 def parse_maps(values: Sequence[str]) -> dict[str, str]:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -43,7 +44,15 @@ from shared.prepare.rows import map_block
 from shared.prepare.seen_keys import SeenKeys
 from shared.prepare.summary import ChunkFile, PartRows, PrepareSummary, SegmentRead
 from shared.prepare.workers import BlockWorkers
-from shared.segments.blocks import BLOCK_BYTES, Block, first_record, part_blocks, records
+from shared.segments.blocks import (
+    BLOCK_BYTES,
+    FIELD_SIZE_LIMIT,
+    Block,
+    first_record,
+    part_blocks,
+    part_byte_limit,
+    records,
+)
 from shared.segments.layout import Segment
 
 log = logging.getLogger(__name__)
@@ -113,11 +122,13 @@ class _SegmentBlocks:
     from the first part's header row when there is no model.json.
     """
 
-    def __init__(self, segment: Segment, size: int) -> None:
+    def __init__(self, segment: Segment, size: int, max_part_bytes: int | None = None) -> None:
         self.segment = segment
         self.columns: tuple[str, ...] | None = segment.columns
+        self.first_row: list[str] | None = None  # what ``columns`` came from, without model.json
         self.parts = {segment.store.describe(p.name): 0 for p in segment.parts}
         self.content = content_digest(segment)
+        self._max_part_bytes = max_part_bytes
         self._blocks = self._all(size)
 
     def __iter__(self) -> Iterator[Block]:
@@ -126,7 +137,7 @@ class _SegmentBlocks:
     def _all(self, size: int) -> Iterator[Block]:
         for part in self.segment.parts:
             self.content.update(PART_MARK)
-            blocks = part_blocks(self.segment, part, size)
+            blocks = part_blocks(self.segment, part, size, max_bytes=self._max_part_bytes)
             first = next(blocks, None)
             if first is None:
                 continue  # an empty part
@@ -144,6 +155,7 @@ class _SegmentBlocks:
             names = tuple(v.strip() for v in first)
             if self.columns is None:
                 self.columns = names
+                self.first_row = list(first)
             elif names != self.columns:
                 raise InputError(f"{block.where}: its header row differs from the first part's")
             return True
@@ -156,6 +168,52 @@ class _SegmentBlocks:
         if declared is not None:
             return declared
         return [v.strip().lower() for v in first] == [c.lower() for c in columns]
+
+
+# A value that could be a column name: what Customer Insights and spreadsheets write.
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ .()\-]{0,127}")
+_NUMBER = re.compile(r"[-+]?[0-9][0-9.,:/ -]*")
+_EMAIL_COLUMN = re.compile(r"e[-_ ]?mail", re.IGNORECASE)
+
+
+def is_certainly_header(row: Sequence[str], mapping: Mapping[str, str]) -> bool:
+    """Whether a first row is a header beyond doubt: every value could be a column name
+    and one of them is a column the mapping names, or an email column's name (a data row
+    holds the address itself, and an address has an '@'). Only such a row may be quoted
+    in an error; any other first row may be a person's data."""
+    names = [value.strip() for value in row]
+    if not all(_COLUMN_NAME.fullmatch(name) for name in names):
+        return False
+    mapped = {column.casefold() for column in mapping.values()}
+    return any(name.casefold() in mapped or _EMAIL_COLUMN.search(name) for name in names)
+
+
+def _headerless(segment: Segment, row: Sequence[str], mapping: Mapping[str, str]) -> InputError:
+    """The missing-column error when the columns came from a first row that may be data:
+    it says what the row is like, never what it holds."""
+    values = [value.strip() for value in row]
+    emails = sum("@" in value for value in values)
+    numbers = sum(bool(_NUMBER.fullmatch(value)) for value in values)
+    seen = [_count(len(values), "value", "values")]
+    if emails:
+        seen.append(_of_them(emails, "an email address", "email addresses"))
+    if numbers:
+        seen.append(_of_them(numbers, "a number or a date", "numbers or dates"))
+    looks = "looks like data" if emails or numbers else "names none of the mapped columns"
+    wanted = ", ".join(f'"{c}"' for c in dict.fromkeys(mapping.values()))
+    return InputError(
+        f"{segment.describe()}: without model.json the first row must name the columns, "
+        f"but it {looks} ({', '.join(seen)}); the mapping needs {wanted}: add a header row, "
+        "or put the export's model.json above the run folder"
+    )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"1 {one}" if n == 1 else f"{n} {many}"
+
+
+def _of_them(n: int, one: str, many: str) -> str:
+    return f"one of them {one}" if n == 1 else f"{n} of them {many}"
 
 
 class Workers(Protocol):
@@ -201,9 +259,18 @@ def _ordered_results(
     while window:
         block, handle = window.popleft()
         result = finish(block, handle)
-        while result.open_quote:  # the cut fell inside quotes: join with the next block
-            following = window.popleft()[0] if window else next(blocks)
-            block = block.join(following)
+        while result.open_quote:  # the cut fell inside quotes: join with the next blocks
+            if len(block.data) > FIELD_SIZE_LIMIT:
+                raise InputError(
+                    f"{block.where}: a quoted value that starts on line {block.first_line} or "
+                    f"after it runs on past {FIELD_SIZE_LIMIT >> 20} MB (an unbalanced quote?)"
+                )
+            # Double the block each time (up to just past the limit), so a long quoted
+            # value is parsed a few times over, not once per block it spans.
+            wanted = min(2 * len(block.data), FIELD_SIZE_LIMIT + 1)
+            while len(block.data) < wanted and not block.last:
+                following = window.popleft()[0] if window else next(blocks)
+                block = block.join(following)
             result = finish(*start(block))
         yield block, result
         for nxt in itertools.islice(blocks, 1):
@@ -347,13 +414,18 @@ def _run(
     changes: ChangeTracker | None = None,
     describe_changes: DescribeChanges | None = None,
 ) -> tuple[PrepareSummary, list[ChunkInfo]]:
-    source = _SegmentBlocks(segment, block_bytes)
+    source = _SegmentBlocks(segment, block_bytes, part_byte_limit(export.max_profiles))
     blocks = iter(source)
     head = list(itertools.islice(blocks, 2))  # enough to know the columns, and the size
     # Every part empty and no model.json: no row to map, and an empty segment is a valid
     # export, so the mapping is checked against itself.
     columns = source.columns or tuple(dict.fromkeys(export.mapping.values()))
-    mapper = ContactMapper(columns, export.mapping)  # fails here on a missing column
+    try:
+        mapper = ContactMapper(columns, export.mapping)  # fails here on a missing column
+    except InputError:
+        if source.first_row is None or is_certainly_header(source.first_row, export.mapping):
+            raise  # the columns named come from model.json or from a header row
+        raise _headerless(segment, source.first_row, export.mapping) from None
     chunker = JsonChunker(export.list_ids, output.write_chunk, max_bytes=max_body_bytes)
     merge = _Merge(
         export, chunker, RejectsWriter(output.rejects_stream()), source.parts, progress,

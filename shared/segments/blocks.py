@@ -38,6 +38,14 @@ BLOCK_BYTES = 512 << 10
 # holding the rest of the file in one string.
 FIELD_SIZE_LIMIT = 16 * 1024 * 1024
 csv.field_size_limit(FIELD_SIZE_LIMIT)
+# The same bound for a line of bytes: a part with no line break (or one runaway line)
+# is refused as soon as this much has come without one, never held whole.
+MAX_LINE_BYTES = FIELD_SIZE_LIMIT
+# What one part may hold once decompressed: a generous budget per profile the export
+# allows, and never less than a few of the longest lines. A few KB of gzip can inflate
+# to many GB; without a cap such a part would be read (and parsed) to its end.
+PART_BYTES_PER_PROFILE = 8 * 1024
+MIN_PART_BYTES = 4 * MAX_LINE_BYTES
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -129,15 +137,36 @@ def _byte_stream(raw: io.BufferedReader) -> tuple[io.BufferedReader | gzip.GzipF
     return raw, raw.peek(4)[:4]
 
 
+def part_byte_limit(max_profiles: int) -> int:
+    """The most decompressed bytes one part may hold for an export of ``max_profiles``."""
+    return max(MIN_PART_BYTES, max_profiles * PART_BYTES_PER_PROFILE)
+
+
+def text_encoding(encoding: str) -> str:
+    """The codec's name, if ``encoding`` names a text encoding; else InputError.
+
+    ``codecs.lookup`` also knows bytes-to-bytes and str-to-str codecs (``zlib_codec``,
+    ``rot13``, ``base64``), which ``bytes.decode`` refuses with an error that says
+    nothing useful; a name shown here is cut short, since it came from a definition.
+    """
+    shown = encoding[:40]
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise InputError(f'unknown encoding "{shown}" in the export definition') from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise InputError(
+            f'encoding "{shown}" is not a text encoding; use one such as "utf-8" or "cp1252"'
+        )
+    return info.name
+
+
 def _encoding_for(head: bytes, encoding: str | None) -> str:
     if encoding is None:
         return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8-sig")
     if encoding.replace("_", "-").lower() in {"utf-8", "utf8"}:
         return "utf-8-sig"  # a BOM is never part of the first column's name
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise InputError(f'unknown encoding "{encoding}" in the export definition') from None
+    return text_encoding(encoding)
 
 
 def _cuts_safely(encoding: str) -> bool:
@@ -148,8 +177,14 @@ def _cuts_safely(encoding: str) -> bool:
         return False
 
 
-def part_blocks(segment: Segment, part: Part, size: int = BLOCK_BYTES) -> Iterator[Block]:
-    """The part as blocks cut after a line end; the first block keeps any BOM."""
+def part_blocks(
+    segment: Segment, part: Part, size: int = BLOCK_BYTES, *, max_bytes: int | None = None
+) -> Iterator[Block]:
+    """The part as blocks cut after a line end; the first block keeps any BOM.
+
+    Memory stays within a few blocks and MAX_LINE_BYTES whatever the part holds; past
+    ``max_bytes`` (decompressed, see ``part_byte_limit``) reading stops with an error.
+    """
     where = segment.store.describe(part.name)
     with segment.store.open(part.name) as raw:
         try:
@@ -162,6 +197,8 @@ def part_blocks(segment: Segment, part: Part, size: int = BLOCK_BYTES) -> Iterat
                 text = io.TextIOWrapper(stream, encoding=encoding, newline="")
                 chunks = _transcoded(text, size, where)
                 base = replace(base, encoding="utf-8")
+            if max_bytes is not None:
+                chunks = _capped(chunks, where, max_bytes)
             yield from _cut(base, chunks)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise InputError(
@@ -177,30 +214,66 @@ def _transcoded(text: io.TextIOWrapper, size: int, where: str) -> Iterator[bytes
         raise InputError(f"{where}: cannot decode it as {text.encoding} ({exc.reason})") from None
 
 
-def _whole_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Re-cut chunks so each piece ends just after a line end (the last may not)."""
-    rest = b""
+def _capped(chunks: Iterator[bytes], where: str, max_bytes: int) -> Iterator[bytes]:
+    total = 0
     for chunk in chunks:
-        data = rest + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield data[:cut]
-            rest = data[cut:]
-        else:
-            rest = data  # no line end yet: keep reading
-    if rest:
-        yield rest
+        total += len(chunk)
+        if total > max_bytes:
+            raise InputError(
+                f"{where}: more than {_megabytes(max_bytes)} once decompressed, the most one "
+                "part may hold for the export's max_profiles; raise max_profiles in the "
+                "export definition or split the segment into more parts"
+            )
+        yield chunk
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):,.0f} MB"
+
+
+def line_too_long(where: str, line: int) -> InputError:
+    return InputError(
+        f"{where}: line {line} is longer than {_megabytes(MAX_LINE_BYTES)}: "
+        "the file is not CSV, or a line break is missing"
+    )
+
+
+def _whole_lines(chunks: Iterator[bytes], where: str) -> Iterator[tuple[bytes, int]]:
+    """Re-cut chunks so each piece ends just after a line end (the last may not), with
+    the line number of each piece's first byte.
+
+    A line still open is kept as a list of chunks and joined once, when it ends: each
+    byte is copied once, and a line past MAX_LINE_BYTES stops reading at once.
+    """
+    line = 1
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for chunk in chunks:
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:  # no line end yet: keep reading
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes > MAX_LINE_BYTES:
+                raise line_too_long(where, line)
+            continue
+        if pending_bytes + chunk.find(b"\n") >= MAX_LINE_BYTES:
+            raise line_too_long(where, line)
+        data = b"".join([*pending, chunk[:cut]]) if pending else chunk[:cut]
+        yield data, line
+        line += data.count(b"\n")
+        pending = [chunk[cut:]] if cut < len(chunk) else []
+        pending_bytes = len(chunk) - cut
+    if pending:
+        yield b"".join(pending), line
 
 
 def _cut(base: Block, chunks: Iterator[bytes]) -> Iterator[Block]:
-    line = 1
     previous: Block | None = None
-    for data in _whole_lines(chunks):
+    for data, line in _whole_lines(chunks, base.where):
         encoding = base.encoding if previous is None else _without_bom(base.encoding)
         if previous is not None:
             yield previous
         previous = replace(base, data=data, first_line=line, encoding=encoding)
-        line += data.count(b"\n")
     if previous is not None:
         yield replace(previous, last=True)
 

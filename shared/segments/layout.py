@@ -28,6 +28,9 @@ _RUN_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{4})$")
 _PART_NUMBER = re.compile(r"_(\d+)\.csv(?:\.gz)?$", re.IGNORECASE)
 # How far above a run folder model.json may sit (run folder, 4 date levels, table, export).
 _MODEL_SEARCH_DEPTH = 7
+# model.json names entities, columns and partitions: a few hundred KB for the largest
+# Customer Insights exports. Past this it is not a model.json, and is not parsed.
+MODEL_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _with_model(
         parts = tuple(Part(n, header=True) for n in part_names)
         return Segment(store, parts, columns=None, entity=None, encoding=encoding)
     try:
-        model = orjson.loads(store.read_bytes(model_name))
+        model = orjson.loads(_read_model(store, model_name))
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{store.describe(model_name)} is not valid JSON: {exc}") from None
     entity = _pick_entity(model, _table_name(folder), part_names, store.describe(model_name))
@@ -144,6 +147,17 @@ def _with_model(
         settings.get("encoding") if isinstance(settings.get("encoding"), str) else None
     )
     return Segment(store, parts, columns, str(entity.get("name")), delimiter, enc, model_name)
+
+
+def _read_model(store: FileStore, name: str) -> bytes:
+    with store.open(name) as stream:
+        raw = stream.read(MODEL_MAX_BYTES + 1)
+    if len(raw) > MODEL_MAX_BYTES:
+        raise InputError(
+            f"{store.describe(name)} is larger than {MODEL_MAX_BYTES >> 20} MB: "
+            "not a model.json that Customer Insights writes"
+        )
+    return raw
 
 
 def _pick_entity(
