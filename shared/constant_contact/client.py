@@ -5,7 +5,9 @@ custom fields, contacts, memberships and exports.
 ``transport``) with one method per endpoint: each builds its request, lets the
 transport send it, and reads the answer into the typed objects of ``models``. The
 paths, parameters and limits are those of ``contract/constant-contact-v3.yaml``;
-list pages are followed by their ``_links.next.href``, never by a cursor of our own.
+list pages are followed by their ``_links.next.href``, never by a cursor of our own,
+and a link is followed only inside the API (``Transport._absolute``): the token goes
+nowhere else.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class ConstantContactClient(Transport):
             href = _next_href(doc)
             if href is None:
                 return found
-            url, params = self._absolute(href), None
+            url, params = self._absolute(href, "GET /contact_lists"), None
 
     async def create_list(self, name: str, *, description: str = "") -> ContactList:
         body = orjson.dumps({"name": name, "description": description, "favorite": False})
@@ -218,7 +220,7 @@ class ConstantContactClient(Transport):
             href = _next_href(doc)
             if href is None:
                 return found
-            url, params = self._absolute(href), None
+            url, params = self._absolute(href, "GET /contact_custom_fields"), None
 
     async def create_custom_field(self, label: str, *, field_type: str = "string") -> CustomField:
         """Create a custom field; its ``name`` (the ``cf:`` key) is made from the label
@@ -248,7 +250,7 @@ class ConstantContactClient(Transport):
             href = _next_href(doc)
             if href is None:
                 return
-            url, params = self._absolute(href), None
+            url, params = self._absolute(href, "GET /contacts"), None
 
     async def contact_by_email(self, email: str) -> Contact | None:
         params = {"email": email, "status": "all"}
@@ -319,13 +321,13 @@ class ConstantContactClient(Transport):
             raise RemoteError(f"contact export {done.activity_id} ended {done.state}")
         if done.results_href is None:
             raise RemoteError(f"contact export {done.activity_id} completed without a file link")
-        # Followed exactly as given: the official example href differs from the route
-        # (contract/constant-contact-v3.yaml, info.description).
+        # Followed as given (inside the API only): the official example href differs from
+        # the route (contract/constant-contact-v3.yaml, info.description).
         return await self._request(
             Call(
                 "GET",
                 "GET /contact_exports/{file_export_id}",
-                self._absolute(done.results_href),
+                self._absolute(done.results_href, "GET /activities/{activity_id}"),
                 accept="text/csv",
             )
         )

@@ -29,6 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urljoin
 
 import aiohttp
 import orjson
@@ -136,7 +137,6 @@ class Transport(AsyncClosing):
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._api = URL(api_base.rstrip("/"))
-        self._origin = self._api.origin()
         self._tokens = tokens
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
@@ -161,11 +161,36 @@ class Transport(AsyncClosing):
             url = url / part
         return url
 
-    def _absolute(self, href: str) -> URL:
-        """A ``_links`` href, which the API gives relative to its host, followed exactly."""
-        if href.startswith(("http://", "https://")):
-            return URL(href, encoded=True)
-        return URL(str(self._origin) + href, encoded=True)
+    def _absolute(self, href: str, template: str) -> URL:
+        """A ``_links`` href from the answer to ``template``, resolved against the API
+        base and followed exactly (its cursor is opaque), but only inside the API.
+
+        The href comes from a response, and the request that follows it carries the
+        bearer token: an href naming another host (absolute, ``//host``, or a relative
+        ``@host/x`` pasted after the origin) would hand that host the account's token.
+        So the resolved URL must have the API base's scheme, host and port, no user
+        part, and a path under the base path with no ``.`` or ``..`` segment (decoded,
+        since servers decode ``%2e``); anything else is a RemoteError and nothing is
+        sent. The href itself is never quoted: its query may hold an email address.
+        """
+        url = URL(urljoin(str(self._api), href), encoded=True)
+        segments = unquote(url.raw_path).split("/")
+        inside = (
+            url.scheme == self._api.scheme
+            and (url.host or "").lower() == (self._api.host or "").lower()
+            and url.port == self._api.port
+            and url.raw_user is None
+            and url.raw_password is None
+            and (url.raw_path + "/").startswith(self._api.raw_path.rstrip("/") + "/")
+            and "." not in segments
+            and ".." not in segments
+        )
+        if not inside:
+            raise RemoteError(
+                f"{template}: Constant Contact answered with a link outside its API "
+                f"({self._api}); it was not followed and nothing was sent to it"
+            )
+        return url
 
     # -- the one retry loop ------------------------------------------------------------
 
