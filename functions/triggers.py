@@ -50,7 +50,7 @@ async def segment_blob_created(
     async with services() as app:
         results = await app.launcher(durable).on_blob_created(name)
     if results:
-        log.info("inbox %s: %s", name, _summary(results))
+        log.info("inbox %r: %s", name, _summary(results))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False)

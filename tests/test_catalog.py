@@ -3,6 +3,8 @@ definition's new fields, connections, and deleting a connection's tokens."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from shared.storage.documents import (
     FolderDocuments,
 )
 from tests.support.function_harness import AppEnv
+from tests.support.services import ROOT
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 DEFINITION: dict[str, Any] = {
@@ -104,9 +107,9 @@ def test_definition_fields_round_trip_and_strict_validation() -> None:
     assert "enabled" not in exports.from_json(DEFINITION).to_json()  # the default stays out
     bad: list[tuple[dict[str, Any], str]] = [
         ({"segments": [{"export": "A", "folder": "x"}]}, "unknown field(s) folder"),
-        ({"segments": [{}]}, "must name an export, a table or a prefix"),
-        ({"segments": [{"table": "a/b"}]}, "no '/'"),
-        ({"segments": [{"prefix": "../x"}]}, "without a leading '/' or '..'"),
+        ({"segments": [{}]}, "a segment must name its export"),
+        ({"segments": [{"export": "A", "table": "a/b"}]}, "no '/'"),
+        ({"segments": [{"export": "A", "prefix": "../x"}]}, "without a leading '/' or '..'"),
         ({"segments": "BlobExport"}, "segments must be a list"),
         ({"enabled": "yes"}, "enabled must be true or false"),
         ({"connection": "Acme Corp"}, "invalid connection name"),
@@ -144,12 +147,80 @@ def test_lists_by_id_or_name_and_create_custom_fields() -> None:
 
 
 def test_segment_patterns_ignore_case_and_respect_the_prefix() -> None:
-    by_name = SegmentMatch(export="blobexport", table="high?alue*")
+    by_name = SegmentMatch(export="blobexport", table="highvalue*")
     assert by_name.matches("CI/", "BlobExport", "HighValueSegment")
+    assert by_name.matches("CI/", "BlobExport", "HIGHVALUE")
     assert not by_name.matches("CI/", "OtherExport", "HighValueSegment")
-    by_prefix = SegmentMatch(prefix="CI/BlobExport/High")
+    assert not by_name.matches("CI/", "BlobExport", "XHighValue")
+    literal = SegmentMatch(export="BlobExport", table="HighValue")
+    assert literal.matches("", "blobexport", "highvalue")
+    assert not literal.matches("", "BlobExport", "HighValue2")
+    every_table = SegmentMatch(export="BlobExport")
+    assert every_table.matches("", "BlobExport", "Lapsed")
+    assert not every_table.matches("", "BlobExport2", "Lapsed")
+    by_prefix = SegmentMatch(export="BlobExport", prefix="CI/BlobExport/High")
     assert by_prefix.matches("CI/", "BlobExport", "HighValue")
     assert not by_prefix.matches("", "BlobExport", "HighValue")
+    assert not by_prefix.matches("CI/", "BlobExport", "Lapsed")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "*",
+        "?*",
+        "**",
+        "*?",
+        "[!x]*",
+        "?",
+        "*x",
+        "x*y",
+        "Bl*",
+        "Blob?xport",
+        "[B]lobExport",
+        "Blob**",
+        "Blob*Export",
+        "Blob\nExport",
+    ],
+)
+def test_a_segment_pattern_that_could_match_widely_is_refused_when_saved(pattern: str) -> None:
+    """No spelling of a wildcard matches every export or every table: a pattern is a
+    folder name or at least three literal characters and one trailing '*'."""
+    for segment in ({"export": pattern}, {"export": "BlobExport", "table": pattern}):
+        field = next(k for k, v in segment.items() if v == pattern)
+        with pytest.raises(ConfigError) as caught:
+            exports.from_json({**DEFINITION, "segments": [segment]})
+        assert f"segments[0]: segment {field} {pattern!r}: a folder name, or its first 3" in (
+            str(caught.value)
+        )
+        assert f"so that no segment matches every {field}" in str(caught.value)
+    for segment in ({"table": "HighValue"}, {"prefix": "CI/"}, {"export": ""}):
+        with pytest.raises(ConfigError, match="a segment must name its export"):
+            exports.from_json({**DEFINITION, "segments": [segment]})
+
+
+def test_todays_example_definitions_still_load() -> None:
+    """The README's definitions (both of them) and the shapes the tests save."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = [
+        json.loads(m) for m in re.findall(r"\n(\{\n  \"connection\".*?\n\})\n", readme, re.S)
+    ]
+    examples += [
+        json.loads(m)
+        for m in re.findall(r"--data '(\{\"connection\".*?\})'", readme)
+        if "segments" in m
+    ]
+    assert len(examples) == 2
+    for example in examples:
+        loaded = exports.from_json({**example, "name": "example"})
+        assert loaded.segments == (SegmentMatch("BlobExport", "HighValueSegment"),)
+    for segments in (
+        [{"export": "BlobExport", "table": "HighValue*"}],
+        [{"export": "BlobExport"}],
+        [{"export": "Blob*", "table": "HighValue", "prefix": "CI/"}],
+    ):
+        loaded = exports.from_json({**DEFINITION, "segments": segments})
+        assert [s.to_json() for s in loaded.segments] == segments
 
 
 def test_connection_requests_record_consent_by_id_and_keep_server_fields() -> None:

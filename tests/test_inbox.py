@@ -130,13 +130,13 @@ def test_definitions_match_export_and_table_patterns() -> None:
         (LIST_ID,), {"email": "Email"}, "hv", segments=(SegmentMatch("blobexport", "High*"),)
     )
     by_prefix = ExportDefinition(
-        (LIST_ID,), {"email": "Email"}, "p", segments=(SegmentMatch(prefix=ROOT),)
+        (LIST_ID,), {"email": "Email"}, "p", segments=(SegmentMatch("BlobExport", prefix=ROOT),)
     )
     elsewhere = ExportDefinition(
-        (LIST_ID,), {"email": "Email"}, "x", segments=(SegmentMatch(prefix="Other/"),)
+        (LIST_ID,), {"email": "Email"}, "x", segments=(SegmentMatch("BlobExport", prefix="Other/"),)
     )
     other_table = ExportDefinition(
-        (LIST_ID,), {"email": "Email"}, "y", segments=(SegmentMatch(table="Lapsed"),)
+        (LIST_ID,), {"email": "Email"}, "y", segments=(SegmentMatch("BlobExport", "Lapsed"),)
     )
     assert run.matched_by(by_names)
     assert run.matched_by(by_prefix)

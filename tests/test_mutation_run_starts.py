@@ -355,7 +355,7 @@ async def test_run_now_on_a_named_folder(tmp_path: Path) -> None:
     w = World(tmp_path, inbox_with_two_tables())
     await w.connect()
     results = await w.launcher.run_now(
-        definition(segments=()), folder_path="/HighValue/Contacts/2026/03/04/0900/"
+        definition(), folder_path="/HighValue/Contacts/2026/03/04/0900/"
     )
     assert [r.source for r in results] == ["az://inbox/HighValue/Contacts/2026/03/04/0900"]
     with pytest.raises(ConfigError) as caught:
@@ -366,24 +366,94 @@ async def test_run_now_on_a_named_folder(tmp_path: Path) -> None:
     )
 
 
+async def test_a_named_folder_outside_the_exports_segments_is_refused_unlisted(
+    tmp_path: Path,
+) -> None:
+    """Contributors keep to their exports: the right to run one is no right to read
+    another's folders, whether the folder exists or not (the inbox is not listed)."""
+    blobs = [
+        *inbox_with_two_tables(),
+        part("Payroll/Contacts/2026/03/04/1100/Contacts_1.csv", '"0x8"'),
+    ]
+    w = World(tmp_path, blobs)
+    await w.connect()
+    listed: list[str] = []
+    real = w.inbox.run_folder
+
+    async def run_folder(path: str) -> RunFolder | None:
+        listed.append(path)
+        return await real(path)
+
+    w.inbox.run_folder = run_folder  # type: ignore[method-assign]
+    for path in (
+        "Payroll/Contacts/2026/03/04/1100",  # another export's folder that exists
+        "HighValue/Leads/2026/03/04/1000",  # the same export, a table it does not read
+        "Nowhere/Contacts/2026/03/04/1100",
+        "Team/HighValue/Contacts/2026/03/04/1100",  # deeper: a root the prefix refuses
+    ):
+        only_root = definition(segments=(SegmentMatch("HighValue", "Contacts", prefix="High"),))
+        with pytest.raises(InputError) as caught:
+            await w.launcher.run_now(only_root, folder_path=path)
+        assert str(caught.value) == (
+            f"export 'high-value': folder {path!r} is not in its segments; "
+            "a run reads only the folders its export's segments match"
+        )
+    assert listed == []
+    assert w.engine.started == []
+    results = await w.launcher.run_now(
+        definition(), folder_path="HighValue/Contacts/2026/03/04/0900"
+    )
+    assert [r.outcome for r in results] == [Outcome.STARTED]
+    assert listed == ["HighValue/Contacts/2026/03/04/0900"]
+
+
+async def test_blob_names_from_the_inbox_are_logged_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder or blob name with a line break and a fake log prefix cannot forge a log
+    line: each is one record, its name escaped."""
+    forged = "HighValue/Contacts\n2026-01-01 ERROR ccexport: forged"
+    whole = f"{forged}/2026/03/04/0900/Contacts_1.csv"
+    arriving = f"{forged}/2026/03/04/1155/Contacts_1.csv"
+    w = World(tmp_path, [part(whole, '"0xa"', 180), part(arriving, '"0xb"', 1)])
+    await w.connect()
+    await w.catalog.save_export(definition(segments=(SegmentMatch(export="HighValue"),)))
+    caplog.set_level("DEBUG", logger="shared.runs.launcher")
+    for name, says in (
+        ("notes\n2026-01-01 ERROR ccexport: forged.txt", "is not part of a Customer Insights"),
+        (whole, "started (blob) for"),
+        (arriving, "not complete yet"),
+    ):
+        caplog.clear()
+        await w.launcher.on_blob_created(name)
+        records = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+        assert len(records) == 1, records
+        assert says in records[0]
+        assert "\n" not in records[0]
+        assert "\\n2026-01-01 ERROR ccexport: forged" in records[0]
+    assert len(w.engine.started) == 1
+
+
 async def test_a_named_folder_keeps_every_character_of_its_name(tmp_path: Path) -> None:
     """Only the slashes around a folder path go, never a letter of it ("Xmas/")."""
     blobs = [part("Xmas/Contacts/2026/03/04/1100/Contacts_1.csv", '"0x9"')]
     w = World(tmp_path, blobs)
     await w.connect()
-    results = await w.launcher.run_now(definition(), folder_path="/Xmas/Contacts/2026/03/04/1100/")
+    xmas = definition(segments=(SegmentMatch(export="Xmas"),))
+    results = await w.launcher.run_now(xmas, folder_path="/Xmas/Contacts/2026/03/04/1100/")
     assert [r.source for r in results] == ["az://inbox/Xmas/Contacts/2026/03/04/1100"]
 
 
 async def test_run_now_says_when_there_is_nothing_to_send(tmp_path: Path) -> None:
     w = World(tmp_path, inbox_with_two_tables())
     await w.connect()
-    with pytest.raises(ConfigError) as caught:
-        await w.launcher.run_now(definition(segments=()))
-    assert str(caught.value) == (
-        "export 'high-value' has no segments: name a folder to run "
-        '({"folder": "<Export>/<Table>/yyyy/MM/dd/HHmm"})'
-    )
+    for folder_path in (None, "HighValue/Contacts/2026/03/04/0900"):
+        with pytest.raises(ConfigError) as caught:
+            await w.launcher.run_now(definition(segments=()), folder_path=folder_path)
+        assert str(caught.value) == (
+            "export 'high-value' has no segments: add the export and table "
+            "folders it reads before running it"
+        )
     none = definition(segments=(SegmentMatch(export="Missing"),))
     with pytest.raises(ConfigError) as caught:
         await w.launcher.run_now(none)

@@ -170,11 +170,36 @@ async def test_a_failed_event_is_tried_again_with_backoff_then_given_up(
         now[0] += 1.0
     assert len(calls) == 1 + RETRIES  # retried, with backoff, then given up
     assert "trying again in 2 s" in caplog.text
-    assert "failed 6 times; not raised again: Constant Contact answered 503" in caplog.text
+    assert "failed 6 times; not raised again: 'Constant Contact answered 503'" in caplog.text
     assert "Traceback" not in caplog.text  # an expected error is one line
     files["E/T/2026/11/28/0930/T_1.csv"] = "2"  # a new version is a new event
     await events.poll()
     assert len(calls) == 2 + RETRIES
+
+
+async def test_a_blob_name_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A name with a line break and a fake log prefix stays inside one record, escaped,
+    and so does an error that quotes it."""
+    from shared.errors import InputError  # noqa: PLC0415
+
+    forged = "E/T\n2026-01-01 ERROR ccexport: forged/2026/11/28/0930/T_1.csv"
+
+    async def failing(name: str) -> None:
+        raise InputError(f"{name}: not readable")
+
+    files = {forged: "1"}
+
+    async def listing() -> dict[str, str]:
+        return dict(files)
+
+    now = [0.0]
+    events = InboxEvents(listing, failing, interval=1.0, settle=False, clock=lambda: now[0])
+    caplog.set_level("DEBUG", logger="shared.workstation.serve.events")
+    await events.poll()
+    records = [r for r in caplog.records if "forged" in r.getMessage()]
+    assert len(records) == 1
+    assert "\n" not in records[0].getMessage()
+    assert "T\\n2026-01-01 ERROR" in records[0].getMessage()
 
 
 async def test_a_copy_that_keeps_old_times_is_not_taken_for_a_finished_folder(

@@ -136,11 +136,11 @@ async def test_only_matching_enabled_exports_with_consent_start(
     await seed(
         app_env,
         definition(),
-        definition("pattern", segments=[{"table": "high*"}]),
-        definition("other-table", segments=[{"table": "Lapsed"}]),
+        definition("pattern", segments=[{"export": "Blob*", "table": "high*"}]),
+        definition("other-table", segments=[{"export": "BlobExport", "table": "Lapsed"}]),
         definition("disabled", enabled=False),
         definition("no-consent", connection="no-consent"),
-        definition("elsewhere", segments=[{"prefix": "Other/"}]),
+        definition("elsewhere", segments=[{"export": "BlobExport", "prefix": "Other/"}]),
     )
     app_env.write(f"{RUN}/HighValue_1.csv")
     app_env.write(f"{RUN}/notes.txt")
@@ -233,3 +233,27 @@ async def test_the_fake_starts_over_a_running_instance_when_host_json_allows_it(
             assert fake.instances["run-1"].input == {"n": 3}
         finally:
             await fake.stop()
+
+
+async def test_the_trigger_logs_a_blob_name_escaped(
+    app_env: AppEnv,
+    durable_fake: DurableFake,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A blob name with a line break and a fake log prefix is one record, escaped."""
+    await seed(app_env, definition(segments=[{"export": "BlobExport"}]))
+    forged = f"{EXPORT}/Table\n2026-01-01 ERROR ccexport: forged/2026/11/28/0930/T_1.csv"
+    app_env.write(forged)
+    monkeypatch.setenv("RUN_QUIET_SECONDS", "0")
+    caplog.set_level("INFO", logger="functions.triggers")
+    await blob_event(app_env, durable_fake, forged)
+    assert len(durable_fake.starts) == 1
+    records = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "functions.triggers" and "forged" in r.getMessage()
+    ]
+    assert len(records) == 1, records
+    assert "\n" not in records[0]
+    assert "\\n2026-01-01 ERROR ccexport: forged" in records[0]

@@ -36,7 +36,6 @@ confirmation: a truncated or empty file must never empty a list.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -71,6 +70,8 @@ _FIELDS = {
 }
 _SEGMENT_FIELDS = ("export", "table", "prefix")
 _MAX_PATTERN = 256
+MIN_PATTERN_START = 3  # the literal characters a segment pattern needs before its '*'
+_WILDCARDS = frozenset("*?[]")
 # A definition is a few KB (50 lists, a mapping, a description); one larger is refused
 # before it is parsed from a file, and before it is stored or run from any other source.
 MAX_DEFINITION_BYTES = 64 * 1024
@@ -114,23 +115,34 @@ class SegmentMatch:
     """Which inbox files belong to an export.
 
     Customer Insights writes ``<root>/<Export>/<Table>/yyyy/MM/dd/HHmm/<Table>_N.csv``.
-    ``export`` and ``table`` are shell-style patterns (``*``, ``?``, ``[...]``) matched
-    without regard to case, because people type these names from the Customer
-    Insights portal; ``prefix`` is a path in the inbox container that
-    ``<root>/<Export>/<Table>/`` must start with, for exports kept in their own folder.
+    A segment names its export, so that no definition (saved by an admin or by a
+    contributor, for their own team) can take another team's files:
+
+    - ``export`` (required) and ``table`` (optional) are each a folder name, or its
+      first ``MIN_PATTERN_START`` or more characters followed by one ``*``
+      (``HighValue*``: every name that starts so). Matched without regard to case,
+      because people type these names from the Customer Insights portal. Nothing else
+      is a pattern: ``?``, ``[``, ``]`` and a ``*`` anywhere but last are refused, so
+      no spelling (``*``, ``?*``, ``**``, ``[!x]*``) can match every export or every
+      table.
+    - ``table`` left out: every table of the matching exports.
+    - ``prefix`` (optional): a path in the inbox container that ``<root><Export>/<Table>/``
+      must start with, for exports kept in their own folder.
     """
 
-    export: str = "*"
-    table: str = "*"
+    export: str = ""
+    table: str = ""
     prefix: str = ""
 
     def __post_init__(self) -> None:
-        for field_name, value in (("export", self.export), ("table", self.table)):
-            if not value or len(value) > _MAX_PATTERN or "/" in value:
-                raise ConfigError(
-                    f"segment {field_name} {value[:80]!r}: a folder name or pattern "
-                    f"(1-{_MAX_PATTERN} characters, no '/')"
-                )
+        if not self.export:
+            raise ConfigError(
+                "a segment must name its export (the folder Customer Insights writes, "
+                "or its first characters and '*'), so it cannot take another export's files"
+            )
+        _check_pattern("export", self.export)
+        if self.table:
+            _check_pattern("table", self.table)
         if (
             len(self.prefix) > _MAX_PATTERN
             or self.prefix.startswith("/")
@@ -140,25 +152,45 @@ class SegmentMatch:
                 f"segment prefix {self.prefix[:80]!r}: a path inside the inbox container, "
                 "without a leading '/' or '..'"
             )
-        if (self.export, self.table, self.prefix) == ("*", "*", ""):
-            raise ConfigError(
-                "a segment must name an export, a table or a prefix; one matching every "
-                "file in the inbox is almost certainly a mistake"
-            )
 
     def matches(self, root: str, export: str, table: str) -> bool:
         """Whether the table folder ``<root><export>/<table>/`` belongs to this segment."""
         folder = f"{root}{export}/{table}/"
         return (
             folder.startswith(self.prefix)
-            and fnmatch.fnmatchcase(export.casefold(), self.export.casefold())
-            and fnmatch.fnmatchcase(table.casefold(), self.table.casefold())
+            and _name_matches(self.export, export)
+            and (not self.table or _name_matches(self.table, table))
         )
 
     def to_json(self) -> dict[str, str]:
         data = {"export": self.export, "table": self.table, "prefix": self.prefix}
-        defaults = {"export": "*", "table": "*", "prefix": ""}
-        return {k: v for k, v in data.items() if v != defaults[k]}
+        return {k: v for k, v in data.items() if v}
+
+
+def _check_pattern(field_name: str, value: str) -> None:
+    """A folder name, or at least MIN_PATTERN_START literal characters and one '*'."""
+    name = value[:-1] if value.endswith("*") else value
+    if (
+        len(value) > _MAX_PATTERN
+        or "/" in value
+        or _CONTROL.search(value)
+        or any(c in _WILDCARDS for c in name)
+        or (name != value and len(name) < MIN_PATTERN_START)
+    ):
+        raise ConfigError(
+            f"segment {field_name} {value[:80]!r}: a folder name, or its first "
+            f"{MIN_PATTERN_START} or more characters followed by one '*' (such as "
+            f"'HighValue*'); no '/', '?', '[' or ']', and '*' only at the end, so that "
+            f"no segment matches every {field_name}"
+        )
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """A folder name against a segment pattern, without regard to case."""
+    wanted, folded = pattern.casefold(), name.casefold()
+    if wanted.endswith("*"):
+        return folded.startswith(wanted[:-1])
+    return folded == wanted
 
 
 @dataclass(frozen=True)
@@ -327,8 +359,8 @@ def _segments(raw: Any, where: str) -> tuple[SegmentMatch, ...]:
         try:
             found.append(
                 SegmentMatch(
-                    export=item.get("export", "*"),
-                    table=item.get("table", "*"),
+                    export=item.get("export", ""),
+                    table=item.get("table", ""),
                     prefix=item.get("prefix", ""),
                 )
             )

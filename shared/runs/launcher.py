@@ -38,6 +38,7 @@ from shared.segments.inbox import (
     completeness,
     newest_complete,
     parse_blob_name,
+    parse_run_folder,
     run_key,
 )
 
@@ -210,7 +211,7 @@ class Launcher:
             )
         )
         log.info(
-            "export %r: run %s started (%s) for %s", definition.name, run_id, trigger, folder.path
+            "export %r: run %s started (%s) for %r", definition.name, run_id, trigger, folder.path
         )
         return RunStart(run_id, Outcome.STARTED, definition.name, folder.source, status)
 
@@ -234,7 +235,7 @@ class Launcher:
         now complete. Anything else (other files, incomplete folders) starts nothing."""
         path = parse_blob_name(blob_name)
         if path is None:
-            log.info("inbox blob %s is not part of a Customer Insights run; ignored", blob_name)
+            log.info("inbox blob %r is not part of a Customer Insights run; ignored", blob_name)
             return []
         now = self._clock()
         if path.run_folder is not None:
@@ -259,7 +260,7 @@ class Launcher:
                 folder, models.get(folder.export_folder), now, self.quiet_seconds
             )
             if not verdict.complete:
-                log.info("run folder %s not complete yet: %s", folder.path, verdict.reason)
+                log.info("run folder %r not complete yet: %s", folder.path, verdict.reason)
                 continue
             if definitions is None:
                 definitions = await self._startable()
@@ -277,7 +278,7 @@ class Launcher:
         try:
             return [await self.start(definition, folder, trigger)]
         except (InputError, NotReady) as exc:
-            log.warning("export %r not started for %s: %s", definition.name, folder.path, exc)
+            log.warning("export %r not started for %r: %s", definition.name, folder.path, exc)
             return []
 
     async def refresh_all(self, trigger: str = "timer") -> list[RunStart]:
@@ -306,15 +307,31 @@ class Launcher:
     ) -> list[RunStart]:
         """Someone asked: run the definition now, on the folder named or the newest
         complete folder of each matching table. NotReady when it cannot send;
-        ConfigError when there is nothing to send.
+        ConfigError when there is nothing to send; InputError for a named folder its
+        segments do not match, checked from the path before the inbox is listed: the
+        right to run an export is no right to read another export's files.
 
         ``options`` may ask for a ``full`` run or ``confirm_removals``; confirming
         starts a run that stopped for confirmation again under its own run id (it is
         done), which reuses what it had prepared."""
         await self.ready_connection(definition)
+        if not definition.segments:
+            raise ConfigError(
+                f"export {definition.name!r} has no segments: add the export and table "
+                "folders it reads before running it"
+            )
         now = self._clock()
         if folder_path is not None:
-            folder = await self.inbox.run_folder(folder_path.strip("/"))
+            path = folder_path.strip("/")
+            where = parse_run_folder(path)
+            folder = None
+            if where is not None:
+                if not definition.matches(where.root, where.export, where.table or ""):
+                    raise InputError(
+                        f"export {definition.name!r}: folder {path!r} is not in its segments; "
+                        "a run reads only the folders its export's segments match"
+                    )
+                folder = await self.inbox.run_folder(path)
             if folder is None:
                 raise ConfigError(
                     f"{self.inbox.name}/{folder_path}: no Customer Insights part files there "
@@ -322,11 +339,6 @@ class Launcher:
                 )
             targets = [folder]
         else:
-            if not definition.segments:
-                raise ConfigError(
-                    f"export {definition.name!r} has no segments: name a folder to run "
-                    '({"folder": "<Export>/<Table>/yyyy/MM/dd/HHmm"})'
-                )
             folders, models = await self.inbox.scan()
             targets = [
                 f

@@ -62,6 +62,9 @@ _PART = re.compile(
     r"(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})/(?P<file>[^/]+)$"
 )
 _MODEL = re.compile(r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<file>[^/]+)$")
+_RUN_FOLDER = re.compile(
+    r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<table>[^/]+)/(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})$"
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,17 @@ def parse_blob_name(name: str) -> InboxPath | None:
     if match and match["file"] == MODEL_FILE:
         return InboxPath(match["root"], match["export"])
     return None
+
+
+def parse_run_folder(path: str) -> InboxPath | None:
+    """A run folder's path (``.../<Export>/<Table>/yyyy/MM/dd/HHmm``, no slashes around
+    it) as export and table, read from the name alone: a run asked for by path is
+    checked against its export's segments before the inbox is listed; None when the
+    path is not a run folder's."""
+    match = _RUN_FOLDER.match(path)
+    if match is None:
+        return None
+    return InboxPath(match["root"], match["export"], match["table"], match["stamp"])
 
 
 @dataclass(frozen=True)

@@ -122,14 +122,14 @@ class InboxEvents:
         why = str(exc) if isinstance(exc, CcexportError) else type(exc).__name__
         if attempts > RETRIES:
             log.error(
-                "inbox event for %s failed %d times; not raised again: %s", name, attempts, why
+                "inbox event for %r failed %d times; not raised again: %r", name, attempts, why
             )
             self._failed.pop(name, None)
             return
         if not isinstance(exc, CcexportError):
-            log.error("inbox event for %s failed", name, exc_info=exc)
+            log.error("inbox event for %r failed", name, exc_info=exc)
         delay = self.interval * 2**attempts
-        log.warning("inbox event for %s failed (%s); trying again in %.0f s", name, why, delay)
+        log.warning("inbox event for %r failed (%r); trying again in %.0f s", name, why, delay)
         self._raised.pop(name, None)
         self._failed[name] = _Failed(etag, attempts, self._clock() + delay)
 
