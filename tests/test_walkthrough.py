@@ -2,9 +2,10 @@
 
 The commands between ``<!-- walkthrough -->`` and ``<!-- /walkthrough -->`` in
 README.md are read and carried out in order, with their own bodies: ``curl`` against
-serve (``$APP_URL``; ``$FUNC_KEY`` is sent and ignored on loopback), a ``text`` block's
-address opened as a browser would (following redirects through the sandbox's consent
-page), ``VAR=$(curl … | jq -r PATH)`` assignments, ``python -m bench.sample`` and
+serve (``$APP_URL``; ``$FUNC_KEY`` and ``$TOKEN`` are sent and ignored on loopback), a
+``text`` block's address opened as a browser would (following redirects through the
+sandbox's consent page), ``VAR=$(curl … | jq -r PATH)`` assignments, ``python -m
+bench.sample`` and
 ``az storage blob upload-batch`` into Azurite. A command this test cannot carry out
 fails it, so the README cannot drift from what is tested. At the end the list must
 hold exactly the sample's valid contacts.
@@ -123,9 +124,9 @@ class Walker:
 
     async def browse(self, url: str) -> None:
         async with self.session.get(url, allow_redirects=True) as response:
-            body = await response.json()
-            assert response.status == 200, body
-        assert body["status"] == "connected"
+            page = await response.text()
+            assert response.status == 200, page
+        assert "is now connected" in page
 
     async def curl(self, words: list[str]) -> Any:
         method, headers, data, url = None, {}, None, None
@@ -226,7 +227,9 @@ async def test_the_readme_walkthrough_puts_the_segment_into_the_list(
     with running_serve(env, "--no-timer", log=tmp_path / "serve.log") as serve:
         async with aiohttp.ClientSession() as session:
             walker = Walker(serve, session, app_env, workdir)
-            walker.variables.update(APP_URL=serve.origin, FUNC_KEY="not-needed-on-loopback")
+            walker.variables.update(
+                APP_URL=serve.origin, FUNC_KEY="not-needed-on-loopback", TOKEN="signed-in-by-serve"
+            )
             for step in steps:
                 await walker.run(step)
         assert "Traceback" not in serve.log_text()
