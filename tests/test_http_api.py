@@ -5,6 +5,8 @@ management API, and the sandbox's authorize and token endpoints for OAuth."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -12,11 +14,22 @@ import azure.functions as func
 import pytest
 
 from functions import http_api
+from functions.http_api import connections as connections_module
+from functions.http_api import exports as exports_module
+from functions.http_api import routes
 from shared.constant_contact.tokens import pending_secret, tokens_secret
+from shared.errors import RemoteError
 from shared.runs.contract import RunInput
 from shared.runs.store import BlobRunStore
-from shared.secrets.store import LocalFileSecretStore
-from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
+from shared.secrets.store import LocalFileSecretStore, SecretStoreError
+from shared.storage.locks import LockError
+from tests.support.function_harness import (
+    SYSTEM_KEY,
+    AppEnv,
+    DurableFake,
+    principal,
+    response_json,
+)
 from tests.support.http_calls import (
     ADMIN,
     DEFINITION,
@@ -30,8 +43,30 @@ from tests.support.http_calls import (
     put_connection,
 )
 from tests.support.sandbox_service import RunningSandbox
+from tests.support.services import ROOT
 
 pytestmark = pytest.mark.azurite
+
+
+def assert_no_durable_key(response: func.HttpResponse) -> None:
+    """Nothing in an answer reaches Durable's management API or carries its system key
+    (the harness's client binding has one, as the extension's has in Azure)."""
+    seen = response.get_body().decode() + repr(dict(response.headers))
+    for leak in (SYSTEM_KEY, "code=", "durabletask", "runtime/webhooks", "taskHub"):
+        assert leak not in seen, leak
+
+
+def page_of(response: func.HttpResponse, status: int) -> str:
+    """The OAuth callback's page, once its status and the headers that keep the
+    callback's address (code and state) out of caches and referrers are checked."""
+    assert response.status_code == status, response.get_body()
+    assert response.mimetype == "text/html"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Content-Security-Policy"] == "default-src 'none'"
+    text = response.get_body().decode()
+    assert text.startswith("<!doctype html>")
+    return text
 
 
 def error_of(response: func.HttpResponse, status: int) -> str:
@@ -169,15 +204,22 @@ async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: Dur
     assert started.status_code == 202
     [instance] = durable_fake.starts
     run_id = instance.instance_id
-    links = response_json(started)
-    assert links["id"] == run_id
-    assert started.headers["Location"] == links["statusQueryGetUri"]
-    assert f"/instances/{run_id}" in links["statusQueryGetUri"]
+    assert started.headers["Location"] == f"/api/runs/{run_id}"
+    assert response_json(started) == {
+        "id": run_id,
+        "run_id": run_id,
+        "outcome": "started",
+        "source": f"az://{app_env.inbox}/{RUN}",
+        "status_url": f"/api/runs/{run_id}",
+    }
+    assert_no_durable_key(started)
     assert RunInput.from_json(instance.input).trigger == "http"
 
     again = await call(runs, "POST", "exports/high-value/runs", durable=durable_fake)
     assert again.status_code == 409
     assert response_json(again)["error"] == f"run {run_id} is already running"
+    assert response_json(again)["runs"][0]["status_url"] == f"/api/runs/{run_id}"
+    assert_no_durable_key(again)
 
     status = http_api.run_item
     progress = {"phase": "uploading", "chunks_total": 3, "chunks_uploaded": 1}
@@ -246,6 +288,29 @@ async def test_run_now_status_report_and_list(app_env: AppEnv, durable_fake: Dur
         == "export 'high-value': your roles do not allow its connection 'acme'"
     )
     assert len(durable_fake.starts) == 2
+
+
+async def test_a_start_of_several_run_folders_links_each_to_its_own_status_route(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    await mark_connected(app_env)
+    lapsed = RUN.replace("/HighValue/", "/Lapsed/")
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    app_env.write(f"{lapsed}/Lapsed_1.csv")
+    app_env.write_later(f"{EXPORT}/model.json")
+    tables = [{"export": "BlobExport", "table": t} for t in ("HighValue", "Lapsed")]
+    body = {**DEFINITION, "segments": tables}
+    assert (await call(http_api.export_item, "PUT", "exports/both", body=body)).status_code == 201
+
+    started = await call(http_api.export_runs, "POST", "exports/both/runs", durable=durable_fake)
+    assert started.status_code == 202, response_json(started)
+    run_ids = [s.instance_id for s in durable_fake.starts]
+    assert len(run_ids) == 2
+    runs = response_json(started)["runs"]
+    assert {r["run_id"]: r["status_url"] for r in runs} == {i: f"/api/runs/{i}" for i in run_ids}
+    assert started.headers["Location"] == runs[0]["status_url"]
+    assert_no_durable_key(started)
 
 
 async def test_get_runs_shows_each_caller_the_runs_of_the_exports_they_may_use(
@@ -354,16 +419,11 @@ async def test_connect_callback_and_delete(
 
     callback = http_api.oauth_callback
     forged = await call(callback, "GET", "oauth/callback", params={"state": "forged", "code": code})
-    assert forged.status_code == 400
-    assert "unknown, expired or already used" in response_json(forged)["error"]
+    assert "unknown, expired or already used" in page_of(forged, 400)
     done = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
-    assert done.status_code == 200
-    assert response_json(done) == {"connection": "acme", "status": "connected"}
+    assert "now connected as &#x27;acme&#x27;" in page_of(done, 200)
     replay = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
-    assert (
-        error_of(replay, 400)
-        == "this authorization is unknown, expired or already used; start it again"
-    )
+    assert "/api/connections/&lt;name&gt;/connect" in page_of(replay, 400)
 
     store = LocalFileSecretStore(app_env.home)
     tokens = await store.get(tokens_secret("acme"))
@@ -389,3 +449,111 @@ async def test_connect_callback_and_delete(
     assert await store.get(pending_secret("acme")) is None
     gone = await call(http_api.connection_item, "GET", "connections/acme")
     assert error_of(gone, 404) == "no connection named 'acme'"
+
+
+KEY_VAULT_403 = (
+    "Key Vault could not read secret 'ctct-tokens-acme': HTTP 403 Forbidden: Caller is not "
+    "authorized. Caller: oid=0d3b1c6e-5f4a-4e2b-9c1d-7a8b9c0d1e2f;tid=5e6f7a8b-1c2d-4e3f-"
+    "8a9b-0c1d2e3f4a5b; upn=ops.person@example.com"
+)
+TENANT = "5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+
+
+def logged_under(caplog: pytest.LogCaptureFixture, ref: str) -> logging.LogRecord:
+    """The one log line a correlation id names."""
+    [record] = [r for r in caplog.records if ref in r.getMessage()]
+    assert "@" not in record.getMessage()
+    return record
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (SecretStoreError(KEY_VAULT_403, status=403), 502, "the secret store did not answer"),
+        (
+            RemoteError(f"HTTP 500 from Constant Contact: {TENANT} ops.person@example.com"),
+            502,
+            "Constant Contact did not answer as expected",
+        ),
+        (LockError(f"lock held by {TENANT}"), 503, "another change holds the lock"),
+        (RuntimeError(f"unexpected {TENANT} ops.person@example.com"), 500, "internal error"),
+    ],
+)
+async def test_a_5xx_answers_its_kind_and_a_correlation_id_never_the_error_text(
+    app_env: AppEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[Exception, int, str],
+) -> None:
+    error, status, said = case
+
+    async def failing(*_args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(exports_module, "usable_exports", failing)
+    with caplog.at_level(logging.WARNING, logger=routes.__name__):
+        answer = await call(http_api.exports_list, "GET", "exports")
+    assert answer.status_code == status
+    body = response_json(answer)
+    assert list(body) == ["error", "correlation_id"]
+    ref = body["correlation_id"]
+    assert re.fullmatch(r"[0-9a-f]{12}", ref)
+    assert body["error"].startswith(said)
+    assert body["error"].endswith(f"; the function app's log has the details under {ref}")
+    assert TENANT not in answer.get_body().decode()
+    assert "@" not in answer.get_body().decode()
+    record = logged_under(caplog, ref)
+    assert record.levelno == logging.ERROR
+    assert TENANT in record.getMessage()  # the operator reads the detail in the log
+    assert (record.exc_info is not None) == isinstance(error, RuntimeError)
+    again = await call(http_api.exports_list, "GET", "exports")
+    assert response_json(again)["correlation_id"] != ref
+
+
+async def test_a_callback_that_fails_in_key_vault_shows_a_reference_not_vault_text(
+    app_env: AppEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def failing(*_args: object) -> None:
+        raise SecretStoreError(KEY_VAULT_403, status=403)
+
+    monkeypatch.setattr(connections_module, "finish_authorization", failing)
+    with caplog.at_level(logging.WARNING, logger=routes.__name__):
+        answer = await call(
+            http_api.oauth_callback, "GET", "oauth/callback", params={"state": "s", "code": "c"}
+        )
+    text = page_of(answer, 502)
+    assert "the secret store did not answer as expected" in text
+    [ref] = re.findall(r"Reference for the administrator: ([0-9a-f]{12})\.", text)
+    for quoted in (TENANT, "403", "Forbidden", "@"):
+        assert quoted not in text
+    assert TENANT in logged_under(caplog, ref).getMessage()
+
+
+async def test_a_declined_authorization_page_quotes_nothing_constant_contact_sent(
+    app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in sandbox.ctct_settings().items():
+        monkeypatch.setenv(name, value)
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    state = parse_qs(urlsplit(connect.headers["Location"]).query)["state"][0]
+    sent = {
+        "state": state,
+        "error": "access_denied",
+        "error_description": f"<script>alert(1)</script> tenant {TENANT} ops.person@example.com",
+    }
+    declined = await call(http_api.oauth_callback, "GET", "oauth/callback", params=sent)
+    text = page_of(declined, 400)
+    assert "Constant Contact sent the browser back without granting access" in text
+    for quoted in ("access_denied", "<script>", TENANT, "@", state):
+        assert quoted not in text
+    again = await call(
+        http_api.oauth_callback, "GET", "oauth/callback", params={"state": state, "code": "x"}
+    )
+    assert "unknown, expired or already used" in page_of(again, 400)
+
+
+def test_the_app_s_own_links_are_under_host_json_s_route_prefix() -> None:
+    host = json.loads((ROOT / "host.json").read_text("utf-8"))
+    prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    assert routes.app_path("runs/x.1") == f"/{prefix}/runs/x.1"

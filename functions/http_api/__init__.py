@@ -2,9 +2,11 @@
 route has one shape (routes.py), and who may do what is decided in shared/
 (shared.exports.access, read from the caller's headers by functions/principal.py).
 
-Answers are JSON. An error is ``{"error": "<one sentence>"}`` with a status that says
-its kind (400 invalid input, 403 not allowed, 404 unknown, 409 conflicts with what
-is there, 412 stale ETag); never a stack trace, a token or an email address.
+Answers are JSON, but for the OAuth callback's page. An error is
+``{"error": "<one sentence>"}`` with a status that says its kind (400 invalid input,
+403 not allowed, 404 unknown, 409 conflicts with what is there, 412 stale ETag); a
+5xx says only what kind of thing failed and adds ``"correlation_id"``, the id of the
+log line with the detail. Never a stack trace, a token, a key or an email address.
 Definitions and connections carry ETags: send ``If-Match`` to update or delete what
 you read; a PUT without it only creates.
 """

@@ -8,6 +8,7 @@ connection names may read it and its account's lists and fields
 
 from __future__ import annotations
 
+import html
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
@@ -18,8 +19,12 @@ from functions.http_api.routes import (
     CONNECTION_ROLES,
     Call,
     admins,
+    app_path,
     json_answer,
+    log_failure,
     route,
+    status_of,
+    what_failed,
 )
 from functions.services import Services
 from shared.exports import account
@@ -124,7 +129,7 @@ def _redirect_uri(call: Call) -> str:
     if configured:
         return configured
     parts = urlsplit(call.req.url)
-    return f"{parts.scheme}://{parts.netloc}/api/{CALLBACK_ROUTE}"
+    return f"{parts.scheme}://{parts.netloc}{app_path(CALLBACK_ROUTE)}"
 
 
 @route(bp, "connections/{name}/connect", GET=admins("connect accounts"))
@@ -137,12 +142,78 @@ async def connection_connect(call: Call) -> func.HttpResponse:
     return func.HttpResponse(status_code=302, headers={"Location": url})
 
 
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ccexport: {title}</title></head>
+<body><h1>{title}</h1><p>{what}</p><p>{then}</p></body></html>
+"""
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""The callback's address holds the authorization code and state: the page keeps it
+out of caches and referrers, and runs nothing."""
+
+RECONNECT = (
+    "An admin starts again by opening {connect} with the function key; the sign-in it "
+    "leads to is good for one use, for a few minutes."
+)
+
+
+def callback_page(status: int, title: str, what: str, then: str) -> func.HttpResponse:
+    """A short page for the person whose browser Constant Contact sent back: what
+    happened and what to do next. Every text is ccexport's own, escaped."""
+    body = PAGE.format(title=html.escape(title), what=html.escape(what), then=html.escape(then))
+    return func.HttpResponse(
+        body, status_code=status, mimetype="text/html", charset="utf-8", headers=PAGE_HEADERS
+    )
+
+
+def _refused_page(call: Call, exc: Exception) -> func.HttpResponse:
+    """Why the callback connected nothing, by the kind of error alone: its text may
+    quote Constant Contact or Key Vault (the tenant, the identity), and whoever holds
+    the browser is anonymous. The detail goes to the log under the reference shown."""
+    status = status_of(exc)
+    ref = log_failure("OAuth callback", exc, status)
+    connect = app_path("connections/<name>/connect")
+    reference = f"Reference for the administrator: {ref}."
+    if status >= 500:
+        what = f"ccexport could not finish connecting: {what_failed(exc)}."
+        then = f"Try again in a few minutes; if it fails again, tell an admin. {reference}"
+        return callback_page(status, "Not connected", what, then)
+    if status == 404:
+        what = "The connection was removed while the account was being signed in."
+        then = "An admin creates it again (PUT " + app_path("connections/<name>") + ") first."
+    elif "error" in call.req.params:
+        what = "Constant Contact sent the browser back without granting access."
+        then = RECONNECT.format(connect=connect)
+    else:
+        what = (
+            "This sign-in could not be used: it is unknown, expired or already used, or "
+            "Constant Contact did not accept it. Nothing was stored."
+        )
+        then = RECONNECT.format(connect=connect)
+    return callback_page(status, "Not connected", what, f"{then} {reference}")
+
+
 @route(bp, CALLBACK_ROUTE, GET=ANONYMOUS)
 async def oauth_callback(call: Call) -> func.HttpResponse:
     """Constant Contact's redirect back. Anonymous, because the browser arrives
     without the function key (and OAuth's ``code`` would clash with the key's query
-    parameter); the single-use, unguessable state is what admits it."""
-    connection = await finish_authorization(
-        call.app.catalog, call.app.connections, call.req.params, _redirect_uri(call)
-    )
-    return json_answer(200, {"connection": connection.name, "status": connection.status.value})
+    parameter); the single-use, unguessable state is what admits it.
+
+    Answers a short HTML page, since a person's browser shows it; its status says
+    whether the account was connected (200), the sign-in could not be used (400),
+    the connection is gone (404) or ccexport failed (5xx).
+    """
+    try:
+        connection = await finish_authorization(
+            call.app.catalog, call.app.connections, call.req.params, _redirect_uri(call)
+        )
+    except Exception as exc:
+        return _refused_page(call, exc)
+    what = f"The Constant Contact account is now connected as {connection.name!r}."
+    then = "You can close this page. Exports over this connection send on their next run."
+    return callback_page(200, "Connected", what, then)

@@ -8,7 +8,9 @@ A route declares, method by method, who may call it::
 and its handler gets a ``Call`` (the request, the caller, the opened services and,
 for ``durable=True``, the Durable client) and returns its answer. Whatever it
 raises from shared.errors becomes a one-line JSON error with the status that says
-its kind; anything else a 500 that says no more.
+its kind. A 5xx says only its kind and a correlation id: its detail may quote
+another service (Key Vault's 403 names the tenant and the identity), so the detail
+goes to the log, under that id, and never to the caller.
 
 The function the host indexes is made here with the parameters its bindings name
 (``req``, ``client``), because the Functions host matches bindings to parameters by
@@ -18,6 +20,7 @@ name and ``serve`` reads the same binding metadata.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +31,14 @@ import orjson
 
 from functions.principal import Caller, Forbidden, Unauthenticated, caller_of
 from functions.services import Services, services
-from shared.errors import CcexportError, InputError, ReauthorizationRequired, RemoteError
+from shared.constant_contact.transport import scrub
+from shared.errors import (
+    CcexportError,
+    InputError,
+    QuotaExhausted,
+    ReauthorizationRequired,
+    RemoteError,
+)
 from shared.exports.catalog import NotFound
 from shared.runs.launcher import NotReady
 from shared.secrets.store import SecretStoreError
@@ -58,6 +68,16 @@ ANONYMOUS = Who(anonymous=True)
 def admins(what: str) -> Who:
     """Admins and operators only; anyone else is told ``only an admin may <what>``."""
     return Who(admin_to=what)
+
+
+ROUTE_PREFIX = "api"
+"""Where the host serves the HTTP functions: host.json's ``extensions.http.routePrefix``
+(unset, so the host's default)."""
+
+
+def app_path(route: str) -> str:
+    """The path of one of the app's own routes (``runs/x`` → ``/api/runs/x``)."""
+    return f"/{ROUTE_PREFIX}/{route}"
 
 
 NOBODY = Caller("anonymous", frozenset())
@@ -93,10 +113,54 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
 """The first kind an error is decides its status; any other CcexportError is a 500."""
 
 
+FAILED: tuple[tuple[type[Exception], str], ...] = (
+    (LockError, "another change holds the lock; try again shortly"),
+    (SecretStoreError, "the secret store did not answer as expected"),
+    (QuotaExhausted, "the daily Constant Contact request quota is used up until 00:00 UTC"),
+    (RemoteError, "Constant Contact did not answer as expected"),
+)
+"""What a 5xx says, by the first kind the error is; any other says ``internal error``."""
+
+
+def status_of(exc: BaseException) -> int:
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+
+
+def correlation_id() -> str:
+    """A short random id that ties an answer to the log line holding its detail."""
+    return secrets.token_hex(6)
+
+
+def what_failed(exc: BaseException) -> str:
+    """A 5xx's fixed message for its kind of error."""
+    return next((text for kind, text in FAILED if isinstance(exc, kind)), "internal error")
+
+
+def log_failure(where: str, exc: BaseException, status: int) -> str:
+    """Log what went wrong (email addresses scrubbed) under a new correlation id; returns it.
+
+    An error ccexport raised on purpose is one line; anything else keeps its traceback.
+    A 4xx is a warning: the caller can act on it, the operator need not.
+    """
+    ref = correlation_id()
+    detail = scrub(f"{type(exc).__name__}: {exc}")
+    level = logging.ERROR if status >= 500 else logging.WARNING
+    trace = None if isinstance(exc, CcexportError) else exc
+    log.log(level, "%s [%s] %d %s", where, ref, status, detail, exc_info=trace)
+    return ref
+
+
+def failure_answer(status: int, exc: BaseException) -> func.HttpResponse:
+    """A 5xx: the kind's fixed message and the correlation id of the log line."""
+    ref = log_failure("HTTP API", exc, status)
+    message = f"{what_failed(exc)}; the function app's log has the details under {ref}"
+    return json_answer(status, {"error": message, "correlation_id": ref})
+
+
 def answer_error(exc: CcexportError) -> func.HttpResponse:
-    status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+    status = status_of(exc)
     if status >= 500:
-        log.error("HTTP API: %s: %s", type(exc).__name__, exc)
+        return failure_answer(status, exc)
     return error_answer(status, str(exc))
 
 
@@ -166,9 +230,8 @@ async def _serve(
             return await handler(Call(req, caller, app, client))
     except CcexportError as exc:
         return answer_error(exc)
-    except Exception:
-        log.exception("HTTP API: unexpected error")
-        return error_answer(500, "internal error; the function app's log has the details")
+    except Exception as exc:
+        return failure_answer(500, exc)
 
 
 def _named(function: Callable[..., Any], handler: Handler) -> Callable[..., Any]:

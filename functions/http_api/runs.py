@@ -2,6 +2,10 @@
 
 Which runs a caller may see and what a start may ask for are shared.runs.access's
 rules; starting is shared.runs.launcher's, on the Durable client bound here.
+
+A start answers with this app's own status route, never Durable's management URLs:
+those carry the extension's system key, which reads, terminates, purges and starts
+any orchestration with any input, whoever holds it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_api.routes import CONNECTION_ROLES, Call, json_answer, route
+from functions.http_api.routes import CONNECTION_ROLES, Call, app_path, json_answer, route
 from shared.exports.access import require_use
 from shared.exports.catalog import NotFound
 from shared.runs.access import (
@@ -29,22 +33,27 @@ from shared.segments.inbox import export_of_run
 bp = df.Blueprint()
 
 
-def _start_json(call: Call, result: RunStart) -> dict[str, Any]:
+def status_url(run_id: str) -> str:
+    """Where a run's status, progress and report are read: ``GET /api/runs/{id}``."""
+    return app_path(f"runs/{run_id}")
+
+
+def _start_json(result: RunStart) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "run_id": result.run_id,
         "outcome": result.outcome.value,
         "source": result.source,
+        "status_url": status_url(result.run_id),
     }
-    if result.outcome is Outcome.STARTED:
-        doc["links"] = call.durable.get_client_response_links(call.req, result.run_id)
-    else:
+    if result.outcome is not Outcome.STARTED:
         doc["runtime_status"] = result.status
     return doc
 
 
 @route(bp, "exports/{name}/runs", durable=True, POST=CONNECTION_ROLES)
 async def export_runs(call: Call) -> func.HttpResponse:
-    """Start a run now: 202 with status URLs; 409 if that run is already running.
+    """Start a run now: 202 with ``Location: /api/runs/{id}`` and the run's own status
+    link; 409 if that run is already running.
 
     The body may hold ``folder`` (a run folder path), ``force`` (send a finished run
     again), ``full`` (send every contact, not only new and changed ones) and
@@ -59,16 +68,13 @@ async def export_runs(call: Call) -> func.HttpResponse:
         definition, folder_path=request.folder, force=request.force, options=request.options
     )
     started = [r for r in results if r.outcome is Outcome.STARTED]
-    if len(results) == 1 and started:
-        accepted: func.HttpResponse = call.durable.create_check_status_response(
-            call.req, started[0].run_id
-        )
-        return accepted
-    runs = [_start_json(call, r) for r in results]
+    runs = [_start_json(r) for r in results]
     if not started:
         return json_answer(409, {"error": not_started(results[0]), "runs": runs})
-    location = runs[results.index(started[0])]["links"]["statusQueryGetUri"]
-    return json_answer(202, {"runs": runs}, {"Location": location})
+    location = {"Location": status_url(started[0].run_id)}
+    if len(results) == 1:
+        return json_answer(202, {"id": started[0].run_id, **runs[0]}, location)
+    return json_answer(202, {"runs": runs}, location)
 
 
 def _iso(value: Any) -> str | None:

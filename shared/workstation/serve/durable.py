@@ -3,8 +3,9 @@
 The app's HTTP functions and triggers get a real ``DurableOrchestrationClient``, made
 from the binding JSON the Functions host would pass; it calls these routes as it calls
 the Durable extension in Azure: start an orchestration under an instance id, read an
-instance's status. The status URLs a started run answers with point here as well. They
-carry no system key: serve listens on loopback only, for the person at this machine.
+instance's status. A started run answers with the app's own ``/api/runs/{id}``, as in
+Azure, never with these routes; they need no key because serve listens on loopback
+only, for the person at this machine.
 
 Starting follows host.json's ``overridableExistingInstanceStates: NonRunningStates``:
 an instance that is pending or running refuses a new start; any other is replaced.
