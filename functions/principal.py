@@ -5,9 +5,9 @@ authentication (Easy Auth) the platform also adds ``x-ms-client-principal``: bas
 JSON with the signed-in user's claims, among them their app roles. Easy Auth strips
 that header from incoming requests, so when present it was set by the platform.
 
-- No principal header: a caller with only the function key, i.e. an operator; they
-  may do everything (the key is the app's admin secret, whoever holds it could also
-  forge the header).
+- Who is trusted is :func:`signed_in_caller`'s rule: the principal only where the
+  platform's authentication is on (a request without one is then 401); the function
+  key alone is an operator (an admin) only where the deployment says so explicitly.
 - ``admin`` role: everything, including managing connections.
 - Any other roles: contributors. They may see and run exports, and edit definitions,
   only over connections whose ``roles`` include one of theirs.
@@ -36,6 +36,7 @@ __all__ = [
     "Forbidden",
     "Unauthenticated",
     "caller_of",
+    "signed_in_caller",
 ]
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
@@ -47,6 +48,40 @@ _ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "
 
 class Unauthenticated(CcexportError):
     """The caller's principal header cannot be read."""
+
+
+AUTH_ENABLED_SETTING = "WEBSITE_AUTH_ENABLED"
+"""Set to ``True`` by App Service when its authentication is on for the app (and by
+``ccexport serve``, which plays that part on this machine)."""
+KEY_IS_ADMIN_SETTING = "CCEXPORT_FUNCTION_KEY_IS_ADMIN"
+"""``true`` makes a caller with the function key alone an admin, where App Service
+authentication is off. Off unless a deployment says so: without the platform's
+sign-in, nobody else can be told apart."""
+
+
+def _true(settings: Mapping[str, str], name: str) -> bool:
+    return settings.get(name, "").strip().casefold() == "true"
+
+
+def signed_in_caller(headers: Mapping[str, str], settings: Mapping[str, str]) -> Caller:
+    """The caller as the deployment lets the app know them; fails closed.
+
+    With App Service authentication on, the principal headers are the platform's (it
+    drops any a client sends), and a request without one is not signed in: 401. With
+    it off, those headers could be anyone's and are never read: the function key alone
+    is the operator (an admin) only where ``CCEXPORT_FUNCTION_KEY_IS_ADMIN`` says so,
+    else nobody is signed in.
+    """
+    if _true(settings, AUTH_ENABLED_SETTING):
+        if not headers.get(PRINCIPAL_HEADER):
+            raise Unauthenticated("sign in first: this request carries no signed-in caller")
+        return caller_of(headers)
+    if _true(settings, KEY_IS_ADMIN_SETTING):
+        return Caller(KEY_ONLY, frozenset(), key_only=True)
+    raise Unauthenticated(
+        "nobody can be signed in: App Service authentication is off and "
+        f"{KEY_IS_ADMIN_SETTING} is not true"
+    )
 
 
 def caller_of(headers: Mapping[str, str]) -> Caller:

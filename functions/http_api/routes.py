@@ -20,6 +20,7 @@ name and ``serve`` reads the same binding metadata.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import azure.durable_functions as df
 import azure.functions as func
 import orjson
 
-from functions.principal import Caller, Forbidden, Unauthenticated, caller_of
+from functions.principal import Caller, Forbidden, Unauthenticated, signed_in_caller
 from functions.services import Services, services
 from shared.constant_contact.transport import scrub
 from shared.errors import (
@@ -223,7 +224,7 @@ async def _serve(
         who = allowed.get(method)
         if who is None:
             return error_answer(405, f"this route does not answer {method}")
-        caller = NOBODY if who.anonymous else caller_of(req.headers)
+        caller = NOBODY if who.anonymous else signed_in_caller(req.headers, os.environ)
         if who.admin_to is not None:
             caller.require_admin(who.admin_to)
         async with services() as app:

@@ -270,6 +270,7 @@ class AppEnv:
             "STAGING_CONTAINER": self.staging,
             "CCEXPORT_HOME": str(self.home),
             "RUN_QUIET_SECONDS": "120",
+            "WEBSITE_AUTH_ENABLED": "True",  # as App Service sets it: principals are trusted
             **extra,
         }
 

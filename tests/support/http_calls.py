@@ -23,7 +23,7 @@ DEFINITION: dict[str, Any] = {
     "connection": "acme",
     "segments": [{"export": "BlobExport", "table": "HighValue"}],
 }
-ADMIN: dict[str, str] = {}  # the function key alone: an operator
+ADMIN = principal(["admin"], object_id="the-admin")
 MARKETING = principal(["marketing"])
 SALES = principal(["sales"])
 
@@ -36,7 +36,14 @@ async def call(
     durable: DurableFake | None = None,
     **request: Any,
 ) -> func.HttpResponse:
-    """Build the request from the path's route parameters and call the handler."""
+    """Build the request from the path's route parameters and call the handler.
+
+    The caller is the signed-in admin unless ``headers`` carry a principal of their
+    own; ``headers={}`` calls with no signed-in caller at all.
+    """
+    given = request.get("headers")
+    if given is None or (given and "x-ms-client-principal" not in given):
+        request["headers"] = {**ADMIN, **(given or {})}
     route: dict[str, str] = {}
     parts = path.split("/")
     if parts[0] in ("exports", "connections", "runs") and len(parts) > 1:

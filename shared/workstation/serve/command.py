@@ -98,6 +98,9 @@ def prepare_environment(args: argparse.Namespace, env: MutableMapping[str, str])
         raise ConfigError("--user must name someone")
     roles = tuple(dict.fromkeys(r.strip() for r in (args.role or [DEFAULT_ROLE]) if r.strip()))
     env.setdefault("INBOX_CONTAINER", "inbox")
+    # serve signs every request in, as App Service authentication would: the app then
+    # trusts the principal it presents (functions/principal.py).
+    env["WEBSITE_AUTH_ENABLED"] = "True"
     env.setdefault("EXPORT_SCHEDULE", DEFAULT_SCHEDULE)
     settings = AppSettings.from_mapping(env)
     inbox: Path | None = None
