@@ -9,7 +9,6 @@ error line. Not part of ``make bench``: it measures a refusal, not throughput.
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,12 +50,13 @@ def run_prepare(source: Path, out: Path, *extra: str) -> tuple[float, float, int
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = psutil.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        # wait4's usage is the child's and its own waited-for children's: its tree only
+        # (RUSAGE_CHILDREN would be the largest of every child this process ever had).
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         err.seek(0)
         message = err.read().decode("utf-8", "replace").strip()
-    peak_mb = max(usage.ru_maxrss, children) / 1024  # Linux: KB
+    peak_mb = usage.ru_maxrss / 1024  # Linux: KB
     return elapsed, peak_mb, os.waitstatus_to_exitcode(status), message
 
 
