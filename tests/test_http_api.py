@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import azure.functions as func
@@ -420,11 +420,16 @@ async def test_connect_callback_and_delete(
     code = back["code"][0]
 
     callback = http_api.oauth_callback
+    browser = {"Cookie": browser_cookie(connect)}
     forged = await call(callback, "GET", "oauth/callback", params={"state": "forged", "code": code})
     assert "unknown, expired or already used" in page_of(forged, 400)
-    done = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
+    done = await call(
+        callback, "GET", "oauth/callback", params={"state": state, "code": code}, headers=browser
+    )
     assert "now connected as &#x27;acme&#x27;" in page_of(done, 200)
-    replay = await call(callback, "GET", "oauth/callback", params={"state": state, "code": code})
+    replay = await call(
+        callback, "GET", "oauth/callback", params={"state": state, "code": code}, headers=browser
+    )
     assert "/api/connections/&lt;name&gt;/connect" in page_of(replay, 400)
 
     store = LocalFileSecretStore(app_env.home)
@@ -559,3 +564,45 @@ def test_the_app_s_own_links_are_under_host_json_s_route_prefix() -> None:
     host = json.loads((ROOT / "host.json").read_text("utf-8"))
     prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
     assert routes.app_path("runs/x.1") == f"/{prefix}/runs/x.1"
+
+
+def browser_cookie(connect: func.HttpResponse) -> str:
+    """The cookie the connect answer sets, as the browser sends it back (name=value)."""
+    cookie = connect.headers["Set-Cookie"]
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert attributes[1:] == [
+        "Path=/api/oauth/callback",
+        "Max-Age=600",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Secure",
+    ]
+    return attributes[0]
+
+
+async def test_an_authorization_finished_in_another_browser_connects_nothing(
+    app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state is bound to the starting admin's browser: a callback without its key
+    (someone the link was passed to) is refused, and spends the state."""
+    for name, value in sandbox.ctct_settings().items():
+        monkeypatch.setenv(name, value)
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(connect.headers["Location"], allow_redirects=False) as approved,
+    ):
+        sent = dict(parse_qsl(urlsplit(approved.headers["Location"]).query))
+    callback = http_api.oauth_callback
+    for other in ({}, {"Cookie": "ccexport_connect=not-the-key"}):
+        elsewhere = await call(callback, "GET", "oauth/callback", params=sent, headers=other)
+        assert "started in another browser" in page_of(elsewhere, 400) or (
+            "unknown, expired or already used" in page_of(elsewhere, 400)
+        )
+    late = await call(
+        callback, "GET", "oauth/callback", params=sent, headers={"Cookie": browser_cookie(connect)}
+    )
+    assert "unknown, expired or already used" in page_of(late, 400)  # spent by the refusal
+    status = await call(http_api.connection_item, "GET", "connections/acme")
+    assert response_json(status)["status"] == "not_connected"

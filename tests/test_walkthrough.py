@@ -225,7 +225,7 @@ async def test_the_readme_walkthrough_puts_the_segment_into_the_list(
     workdir = tmp_path / "clone"
     workdir.mkdir()
     with running_serve(env, "--no-timer", log=tmp_path / "serve.log") as serve:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             walker = Walker(serve, session, app_env, workdir)
             walker.variables.update(
                 APP_URL=serve.origin, FUNC_KEY="not-needed-on-loopback", TOKEN="signed-in-by-serve"

@@ -9,6 +9,7 @@ connection names may read it and its account's lists and fields
 from __future__ import annotations
 
 import html
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
@@ -27,9 +28,10 @@ from functions.http_api.routes import (
     what_failed,
 )
 from functions.services import Services
+from shared.constant_contact.connect import PENDING_TTL
 from shared.exports import account
 from shared.exports.access import usable_connection, usable_connections
-from shared.exports.authorizing import finish_authorization, start_authorization
+from shared.exports.authorizing import BROWSER_COOKIE, finish_authorization, start_authorization
 from shared.exports.catalog import Connection, NotFound, Stored, connection_from_request
 from shared.exports.editing import new_list_name_of, require_etag_to_replace
 
@@ -136,10 +138,33 @@ def _redirect_uri(call: Call) -> str:
 async def connection_connect(call: Call) -> func.HttpResponse:
     """Start connecting a Constant Contact account: redirect to its authorize page
     (authorization code with PKCE; state and verifier stay in the secret store)."""
-    url = await start_authorization(
+    url, key = await start_authorization(
         call.app.catalog, call.app.connections, call.param("name"), _redirect_uri(call)
     )
-    return func.HttpResponse(status_code=302, headers={"Location": url})
+    return func.HttpResponse(
+        status_code=302, headers={"Location": url, "Set-Cookie": _browser_cookie(call, key)}
+    )
+
+
+def _browser_cookie(call: Call, key: str) -> str:
+    """The key the browser brings back to the callback, and only there. Lax, so the
+    top-level redirect from Constant Contact carries it; Secure wherever the app is
+    reached over HTTPS (serve on 127.0.0.1 is plain HTTP)."""
+    cookie = (
+        f"{BROWSER_COOKIE}={key}; Path={app_path(CALLBACK_ROUTE)}; "
+        f"Max-Age={int(PENDING_TTL)}; HttpOnly; SameSite=Lax"
+    )
+    return cookie + "; Secure" if urlsplit(call.req.url).scheme == "https" else cookie
+
+
+def _browser_key(call: Call) -> str | None:
+    jar = SimpleCookie()
+    try:
+        jar.load(call.req.headers.get("Cookie", ""))
+    except CookieError:
+        return None
+    found = jar.get(BROWSER_COOKIE)
+    return found.value if found is not None else None
 
 
 PAGE = """<!doctype html>
@@ -210,7 +235,11 @@ async def oauth_callback(call: Call) -> func.HttpResponse:
     """
     try:
         connection = await finish_authorization(
-            call.app.catalog, call.app.connections, call.req.params, _redirect_uri(call)
+            call.app.catalog,
+            call.app.connections,
+            call.req.params,
+            _redirect_uri(call),
+            _browser_key(call),
         )
     except Exception as exc:
         return _refused_page(call, exc)

@@ -2,13 +2,17 @@
 
 The authorization-code flow with PKCE (shared.constant_contact.connect) runs between
 two requests: the start remembers, under the state, which connection it is for; the
-callback finds the connection from the state alone, since the browser that brings
-it back carries nothing else. An unknown, expired or used state admits nothing.
+callback finds the connection from the state, and admits it only from the browser that
+started it (the key in its cookie). An unknown, expired or used state, or another
+browser, admits nothing, and a refusal spends the state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -26,15 +30,33 @@ id and secret)."""
 _OAUTH_ERROR = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+BROWSER_COOKIE = "ccexport_connect"
+"""The cookie that binds an authorization to the browser of the admin who started it."""
+
+
+def browser_digest(key: str) -> str:
+    """What is stored of a browser's key: its digest, so the stored record admits no one."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 async def start_authorization(
     catalog: Catalog, open_connections: OpenConnections, name: str, redirect_uri: str
-) -> str:
-    """The authorize URL to send the browser to, for a connection that exists."""
+) -> tuple[str, str]:
+    """The authorize URL to send the browser to, for a connection that exists, and the
+    key that browser must bring back to the callback (set as ``BROWSER_COOKIE``).
+
+    The key binds the authorization to the admin's own browser: someone else who
+    completes it (a link passed on, a page that sends a victim's browser to the
+    callback with the attacker's code) arrives without it and connects nothing.
+    """
     await catalog.require_connection(name)
     connections = await open_connections()
     url, pending = await connections.start_authorization(name, redirect_uri)
-    await catalog.remember_authorization(pending.state, name, PENDING_TTL)
-    return url
+    key = secrets.token_urlsafe(32)
+    await catalog.remember_authorization(
+        pending.state, name, PENDING_TTL, browser=browser_digest(key)
+    )
+    return url, key
 
 
 async def finish_authorization(
@@ -42,6 +64,7 @@ async def finish_authorization(
     open_connections: OpenConnections,
     params: Mapping[str, str],
     redirect_uri: str,
+    browser_key: str | None,
 ) -> Connection:
     """Complete the authorization the callback's query (``state``, then ``code`` or
     ``error``) belongs to, and mark its connection connected.
@@ -52,10 +75,21 @@ async def finish_authorization(
     state = params.get("state", "")
     if not state:
         raise AuthorizationError("the callback carries no state")
-    name = await catalog.authorization_connection(state)
-    if name is None:
+    pending = await catalog.pending_authorization(state)
+    if pending is None:
         raise AuthorizationError(
             "this authorization is unknown, expired or already used; start it again"
+        )
+    name, browser = pending
+    if (
+        not browser
+        or not browser_key
+        or not hmac.compare_digest(browser, browser_digest(browser_key))
+    ):
+        await catalog.forget_authorization(state)
+        raise AuthorizationError(
+            "this authorization was started in another browser: the admin who connects "
+            "starts again and finishes in the same browser"
         )
     error = params.get("error")
     if error is not None:

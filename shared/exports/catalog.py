@@ -321,10 +321,17 @@ class Catalog:
 
     # -- authorizations in flight -----------------------------------------------------------
 
-    async def remember_authorization(self, state: str, connection: str, ttl: float) -> None:
+    async def remember_authorization(
+        self, state: str, connection: str, ttl: float, *, browser: str = ""
+    ) -> None:
         """Note which connection the authorization with this state is for, so the
-        callback (which carries only state and code) can find it."""
-        data = {"connection": check_connection(connection), "expires_at": time.time() + ttl}
+        callback (which carries only state and code) can find it, and ``browser``: the
+        digest of the key the starting browser holds (shared.exports.authorizing)."""
+        data = {
+            "connection": check_connection(connection),
+            "expires_at": time.time() + ttl,
+            "browser": browser,
+        }
         doc_name = state_name(state)
         existing = await self.documents.get(doc_name)
         if existing is None:
@@ -334,14 +341,22 @@ class Catalog:
 
     async def authorization_connection(self, state: str) -> str | None:
         """The connection a callback's state was issued for, or None (unknown, expired)."""
+        found = await self.pending_authorization(state)
+        return None if found is None else found[0]
+
+    async def pending_authorization(self, state: str) -> tuple[str, str] | None:
+        """The connection a callback's state was issued for and the digest of the key
+        its starting browser holds; None when the state is unknown or expired."""
         doc = await self.documents.get(state_name(state))
         if doc is None or not isinstance(doc.data, dict):
             return None
         if float(doc.data.get("expires_at", 0)) <= time.time():
             await self.documents.delete(doc.name)
             return None
-        name = doc.data.get("connection")
-        return name if isinstance(name, str) else None
+        name, browser = doc.data.get("connection"), doc.data.get("browser", "")
+        if not isinstance(name, str) or not isinstance(browser, str):
+            return None
+        return name, browser
 
     async def forget_authorization(self, state: str) -> None:
         await self.documents.delete(state_name(state))

@@ -207,7 +207,8 @@ async def test_a_callback_with_a_code_for_another_pkce_challenge_stores_nothing(
     app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Code injection: the victim's state with a code the attacker got for their own
-    challenge. The state is genuine, so only PKCE can stop it, and does."""
+    challenge, delivered through the victim's own browser (its key in the cookie). The
+    state and the browser are genuine, so only PKCE can stop it, and does."""
     for name, value in sandbox.ctct_settings().items():
         monkeypatch.setenv(name, value)
     await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
@@ -226,8 +227,10 @@ async def test_a_callback_with_a_code_for_another_pkce_challenge_stores_nothing(
         session.get(attacker_url, allow_redirects=False) as approved,
     ):
         stolen = parse_qs(urlsplit(approved.headers["Location"]).query)["code"][0]
+    victims_browser = {"Cookie": connect.headers["Set-Cookie"].split(";")[0]}
     forged = await call(http_api.oauth_callback, "GET", "oauth/callback",
-                        params={"state": state, "code": stolen})  # fmt: skip
+                        params={"state": state, "code": stolen},
+                        headers=victims_browser)  # fmt: skip
     assert forged.status_code == 400
     body = forged.get_body().decode()
     assert stolen not in body
