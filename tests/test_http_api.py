@@ -568,7 +568,7 @@ def test_the_app_s_own_links_are_under_host_json_s_route_prefix() -> None:
 
 def browser_cookie(connect: func.HttpResponse) -> str:
     """The cookie the connect answer sets, as the browser sends it back (name=value)."""
-    cookie = connect.headers["Set-Cookie"]
+    cookie = str(connect.headers["Set-Cookie"])
     attributes = [part.strip() for part in cookie.split(";")]
     assert attributes[1:] == [
         "Path=/api/oauth/callback",
