@@ -399,10 +399,7 @@ async def test_consent_and_connection_state_gate_runs(
 async def test_connect_callback_and_delete(
     app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in sandbox.ctct_settings().items():
-        monkeypatch.setenv(name, value)
-    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
-    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    connect = await started_connect(sandbox, monkeypatch)
     assert connect.status_code == 302
     authorize = connect.headers["Location"]
     assert authorize.startswith(sandbox.authorize_url)
@@ -539,23 +536,27 @@ async def test_a_callback_that_fails_in_key_vault_shows_a_reference_not_vault_te
 async def test_a_declined_authorization_page_quotes_nothing_constant_contact_sent(
     app_env: AppEnv, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in sandbox.ctct_settings().items():
-        monkeypatch.setenv(name, value)
-    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
-    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    connect = await started_connect(sandbox, monkeypatch)
     state = parse_qs(urlsplit(connect.headers["Location"]).query)["state"][0]
     sent = {
         "state": state,
         "error": "access_denied",
         "error_description": f"<script>alert(1)</script> tenant {TENANT} ops.person@example.com",
     }
-    declined = await call(http_api.oauth_callback, "GET", "oauth/callback", params=sent)
+    browser = {"Cookie": browser_cookie(connect)}
+    declined = await call(
+        http_api.oauth_callback, "GET", "oauth/callback", params=sent, headers=browser
+    )
     text = page_of(declined, 400)
     assert "Constant Contact sent the browser back without granting access" in text
     for quoted in ("access_denied", "<script>", TENANT, "@", state):
         assert quoted not in text
     again = await call(
-        http_api.oauth_callback, "GET", "oauth/callback", params={"state": state, "code": "x"}
+        http_api.oauth_callback,
+        "GET",
+        "oauth/callback",
+        params={"state": state, "code": "x"},
+        headers=browser,
     )
     assert "unknown, expired or already used" in page_of(again, 400)
 
@@ -564,6 +565,17 @@ def test_the_app_s_own_links_are_under_host_json_s_route_prefix() -> None:
     host = json.loads((ROOT / "host.json").read_text("utf-8"))
     prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
     assert routes.app_path("runs/x.1") == f"/{prefix}/runs/x.1"
+
+
+async def started_connect(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> func.HttpResponse:
+    """The connection ``acme`` (consent given) and the admin's connect answer, against
+    the sandbox's authorize page."""
+    for name, value in sandbox.ctct_settings().items():
+        monkeypatch.setenv(name, value)
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
+    return await call(http_api.connection_connect, "GET", "connections/acme/connect")
 
 
 def browser_cookie(connect: func.HttpResponse) -> str:
@@ -585,10 +597,7 @@ async def test_an_authorization_finished_in_another_browser_connects_nothing(
 ) -> None:
     """The state is bound to the starting admin's browser: a callback without its key
     (someone the link was passed to) is refused, and spends the state."""
-    for name, value in sandbox.ctct_settings().items():
-        monkeypatch.setenv(name, value)
-    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
-    connect = await call(http_api.connection_connect, "GET", "connections/acme/connect")
+    connect = await started_connect(sandbox, monkeypatch)
     async with (
         aiohttp.ClientSession() as session,
         session.get(connect.headers["Location"], allow_redirects=False) as approved,
