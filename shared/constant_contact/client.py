@@ -147,20 +147,11 @@ class ConstantContactClient(Transport):
     async def lists(self, *, membership_count: bool = False) -> list[ContactList]:
         """Every list of the account, following the cursor links (with each list's
         member count when asked: ``include_membership_count=all``)."""
-        found: list[ContactList] = []
-        url = self._url("contact_lists")
-        params: dict[str, str] | None = {"limit": str(LISTS_PAGE_LIMIT)}
-        if membership_count and params is not None:
+        params = {"limit": str(LISTS_PAGE_LIMIT)}
+        if membership_count:
             params["include_membership_count"] = "all"
-        while True:
-            doc = await self._json(Call("GET", "GET /contact_lists", url, params=params))
-            if not isinstance(doc, dict):
-                raise RemoteError("GET /contact_lists: Constant Contact sent no list page")
-            found.extend(ContactList.from_document(item) for item in doc.get("lists", []))
-            href = _next_href(doc)
-            if href is None:
-                return found
-            url, params = self._absolute(href, "GET /contact_lists"), None
+        pages = self._paged("GET /contact_lists", "contact_lists", params, "lists", "list page")
+        return [ContactList.from_document(item) async for item in pages]
 
     async def create_list(self, name: str, *, description: str = "") -> ContactList:
         body = orjson.dumps({"name": name, "description": description, "favorite": False})
@@ -208,19 +199,11 @@ class ConstantContactClient(Transport):
 
     async def custom_fields(self) -> list[CustomField]:
         """Every custom field of the account (at most 100), following the cursor links."""
-        found: list[CustomField] = []
-        url = self._url("contact_custom_fields")
-        params: dict[str, str] | None = {"limit": str(CUSTOM_FIELDS_PAGE_LIMIT)}
-        while True:
-            call = Call("GET", "GET /contact_custom_fields", url, params=params)
-            doc = await self._json(call)
-            if not isinstance(doc, dict):
-                raise RemoteError("GET /contact_custom_fields: Constant Contact sent no page")
-            found.extend(CustomField.from_document(item) for item in doc.get("custom_fields", []))
-            href = _next_href(doc)
-            if href is None:
-                return found
-            url, params = self._absolute(href, "GET /contact_custom_fields"), None
+        params = {"limit": str(CUSTOM_FIELDS_PAGE_LIMIT)}
+        pages = self._paged(
+            "GET /contact_custom_fields", "contact_custom_fields", params, "custom_fields", "page"
+        )
+        return [CustomField.from_document(item) async for item in pages]
 
     async def create_custom_field(self, label: str, *, field_type: str = "string") -> CustomField:
         """Create a custom field; its ``name`` (the ``cf:`` key) is made from the label
@@ -237,20 +220,44 @@ class ConstantContactClient(Transport):
         self, list_id: str, *, status: str | None = None
     ) -> AsyncIterator[Contact]:
         """Every member of a list (contact_id and email), 500 a page, cursor by cursor."""
-        url = self._url("contacts")
-        params: dict[str, str] | None = {"lists": list_id, "limit": str(PAGE_LIMIT)}
-        if status is not None and params is not None:
+        params = {"lists": list_id, "limit": str(PAGE_LIMIT)}
+        if status is not None:
             params["status"] = status
+        pages = self._paged(
+            "GET /contacts",
+            "contacts",
+            params,
+            "contacts",
+            "contact page",
+            template="GET /contacts?lists",
+        )
+        async for item in pages:
+            yield Contact.from_document(item)
+
+    async def _paged(
+        self,
+        where: str,
+        path: str,
+        params: dict[str, str],
+        key: str,
+        page: str,
+        *,
+        template: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """The items under ``key`` of every page, following the cursor links (inside
+        the API only: shared.constant_contact.transport)."""
+        url = self._url(path)
+        query: dict[str, str] | None = params
         while True:
-            doc = await self._json(Call("GET", "GET /contacts?lists", url, params=params))
+            doc = await self._json(Call("GET", template or where, url, params=query))
             if not isinstance(doc, dict):
-                raise RemoteError("GET /contacts: Constant Contact sent no contact page")
-            for item in doc.get("contacts", []):
-                yield Contact.from_document(item)
+                raise RemoteError(f"{where}: Constant Contact sent no {page}")
+            for item in doc.get(key, []):
+                yield item
             href = _next_href(doc)
             if href is None:
                 return
-            url, params = self._absolute(href, "GET /contacts"), None
+            url, query = self._absolute(href, where), None
 
     async def contact_by_email(self, email: str) -> Contact | None:
         params = {"email": email, "status": "all"}
