@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -271,6 +272,7 @@ def test_ccexport_prepare(case: Case, tmp_path: Path) -> None:
     code, stdout, stderr = prepare_command(args, tmp_path)
     FIGURES.bad_input(f"prepare:{case.name}")
     assert "Traceback" not in stderr
+    no_email_address(stderr, stdout, *(p.read_text() for p in out.glob("summary.json")))
     if case.error is not None:
         assert code == 2, stderr
         one_line_error(stderr, case.error)
@@ -292,6 +294,13 @@ def test_ccexport_prepare(case: Case, tmp_path: Path) -> None:
         [reject] = rejects
         assert (reject["line"], reject["reason"]) == ("7", "unbalanced_quote")
         assert reject["detail"].startswith("lines 7-14 were read as one record")
+
+
+def no_email_address(*texts: str) -> None:
+    """Email addresses appear only in rejects.csv: never in an error, a summary, a
+    report, Durable's history or a log line, whatever the input held."""
+    for text in texts:
+        assert "@" not in text, text[:300]
 
 
 def cli_env_plain(tmp_path: Path) -> dict[str, str]:
@@ -316,7 +325,7 @@ def check_counts(summary: dict[str, Any], case: Case, source: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_the_prepare_activity(case: Case, tmp_path: Path) -> None:
+def test_the_prepare_activity(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """What the orchestrator gets: counts, or an error as a result (never raised)."""
     source = write(case, tmp_path / "in")
     env = cli_env_plain(tmp_path)
@@ -326,7 +335,11 @@ def test_the_prepare_activity(case: Case, tmp_path: Path) -> None:
     run = RunInput("bad-input-" + case.name.replace("_", "-"), export.to_json(), str(source),
                    options=RunOptions(max_body_bytes=40_000))  # fmt: skip
     activities = RunActivities(services_for(env))
-    prepared = PreparedRun.from_json(activities.prepare_segment(run.to_json()))
+    with caplog.at_level(logging.DEBUG):
+        output = activities.prepare_segment(run.to_json())
+    # what Durable keeps in its history: the activity's input and output; and the logs
+    no_email_address(json.dumps(run.to_json()), json.dumps(output), caplog.text)
+    prepared = PreparedRun.from_json(output)
     FIGURES.bad_input(f"activity:{case.name}")
     if case.error is not None:
         assert prepared.error is not None
@@ -370,6 +383,7 @@ def test_ccexport_run(case: Case, chaos_sandbox: RunningSandbox, tmp_path: Path)
     FIGURES.bad_input(f"run:{case.name}")
     FIGURES.run()
     assert "Traceback" not in done.stderr
+    no_email_address(done.stdout, done.stderr)  # the report, and what the run logged
     assert done.stderr == ""
     report = json.loads(done.stdout)
     if case.error is not None:
