@@ -31,7 +31,9 @@ def run_activities() -> RunActivities:
     global _current  # noqa: PLW0603 - one per worker process, like its connections
     with _building:
         if _current is None:
-            _current = RunActivities(clients.run_services(Config.from_mapping(os.environ)))
+            _current = RunActivities(
+                clients.run_services(Config.from_mapping(os.environ), confined=True)
+            )
         return _current
 
 

@@ -30,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -52,7 +53,7 @@ from shared.errors import (
 )
 from shared.exports.account import ConnectionsFactory
 from shared.exports.changes import SNAPSHOT_FILE
-from shared.exports.definitions import list_names
+from shared.exports.definitions import ExportDefinition, list_names
 from shared.exports.state import (
     EMPTY,
     ExportState,
@@ -91,6 +92,7 @@ from shared.runs.uploads import (
 )
 from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
+from shared.segments.inbox import parse_run_folder
 from shared.storage import files
 from shared.storage.locks import Locks
 
@@ -151,7 +153,35 @@ class RunServices:
     pacer: Pacer
     connections: ConnectionsFactory
     """The connections' token managers, made on first use (shared.wiring.connections)."""
+    inbox: str | None = None
+    """Where runs may read: ``az://<container>/`` or a local folder (the function app's
+    inbox); None on the command line, where the person names any folder."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def check_source(source: str, export: ExportDefinition, inbox: str | None) -> None:
+    """A run of the function app reads only a run folder of its inbox that one of its
+    export's segments matches, whoever started it and whatever its input says: a run
+    input naming another container, a path on the worker or another team's folder
+    stops before anything is read."""
+    if inbox is None:
+        return
+    if inbox.startswith(files.BLOB_SCHEME):
+        inside = source[len(inbox) :] if source.startswith(inbox) else None
+    else:
+        root, path = Path(inbox).resolve(), Path(source).resolve()
+        inside = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+    if inside is None:
+        raise InputError("the run's source is not in the inbox; nothing was read")
+    folder = parse_run_folder(inside)
+    if (
+        folder is None
+        or folder.table is None
+        or not export.matches(folder.root, folder.export, folder.table)
+    ):
+        raise InputError(
+            "the run's source is not a run folder of this export's segments; nothing was read"
+        )
 
 
 def _prepared(run_id: str, summary: PrepareSummary, staging: str, reused: bool) -> PreparedRun:
@@ -236,6 +266,7 @@ class RunActivities:
             if earlier is not None and earlier.list_ids == export.list_ids:
                 log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
                 return _prepared(run.run_id, earlier, staging, reused=True).to_json()
+            check_source(run.source, export, self.services.inbox)
             store, name = files.resolve(run.source, self.services.blob_service)
             segment = segments.locate(store, name, encoding=export.encoding)
             base = baseline(self.states, export, segment, full=run.options.full)
@@ -255,9 +286,8 @@ class RunActivities:
                 max_body_bytes=run.options.max_body_bytes,
                 progress=progress,
                 # The columnar path: clean blocks are mapped in threads of this process,
-                # sharing one copy of Arrow, so a run holds no worker processes
-                # (bench_end_to_end: 15 s and 320 MB at a million, against 18 s and
-                # 347 MB for the row path in two worker processes).
+                # sharing one copy of Arrow, so a run holds no worker processes (faster
+                # and lighter than the row path in two processes: docs/DEVELOPING.md).
                 fast=True,
                 changes=tracker,
                 describe_changes=lambda counts: changes_json(base, counts, tracker.keys),

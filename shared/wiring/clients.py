@@ -13,6 +13,7 @@ from shared.exports.account import AccountAccess, ConnectionsFactory
 from shared.runs.activities import RunServices
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
+from shared.storage.files import BLOB_SCHEME
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
 from shared.wiring import stores
@@ -70,8 +71,16 @@ def account_access(config: Config, secrets: SecretStore, locks: Locks) -> Accoun
     return AccountAccess(config.ctct, connections(config.ctct, secrets, locks), run_pacer(config))
 
 
-def run_services(config: Config) -> RunServices:
-    """Everything the run's activities use, for one worker process."""
+def run_services(config: Config, *, confined: bool = False) -> RunServices:
+    """Everything the run's activities use, for one worker process.
+
+    ``confined`` (the function app): runs read only from the app's inbox, the
+    container or, for ``ccexport serve`` without storage, the local folder.
+    """
+    inbox: str | None = None
+    if confined:
+        local = config.app.local_inbox if config.app.is_local else None
+        inbox = str(local) if local is not None else f"{BLOB_SCHEME}{config.app.inbox_container}/"
     blob = stores.blob_service(config)
     secrets = secret_store(config)
     locks = token_locks(config)
@@ -83,6 +92,7 @@ def run_services(config: Config) -> RunServices:
         locks=locks,
         pacer=run_pacer(config),
         connections=connections(config.ctct, secrets, locks),
+        inbox=inbox,
     )
 
 
