@@ -17,9 +17,9 @@ from shared.segments.inbox import (
     export_of_run,
     group_folders,
     newest_complete,
-    parse_blob_name,
     run_key,
 )
+from shared.segments.layout import parse_blob_name
 from tests.support.function_harness import AppEnv
 
 T0 = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)

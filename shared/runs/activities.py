@@ -92,7 +92,7 @@ from shared.runs.uploads import (
 )
 from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
-from shared.segments.inbox import parse_run_folder
+from shared.segments.layout import parse_run_folder
 from shared.storage import files
 from shared.storage.locks import Locks
 

@@ -32,15 +32,8 @@ from shared.exports.catalog import Catalog, Connection, ConnectionStatus, NotFou
 from shared.exports.definitions import ExportDefinition
 from shared.runs.contract import RunInput, RunOptions
 from shared.runs.index import RunIndex, RunRecord
-from shared.segments.inbox import (
-    Listing,
-    RunFolder,
-    completeness,
-    newest_complete,
-    parse_blob_name,
-    parse_run_folder,
-    run_key,
-)
+from shared.segments.inbox import Listing, RunFolder, completeness, newest_complete, run_key
+from shared.segments.layout import parse_blob_name, parse_run_folder
 
 log = logging.getLogger(__name__)
 

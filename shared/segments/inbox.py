@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,21 +49,16 @@ from typing import TYPE_CHECKING
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
-from shared.segments.layout import CSV_SUFFIXES, MODEL_FILE
+from shared.segments.layout import (
+    MODEL_FILE,
+    parse_blob_name,
+)
 from shared.storage.files import BLOB_SCHEME, raise_unreadable
 
 if TYPE_CHECKING:
     from shared.exports.definitions import ExportDefinition
 
 RUN_KEY_DIGITS = 32
-_PART = re.compile(
-    r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<table>[^/]+)/"
-    r"(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})/(?P<file>[^/]+)$"
-)
-_MODEL = re.compile(r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<file>[^/]+)$")
-_RUN_FOLDER = re.compile(
-    r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<table>[^/]+)/(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})$"
-)
 
 
 @dataclass(frozen=True)
@@ -74,57 +68,6 @@ class BlobInfo:
     name: str
     etag: str
     last_modified: datetime
-
-
-@dataclass(frozen=True)
-class InboxPath:
-    """Where a blob sits in the Customer Insights layout."""
-
-    root: str  # the folders above the export folder, '' or ending in '/'
-    export: str
-    table: str | None = None  # None for model.json
-    stamp: str | None = None  # 'yyyy/MM/dd/HHmm' for a part
-
-    @property
-    def export_folder(self) -> str:
-        return f"{self.root}{self.export}"
-
-    @property
-    def run_folder(self) -> str | None:
-        if self.table is None or self.stamp is None:
-            return None
-        return f"{self.root}{self.export}/{self.table}/{self.stamp}"
-
-    @property
-    def is_model(self) -> bool:
-        return self.table is None
-
-
-def is_part(name: str) -> bool:
-    return name.lower().endswith(CSV_SUFFIXES)
-
-
-def parse_blob_name(name: str) -> InboxPath | None:
-    """A part (``.../<Table>/yyyy/MM/dd/HHmm/<file>.csv``) or an export's model.json;
-    None for anything else (the trigger ignores it)."""
-    match = _PART.match(name)
-    if match and is_part(name):
-        return InboxPath(match["root"], match["export"], match["table"], match["stamp"])
-    match = _MODEL.match(name)
-    if match and match["file"] == MODEL_FILE:
-        return InboxPath(match["root"], match["export"])
-    return None
-
-
-def parse_run_folder(path: str) -> InboxPath | None:
-    """A run folder's path (``.../<Export>/<Table>/yyyy/MM/dd/HHmm``, no slashes around
-    it) as export and table, read from the name alone: a run asked for by path is
-    checked against its export's segments before the inbox is listed; None when the
-    path is not a run folder's."""
-    match = _RUN_FOLDER.match(path)
-    if match is None:
-        return None
-    return InboxPath(match["root"], match["export"], match["table"], match["stamp"])
 
 
 @dataclass(frozen=True)
@@ -211,9 +154,9 @@ def group_folders(
     """Run folders of a listing, each with its parts in name order."""
     groups: dict[tuple[str, str, str, str], list[BlobInfo]] = {}
     for blob in blobs:
-        match = _PART.match(blob.name)
-        if match and is_part(blob.name):
-            key = (match["root"], match["export"], match["table"], match["stamp"])
+        found = parse_blob_name(blob.name)
+        if found is not None and found.table is not None and found.stamp is not None:
+            key = (found.root, found.export, found.table, found.stamp)
             groups.setdefault(key, []).append(blob)
     return [
         RunFolder(

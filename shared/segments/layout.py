@@ -192,3 +192,66 @@ def _format_settings(entity: dict[str, Any]) -> dict[str, Any]:
         if isinstance(settings, dict):
             return settings
     return {}
+
+
+# --- names in the layout: where a blob sits, read from its name alone ---------------------
+
+_PART = re.compile(
+    r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<table>[^/]+)/"
+    r"(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})/(?P<file>[^/]+)$"
+)
+_MODEL = re.compile(r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<file>[^/]+)$")
+_RUN_FOLDER = re.compile(
+    r"^(?P<root>(?:[^/]+/)*?)(?P<export>[^/]+)/(?P<table>[^/]+)/(?P<stamp>\d{4}/\d{2}/\d{2}/\d{4})$"
+)
+
+
+@dataclass(frozen=True)
+class InboxPath:
+    """Where a blob sits in the Customer Insights layout."""
+
+    root: str  # the folders above the export folder, '' or ending in '/'
+    export: str
+    table: str | None = None  # None for model.json
+    stamp: str | None = None  # 'yyyy/MM/dd/HHmm' for a part
+
+    @property
+    def export_folder(self) -> str:
+        return f"{self.root}{self.export}"
+
+    @property
+    def run_folder(self) -> str | None:
+        if self.table is None or self.stamp is None:
+            return None
+        return f"{self.root}{self.export}/{self.table}/{self.stamp}"
+
+    @property
+    def is_model(self) -> bool:
+        return self.table is None
+
+
+def is_part(name: str) -> bool:
+    return name.lower().endswith(CSV_SUFFIXES)
+
+
+def parse_blob_name(name: str) -> InboxPath | None:
+    """A part (``.../<Table>/yyyy/MM/dd/HHmm/<file>.csv``) or an export's model.json;
+    None for anything else (the trigger ignores it)."""
+    match = _PART.match(name)
+    if match and is_part(name):
+        return InboxPath(match["root"], match["export"], match["table"], match["stamp"])
+    match = _MODEL.match(name)
+    if match and match["file"] == MODEL_FILE:
+        return InboxPath(match["root"], match["export"])
+    return None
+
+
+def parse_run_folder(path: str) -> InboxPath | None:
+    """A run folder's path (``.../<Export>/<Table>/yyyy/MM/dd/HHmm``, no slashes around
+    it) as export and table, read from the name alone: a run asked for by path is
+    checked against its export's segments before the inbox is listed; None when the
+    path is not a run folder's."""
+    match = _RUN_FOLDER.match(path)
+    if match is None:
+        return None
+    return InboxPath(match["root"], match["export"], match["table"], match["stamp"])
