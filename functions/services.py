@@ -49,7 +49,6 @@ class DurableEngine:
 
 @dataclass
 class Services:
-    env: Mapping[str, str]
     config: Config
     secrets: SecretStore
     catalog: Catalog
@@ -103,7 +102,6 @@ async def _open(settings: Mapping[str, str], stack: AsyncExitStack) -> Services:
         inbox = Inbox(blob.get_container_client(app.inbox_container))
         locks = BlobLeaseLocks(exports)
     return Services(
-        env=settings,
         config=config,
         secrets=secrets,
         catalog=Catalog(documents, secrets),

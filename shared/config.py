@@ -11,6 +11,7 @@ read the same variables:
 | CTCT_API_BASE      | https://api.cc.email/v3                              |
 | CTCT_AUTH_BASE     | https://authz.constantcontact.com/oauth2/default/v1  |
 | CTCT_REQUESTS_PER_SECOND | 4 (the per-API-key limit; lower it to share)   |
+| CTCT_REDIRECT_URI  | the app's own ``/api/oauth/callback`` address         |
 | KEY_VAULT_URL      | unset: secrets live in files under CCEXPORT_HOME     |
 | CCEXPORT_HOME      | ~/.ccexport                                          |
 """
@@ -53,6 +54,9 @@ class Settings:
     key_vault_url: str | None = None
     home: Path = field(default_factory=lambda: Path.home() / ".ccexport")
     store_settings: Mapping[str, str] = field(default_factory=dict, repr=False)
+    redirect_uri: str | None = None
+    """CTCT_REDIRECT_URI: where Constant Contact sends the browser back, when it is not
+    the app's own callback address (a proxy or custom domain in front of the app)."""
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -82,6 +86,7 @@ class Settings:
             key_vault_url=text("KEY_VAULT_URL"),
             home=ccexport_home(env),
             store_settings={k: env[k] for k in _STORE_KEYS if k in env},
+            redirect_uri=text("CTCT_REDIRECT_URI"),
         )
 
     def require_client_id(self) -> str:

@@ -127,7 +127,7 @@ async def connection_custom_fields(call: Call) -> func.HttpResponse:
 def _redirect_uri(call: Call) -> str:
     """Where Constant Contact sends the browser back: CTCT_REDIRECT_URI, else this
     app's own callback route (it must be registered with the Constant Contact app)."""
-    configured = call.app.env.get("CTCT_REDIRECT_URI", "").strip()
+    configured = call.app.config.ctct.redirect_uri
     if configured:
         return configured
     parts = urlsplit(call.req.url)
