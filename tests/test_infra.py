@@ -26,6 +26,7 @@ from lark.exceptions import LarkError
 from pycep import BicepParser
 
 from functions.http_api.connections import CALLBACK_ROUTE
+from functions.principal import TENANT_SETTING
 from shared.exports.access import ADMIN_ROLE
 
 CONTRIBUTOR_ROLE = "contributor"
@@ -56,6 +57,7 @@ REQUIRED_APP_SETTINGS = {
     "STAGING_CONTAINER",
     "REPORTS_CONTAINER",
     "EXPORTS_CONTAINER",
+    "CCEXPORT_TENANT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "PYTHON_THREADPOOL_THREAD_COUNT",
@@ -303,6 +305,12 @@ def test_sign_in_is_required_except_the_oauth_callback_and_the_blob_webhook() ->
     assert entra["enabled"] is True
     assert entra["registration"]["clientId"] == "authClientId"
     assert "tenant().tenantId" in entra["registration"]["openIdIssuer"]
+    # the app trusts principals of the issuer's tenant only (functions/principal.py)
+    tenant_id = {
+        "type": "property_accessor",
+        "operands": {"operand_1": {"function": {"type": "tenant"}}, "operand_2": "tenantId"},
+    }
+    assert app_settings()[TENANT_SETTING] == {"operator": tenant_id}
     assert "api://${authClientId}" in str(entra["validation"]["allowedAudiences"])
     assert props["login"]["tokenStore"]["enabled"] is False
     assert (

@@ -13,8 +13,9 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
-from functions.principal import caller_of
+from functions.principal import signed_in_caller
 from shared.errors import ConfigError
+from shared.workstation.serve.command import parser, prepare_environment
 from shared.workstation.serve.events import InboxEvents
 from shared.workstation.serve.host import HostError, hosted_app, resolve_setting
 from shared.workstation.serve.http import Principal, aiohttp_path
@@ -73,14 +74,18 @@ def test_routes_and_binding_expressions() -> None:
         resolve_setting("%EXPORT_SCHEDULE%", {})
 
 
-def test_the_principal_reads_back_as_the_app_reads_easy_auth() -> None:
+def test_the_principal_reads_back_as_the_app_reads_easy_auth(tmp_path: Path) -> None:
+    # the settings serve sets, as App Service and the deployment would: the principal
+    # it presents is then signed in, of the tenant it set
+    env = {"CCEXPORT_HOME": str(tmp_path)}
+    prepare_environment(parser().parse_args([]), env)
     ana = Principal("ana", ("marketing", "Sales"))
-    caller = caller_of(ana.headers())
+    caller = signed_in_caller(ana.headers(), env)
     assert caller.roles == frozenset({"marketing", "sales"})
     assert caller.id == ana.object_id == Principal("ana", ()).object_id
     assert caller.id != Principal("bo", ()).object_id
     assert not caller.is_admin
-    assert caller_of(Principal("local-admin", ("admin",)).headers()).is_admin
+    assert signed_in_caller(Principal("local-admin", ("admin",)).headers(), env).is_admin
 
 
 class FakeInbox:

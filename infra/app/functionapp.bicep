@@ -219,6 +219,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'EXPORTS_CONTAINER'
           value: exportsContainerName
         }
+        // The tenant whose signed-in users the app trusts: the one App Service
+        // authentication's issuer names (authsettingsV2 below).
+        {
+          name: 'CCEXPORT_TENANT_ID'
+          value: tenant().tenantId
+        }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: applicationInsightsConnectionString

@@ -203,8 +203,16 @@ def timer_request(*, past_due: bool = False) -> func.TimerRequest:
     return timer
 
 
-def principal(roles: Iterable[str], object_id: str | None = None) -> dict[str, str]:
-    """Easy Auth headers of a signed-in user with these app roles."""
+TENANT_CLAIM = "http://schemas.microsoft.com/identity/claims/tenantid"
+TENANT = "6f0b7c44-5c0e-4d8e-9a1b-0c7e1f2d3a4b"
+"""The tests' Entra tenant: AppEnv's CCEXPORT_TENANT_ID, and the tenant of ``principal``."""
+
+
+def principal(
+    roles: Iterable[str], object_id: str | None = None, *, tenant: str | None = TENANT
+) -> dict[str, str]:
+    """Easy Auth headers of a signed-in user with these app roles, of ``tenant`` (by
+    default the tests' own; None for a principal that names no tenant)."""
     oid = object_id or str(uuid.uuid4())
     doc = {
         "auth_typ": "aad",
@@ -212,6 +220,7 @@ def principal(roles: Iterable[str], object_id: str | None = None) -> dict[str, s
         "role_typ": "roles",
         "claims": [
             {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+            *([] if tenant is None else [{"typ": TENANT_CLAIM, "val": tenant}]),
             {"typ": "name", "val": "Test User"},
             *({"typ": "roles", "val": role} for role in roles),
         ],
@@ -271,6 +280,7 @@ class AppEnv:
             "CCEXPORT_HOME": str(self.home),
             "RUN_QUIET_SECONDS": "120",
             "WEBSITE_AUTH_ENABLED": "True",  # as App Service sets it: principals are trusted
+            "CCEXPORT_TENANT_ID": TENANT,  # as the deployment sets it: only this tenant's
             **extra,
         }
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from shared.config import AppSettings
 from shared.errors import CcexportError, ConfigError
 from shared.workstation.cli_help import command_parser
-from shared.workstation.serve.options import LOOPBACK, ServeOptions
+from shared.workstation.serve.options import LOCAL_TENANT, LOOPBACK, ServeOptions
 
 log = logging.getLogger("ccexport.serve")
 
@@ -99,8 +99,9 @@ def prepare_environment(args: argparse.Namespace, env: MutableMapping[str, str])
     roles = tuple(dict.fromkeys(r.strip() for r in (args.role or [DEFAULT_ROLE]) if r.strip()))
     env.setdefault("INBOX_CONTAINER", "inbox")
     # serve signs every request in, as App Service authentication would: the app then
-    # trusts the principal it presents (functions/principal.py).
+    # trusts the principal it presents, of the tenant set here (functions/principal.py).
     env["WEBSITE_AUTH_ENABLED"] = "True"
+    env["CCEXPORT_TENANT_ID"] = LOCAL_TENANT
     env.setdefault("EXPORT_SCHEDULE", DEFAULT_SCHEDULE)
     settings = AppSettings.from_mapping(env)
     inbox: Path | None = None

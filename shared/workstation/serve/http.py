@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from shared.workstation.serve.host import HostedApp, HostError, HttpFunction
+from shared.workstation.serve.options import LOCAL_TENANT
 
 log = logging.getLogger("ccexport.serve")
 
@@ -37,7 +38,8 @@ _CONSTRAINT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")
 
 @dataclass(frozen=True)
 class Principal:
-    """The signed-in user serve presents to the app, as Easy Auth encodes one."""
+    """The signed-in user serve presents to the app, as Easy Auth encodes one (of the
+    tenant serve plays, LOCAL_TENANT)."""
 
     user: str
     roles: tuple[str, ...]
@@ -53,6 +55,7 @@ class Principal:
                 "typ": "http://schemas.microsoft.com/identity/claims/objectidentifier",
                 "val": self.object_id,
             },
+            {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": LOCAL_TENANT},
             {"typ": "name", "val": self.user},
             *({"typ": "roles", "val": role} for role in self.roles),
         ]

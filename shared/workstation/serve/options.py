@@ -8,6 +8,9 @@ from pathlib import Path
 INBOX_INTERVAL = 1.0
 MAX_BODY = 8 * 1024 * 1024
 LOOPBACK = "127.0.0.1"
+LOCAL_TENANT = "c0ffee00-5e7e-4ca1-8000-000000000001"
+"""The Entra tenant serve plays: it sets CCEXPORT_TENANT_ID to it, and its principal
+names it, as the deployment's setting and a signed-in user of its tenant would."""
 
 
 @dataclass(frozen=True)
