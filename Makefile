@@ -7,15 +7,37 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test lint typecheck pytest run bench clean lint-infra chaos mutate
+.PHONY: install lock test lint typecheck pytest run bench clean lint-infra chaos mutate
 
 install: $(STAMP) $(NODE_STAMP)
 
+# requirements-dev.txt is the whole locked tree (the runtime's, at requirements.txt's
+# versions, and the development tools'), every package pinned with its hashes: pip
+# installs nothing else and checks every file it downloads. ccexport itself, editable,
+# comes after it, without dependencies (a local folder has no hash to check).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+# The lock files (docs/DEVELOPING.md "Dependencies"): requirements.in and
+# requirements-dev.in resolved by uv (pinned in requirements-dev.in) into
+# requirements.txt and requirements-dev.txt, for the platform the app runs on (Linux
+# x86_64, Python 3.11), each package pinned with the hashes of all its files on PyPI.
+# A version that a .txt file holds already is kept unless a pin of a .in file moves
+# it; to move a package that no .in file names: make lock UPGRADE="-P name".
+# It needs uv in the venv (make install puts it there), not an up-to-date install.
+UPGRADE ?=
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(UPGRADE)
+
+$(VENV)/bin/uv:
+	$(MAKE) --no-print-directory $(STAMP)
+
+lock: $(VENV)/bin/uv
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) requirements-dev.in -o requirements-dev.txt
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
