@@ -10,6 +10,7 @@ peak memory is measured, not this process's.
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from pathlib import Path
 
@@ -19,8 +20,11 @@ import pytest
 from bench.gzip_bomb import run_prepare, write_bomb
 from shared.errors import ConfigError, InputError
 from shared.exports import definitions as exports
+from shared.exports.changes import content_hash
+from shared.exports.state import ExportState, LocalStateStore, definition_hash
 from shared.prepare.outputs import LocalOutput
 from shared.prepare.pipeline import prepare
+from shared.runs.next_state import baseline, run_state_key, skip_unchanged
 from shared.segments import blocks
 from shared.segments import layout as segments
 from shared.segments.blocks import MAX_LINE_BYTES, part_blocks, text_encoding
@@ -95,6 +99,53 @@ def test_the_part_cap_follows_max_profiles(tmp_path: Path) -> None:
         "export's max_profiles; raise max_profiles in the export definition or split the "
         "segment into more parts"
     )
+
+
+def _bomb_in_a_run_folder(root: Path) -> Path:
+    """256 MB of 1 MB lines after a header, in 256 KB of gzip, as a segment's one part."""
+    folder = root / "Exp" / "Seg" / "2026" / "11" / "28" / "0930"
+    folder.mkdir(parents=True)
+    bomb = folder / "Seg_1.csv.gz"
+    write_bomb(bomb, 256 << 20, line_every=1 << 20, head=b"Email\n")
+    return bomb
+
+
+def test_the_content_hash_stops_at_the_part_cap_too(tmp_path: Path) -> None:
+    bomb = _bomb_in_a_run_folder(tmp_path)
+    segment = segments.locate(files.LocalFiles(tmp_path), "Exp/Seg/2026/11/28/0930")
+    started = time.perf_counter()
+    with pytest.raises(InputError) as caught:
+        content_hash(segment, max_profiles=1000)
+    elapsed = time.perf_counter() - started
+    assert str(caught.value) == (
+        f"{bomb}: more than 64 MB once decompressed, the most one part may hold for the "
+        "export's max_profiles; raise max_profiles in the export definition or split the "
+        "segment into more parts"
+    )
+    assert elapsed < 5, elapsed  # 64 MB inflated and hashed, never the 256
+
+
+def test_a_run_with_a_last_snapshot_refuses_the_bomb_before_hashing_it_whole(
+    tmp_path: Path,
+) -> None:
+    """The unchanged-segment check (shared/runs/next_state.py) hashes the segment before
+    prepare reads it, whenever the export has a snapshot to compare with: the first
+    reader of a run's parts, and it is capped as prepare is."""
+    bomb = _bomb_in_a_run_folder(tmp_path / "inbox")
+    segment = segments.locate(files.LocalFiles(tmp_path / "inbox"), "Exp/Seg/2026/11/28/0930")
+    export = exports.ExportDefinition(
+        list_ids=(LIST,), mapping={"email": "Email"}, max_profiles=1000
+    )
+    states = LocalStateStore(tmp_path / "state")
+    key = run_state_key(export, segment)
+    last = {"key": key, "generation": "g1", "definition_hash": definition_hash(export)}
+    states.write(key, ExportState({**last, "content_hash": "0" * 32}).to_bytes())
+    base = baseline(states, export, segment)
+    assert base.comparable  # so the segment's bytes are hashed first
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=f"^{re.escape(str(bomb))}: more than 64 MB once"):
+        skip_unchanged(base, segment, LocalOutput(tmp_path / "out"))
+    assert time.perf_counter() - started < 5
 
 
 def test_prepare_caps_each_part_by_max_profiles(

@@ -24,7 +24,7 @@ import orjson
 import xxhash
 
 from shared.exports.state import EMPTY, ExportState, Keys, as_keys, snapshot_arrays
-from shared.segments.blocks import part_blocks
+from shared.segments.blocks import part_blocks, part_byte_limit
 from shared.segments.layout import Segment
 
 SNAPSHOT_FILE = "snapshot.bin"
@@ -157,18 +157,21 @@ def content_digest(segment: Segment) -> Any:
     return digest
 
 
-def content_hash(segment: Segment) -> str:
+def content_hash(segment: Segment, *, max_profiles: int) -> str:
     """A hash of the segment's bytes, as prepare reads them (gunzipped, every part in order).
 
     Names and times are left out on purpose: Customer Insights writes the same
     segment to a new folder each time, and the same bytes there are the same segment.
     prepare makes the same hash as it reads (its summary's ``content_hash``), so an
     unchanged segment is known without being parsed: reading and hashing its bytes is
-    all it costs.
+    all it costs. Each part is read only up to prepare's cap for an export of
+    ``max_profiles`` (``part_byte_limit``): one that holds more once decompressed is
+    refused with prepare's InputError, in bounded time, not read whole first.
     """
     digest = content_digest(segment)
+    max_bytes = part_byte_limit(max_profiles)
     for part in segment.parts:
         digest.update(PART_MARK)
-        for block in part_blocks(segment, part, HASH_READ_BYTES):
+        for block in part_blocks(segment, part, HASH_READ_BYTES, max_bytes=max_bytes):
             digest.update(block.data)
     return str(digest.hexdigest())

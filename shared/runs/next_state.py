@@ -64,6 +64,8 @@ class Baseline:
     comparable: bool
     """The last snapshot was made under the same lists, mapping and encoding."""
     full: bool
+    max_profiles: int
+    """The export's, which caps what one part may hold (prepare's cap, when hashing too)."""
     list_ids: tuple[str, ...] = ()
 
     @property
@@ -103,6 +105,7 @@ def baseline(
         previous=previous,
         comparable=comparable,
         full=full,
+        max_profiles=export.max_profiles,
         list_ids=export.list_ids,
     )
 
@@ -134,7 +137,7 @@ def skip_unchanged(
         return None
     if not previous.header.get("content_hash") or previous.pending_removals():
         return None
-    if content_hash(segment) != previous.header["content_hash"]:
+    if content_hash(segment, max_profiles=base.max_profiles) != previous.header["content_hash"]:
         return None
     last = previous.header.get("counts", {})
     summary = PrepareSummary(
