@@ -50,8 +50,8 @@ def install(activities: RunActivities | None) -> RunActivities | None:
     return previous
 
 
-def prepare_segment(run: dict[str, Any]) -> dict[str, Any]:
-    return run_activities().prepare_segment(run)
+async def prepare_segment(run: dict[str, Any]) -> dict[str, Any]:
+    return await run_activities().prepare_segment(run)
 
 
 async def upload_chunk(request: dict[str, Any]) -> dict[str, Any]:

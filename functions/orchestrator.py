@@ -88,7 +88,8 @@ def segment_export(context: Any) -> Generator[Any, Any, dict[str, Any]]:
 
 
 def _upload_request(tally: RunTally, chunk: ChunkRef) -> dict[str, Any]:
-    return UploadRequest(tally.run.run_id, tally.run.connection, chunk).to_json()
+    run = tally.run
+    return UploadRequest(run.run_id, run.connection, chunk, run.scope).to_json()
 
 
 def _upload(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
@@ -138,7 +139,8 @@ def _poll(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
     yield context.create_timer(
         context.current_utc_datetime + timedelta(seconds=options.poll_seconds)
     )
-    request = PollRequest(tally.run.run_id, tally.run.connection, tuple(tally.awaiting()))
+    run = tally.run
+    request = PollRequest(run.run_id, run.connection, tuple(tally.awaiting()), run.scope)
     try:
         result = yield context.call_activity_with_retry(POLL_IMPORTS, retry, request.to_json())
         tally.polled(PollResult.from_json(result))
@@ -188,7 +190,7 @@ def _remove(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
                 context.current_utc_datetime + timedelta(seconds=options.poll_seconds)
             )
             ids = tuple(tally.removals_awaiting())
-            request = PollRequest(tally.run.run_id, tally.run.connection, ids)
+            request = PollRequest(tally.run.run_id, tally.run.connection, ids, tally.run.scope)
             try:
                 result = yield context.call_activity_with_retry(
                     POLL_IMPORTS, retry, request.to_json()

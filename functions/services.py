@@ -27,7 +27,6 @@ from shared.runs.index import RunIndex
 from shared.runs.launcher import Launcher
 from shared.secrets.store import SecretStore
 from shared.segments.inbox import FolderInbox, Inbox, Listing
-from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.wiring import clients, stores
 
@@ -89,7 +88,7 @@ async def _open(settings: Mapping[str, str], stack: AsyncExitStack) -> Services:
     stack.push_async_callback(secrets.close)
     if app.is_local:
         assert app.local_inbox is not None  # is_local
-        documents: Documents = FolderDocuments(app.home / "catalog")
+        documents = clients.catalog_documents(config)
         inbox: Listing = FolderInbox(app.local_inbox)
         locks: Locks = FileLocks(app.home)
     else:
@@ -98,7 +97,7 @@ async def _open(settings: Mapping[str, str], stack: AsyncExitStack) -> Services:
         if credential is not None:
             stack.push_async_callback(credential.close)
         exports = blob.get_container_client(app.exports_container)
-        documents = BlobDocuments(exports)
+        documents = clients.catalog_documents(config, exports)
         inbox = Inbox(blob.get_container_client(app.inbox_container))
         locks = BlobLeaseLocks(exports)
     return Services(

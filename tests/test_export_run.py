@@ -271,8 +271,8 @@ def test_activity_handlers_prepare_once_and_upload_each_chunk_once(
         poll = bindings.POLL_IMPORTS.build().get_user_function()
         run = run_input(str(sample / EXPORT / TABLE / RUN), list_id)
 
-        prepared = prepare(run.to_json())
-        again = prepare(run.to_json())
+        prepared = asyncio.run(prepare(run.to_json()))
+        again = asyncio.run(prepare(run.to_json()))
 
         assert prepared["error"] is None
         assert not prepared["reused"]

@@ -205,10 +205,11 @@ async def test_a_blob_event_starts_nothing_for_an_export_whose_fields_are_missin
     news = account.create_list("Newsletter NL")
     async with BlobServiceClient.from_connection_string(app_env.connection_string) as service:
         catalog = Catalog(BlobDocuments(service.get_container_client(app_env.exports)))
-        await catalog.save_export(exports.from_json({**_definition(), "name": "typo"}))
+        saved_for = {"connection_id": (await catalog.require_connection("acme")).value.id}
+        await catalog.save_export(exports.from_json({**_definition(), "name": "typo", **saved_for}))
         await catalog.save_export(
             exports.from_json(
-                {**_definition(), "name": "fine", "mapping": {"email": "PrimaryEmail"}}
+                {**_definition(), "name": "fine", "mapping": {"email": "PrimaryEmail"}, **saved_for}
             )
         )
     app_env.write(f"{RUN}/HighValue_1.csv")

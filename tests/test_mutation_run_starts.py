@@ -19,6 +19,7 @@ from shared.errors import ConfigError, InputError, ReauthorizationRequired
 from shared.exports.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
 from shared.exports.definitions import ExportDefinition, SegmentMatch
 from shared.runs.contract import RunInput, RunOptions
+from shared.runs.grants import RunGrant
 from shared.runs.index import RunIndex, RunRecord
 from shared.runs.launcher import (
     ACTIVE,
@@ -162,12 +163,15 @@ def test_the_input_names_the_run_the_definition_the_folder_and_the_trigger() -> 
 
 async def test_a_folder_starts_once_under_its_run_key(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     first = await w.launcher.start(definition(), folder(), "blob")
     run_id = run_key("high-value", folder())
     assert first == RunStart(
         run_id, Outcome.STARTED, "high-value", "az://inbox/HighValue/Contacts/2026/03/04/1100"
     )
-    assert w.engine.started == [(run_id, run_input(run_id, definition(), folder(), "blob", NOW))]
+    grant = RunGrant.given("", "blob", None)  # the app started it, with the connection's id
+    payload = run_input(run_id, definition(), folder(), "blob", NOW, grant=grant)
+    assert w.engine.started == [(run_id, payload)]
     assert await w.recorded() == [
         RunRecord(
             run_id,
@@ -187,6 +191,7 @@ async def test_a_folder_starts_once_under_its_run_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("status", sorted(ACTIVE))
 async def test_a_run_in_any_active_state_is_not_started_again(tmp_path: Path, status: str) -> None:
     w = World(tmp_path)
+    await w.connect()
     run_id = run_key("high-value", folder())
     w.engine.status[run_id] = status
     result = await w.launcher.start(definition(), folder(), "timer", restart_done=True)
@@ -197,6 +202,7 @@ async def test_a_run_in_any_active_state_is_not_started_again(tmp_path: Path, st
 
 async def test_a_finished_run_starts_again_only_when_a_person_asks(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     run_id = run_key("high-value", folder())
     w.engine.status[run_id] = "Completed"
     done = await w.launcher.start(definition(), folder(), "timer")
@@ -210,6 +216,7 @@ async def test_a_finished_run_starts_again_only_when_a_person_asks(tmp_path: Pat
 @pytest.mark.parametrize("status", ["Failed", "Terminated", "Canceled"])
 async def test_a_failed_or_stopped_run_is_started_again(tmp_path: Path, status: str) -> None:
     w = World(tmp_path)
+    await w.connect()
     w.engine.status[run_key("high-value", folder())] = status
     result = await w.launcher.start(definition(), folder(), "blob")
     assert (result.outcome, result.status) == (Outcome.STARTED, status)
@@ -217,6 +224,7 @@ async def test_a_failed_or_stopped_run_is_started_again(tmp_path: Path, status: 
 
 async def test_another_folder_or_definition_is_another_run(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     one = await w.launcher.start(definition(), folder(), "blob")
     reexport = await w.launcher.start(definition(), folder("2026/03/04/1100", '"0x2"'), "blob")
     other = await w.launcher.start(definition(name="other-export"), folder(), "blob")
@@ -226,6 +234,7 @@ async def test_another_folder_or_definition_is_another_run(tmp_path: Path) -> No
 
 async def test_a_start_another_delivery_won_is_already_running(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     w.engine.refuse_with = "Running"
     result = await w.launcher.start(definition(), folder(), "blob")
     run_id = run_key("high-value", folder())
@@ -236,6 +245,7 @@ async def test_a_start_another_delivery_won_is_already_running(tmp_path: Path) -
 @pytest.mark.parametrize("left", ["Completed", "Failed"])
 async def test_a_start_refused_for_another_reason_fails(tmp_path: Path, left: str) -> None:
     w = World(tmp_path)
+    await w.connect()
     w.engine.refuse_with = left
     with pytest.raises(RuntimeError, match="exists"):
         await w.launcher.start(definition(), folder(), "blob")
@@ -244,6 +254,7 @@ async def test_a_start_refused_for_another_reason_fails(tmp_path: Path, left: st
 
 async def test_only_a_named_definition_runs(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     with pytest.raises(ConfigError, match=r"^only a named export definition can be run$"):
         await w.launcher.start(definition(name=None), folder(), "cli")
     assert w.engine.started == []
@@ -251,6 +262,7 @@ async def test_only_a_named_definition_runs(tmp_path: Path) -> None:
 
 async def test_the_run_carries_the_definition_its_preflight_checked(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
     resolved = definition(list_ids=("0f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b",))
     seen: list[ExportDefinition] = []
 
@@ -271,6 +283,7 @@ async def test_the_run_carries_the_definition_its_preflight_checked(tmp_path: Pa
 
 async def test_a_preflight_that_needs_reconnecting_is_not_ready(tmp_path: Path) -> None:
     w = World(tmp_path)
+    await w.connect()
 
     async def preflight(_d: ExportDefinition) -> ExportDefinition:
         raise ReauthorizationRequired("mkt", "its refresh token was refused")
@@ -290,6 +303,7 @@ async def test_input_to_fix_starts_nothing_for_events_but_other_errors_surface(
     tmp_path: Path,
 ) -> None:
     w = World(tmp_path)
+    await w.connect()
     errors: list[Exception] = [InputError("list 'Newsletter' not found"), RuntimeError("bug")]
 
     async def preflight(_d: ExportDefinition) -> ExportDefinition:
@@ -302,7 +316,9 @@ async def test_input_to_fix_starts_nothing_for_events_but_other_errors_surface(
     assert await w.launcher._start_or_log(definition(), folder(), "blob") == []
     with pytest.raises(RuntimeError, match="bug"):
         await w.launcher._start_or_log(definition(), folder(), "blob")
-    started = await World(tmp_path / "b").launcher._start_or_log(definition(), folder(), "blob")
+    other = World(tmp_path / "b")
+    await other.connect()
+    started = await other.launcher._start_or_log(definition(), folder(), "blob")
     assert [r.outcome for r in started] == [Outcome.STARTED]
 
 

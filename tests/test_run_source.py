@@ -11,10 +11,11 @@ import pytest
 
 from shared.errors import InputError
 from shared.exports.definitions import ExportDefinition, SegmentMatch
-from shared.runs.activities import RunActivities, check_source
-from shared.runs.contract import RunInput
+from shared.runs.activities import RunActivities
 from shared.runs.prepared import PreparedRun
+from shared.runs.recheck import check_source
 from tests.chaos.promises import services_for
+from tests.support.granted_runs import gate_for, granted, home_catalog, save_ready
 
 LIST = "6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b"
 EXPORT = ExportDefinition(
@@ -61,16 +62,21 @@ def test_a_local_inbox_keeps_runs_inside_it(tmp_path: Path) -> None:
             check_source(str(outside), EXPORT, str(inbox))
 
 
-def test_the_prepare_activity_stops_a_run_whose_source_is_not_its_own(tmp_path: Path) -> None:
+async def test_the_prepare_activity_stops_a_run_whose_source_is_not_its_own(
+    tmp_path: Path,
+) -> None:
     """Started directly with a bad input, as anyone holding the Durable API could: the
-    activity answers the reason and reads nothing (the folder exists and is valid)."""
+    activity answers the reason and reads nothing (the folder exists and is valid, and
+    the run's grant holds)."""
     elsewhere = tmp_path / "elsewhere" / RUN
     elsewhere.mkdir(parents=True)
     (elsewhere / "HighValueSegment_1.csv").write_text("Email\r\nana@example.com\r\n")
-    env = {"CCEXPORT_HOME": str(tmp_path / "home")}
-    services = replace(services_for(env), inbox=str(tmp_path / "inbox"))
-    run = RunInput("high-value.bad-source", EXPORT.to_json(), str(elsewhere))
-    prepared = PreparedRun.from_json(RunActivities(services).prepare_segment(run.to_json()))
+    home = tmp_path / "home"
+    export, connection = await save_ready(home_catalog(home), EXPORT)
+    env = {"CCEXPORT_HOME": str(home)}
+    services = replace(services_for(env), gate=gate_for(home, str(tmp_path / "inbox")))
+    run = granted("high-value.bad-source", export, connection, str(elsewhere))
+    prepared = PreparedRun.from_json(await RunActivities(services).prepare_segment(run.to_json()))
     assert prepared.error is not None
     assert NOT_IN_INBOX in prepared.error
     assert prepared.chunks == ()

@@ -65,7 +65,11 @@ async def export_runs(call: Call) -> func.HttpResponse:
     definition = (await catalog.require_export(call.param("name"))).value
     await require_use(catalog, call.caller, definition)
     results = await call.app.launcher(call.durable).run_now(
-        definition, folder_path=request.folder, force=request.force, options=request.options
+        definition,
+        folder_path=request.folder,
+        force=request.force,
+        options=request.options,
+        caller=call.caller,
     )
     started = [r for r in results if r.outcome is Outcome.STARTED]
     runs = [_start_json(r) for r in results]

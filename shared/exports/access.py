@@ -43,11 +43,13 @@ class Caller:
 
 
 async def connection_of(catalog: Catalog, definition: ExportDefinition) -> Connection | None:
-    """The connection a definition sends with, if it names one that exists."""
+    """The connection a definition sends with, if it names one that exists and was
+    saved for it: a connection added again under a removed one's name is not its
+    (only an admin reaches such a definition, to save it again or delete it)."""
     if not definition.connection:
         return None
     stored = await catalog.connection(definition.connection)
-    return stored.value if stored else None
+    return stored.value if stored and stored.value.sends(definition) else None
 
 
 async def require_use(catalog: Catalog, caller: Caller, definition: ExportDefinition) -> None:
@@ -72,11 +74,12 @@ async def usable_export(catalog: Catalog, caller: Caller, name: str) -> Stored[E
 async def usable_exports(catalog: Catalog, caller: Caller) -> list[Stored[ExportDefinition]]:
     """The definitions whose connection the caller may use."""
     connections = {c.value.name: c.value for c in await catalog.connections()}
-    return [
-        stored
-        for stored in await catalog.exports()
-        if caller.may_use(connections.get(stored.value.connection or ""))
-    ]
+    usable = []
+    for stored in await catalog.exports():
+        connection = connections.get(stored.value.connection or "")
+        if caller.may_use(connection if connection and connection.sends(stored.value) else None):
+            usable.append(stored)
+    return usable
 
 
 async def usable_connection(catalog: Catalog, caller: Caller, name: str) -> Stored[Connection]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -46,6 +47,7 @@ CONNECTIONS = "connections/"
 OAUTH_STATES = "oauth-states/"
 _ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CONNECTION_FIELDS = {"name", "display_name", "roles", "privacy_consent"}
+"""What a person may send; ``id``, ``status`` and ``connected_at`` are the server's."""
 _MAX_DISPLAY_NAME = 200
 
 
@@ -92,6 +94,11 @@ class Connection:
     consent: PrivacyConsent | None = None
     status: ConnectionStatus = ConnectionStatus.NOT_CONNECTED
     connected_at: str | None = None
+    id: str = ""
+    """Made when the connection is created, and never again: a connection removed and
+    added again under the same name is another connection, which takes over none of
+    the old one's exports or runs (they carry the id they were made for). Records
+    older than ids have ``""``, and so do the definitions saved for them."""
 
     def allows(self, roles: Collection[str]) -> bool:
         """Whether a caller holding ``roles`` may run exports over this connection."""
@@ -106,6 +113,7 @@ class Connection:
             "privacy_consent": self.consent.to_json() if self.consent else {"accepted": False},
             "status": self.status.value,
             "connected_at": self.connected_at,
+            "id": self.id,
         }
 
     @classmethod
@@ -130,7 +138,13 @@ class Connection:
             consent=consent,
             status=status,
             connected_at=data.get("connected_at"),
+            id=str(data.get("id") or ""),
         )
+
+    def sends(self, definition: ExportDefinition) -> bool:
+        """Whether ``definition`` was saved for this connection, not for an earlier one
+        that had its name."""
+        return definition.connection == self.name and definition.connection_id == self.id
 
 
 def _now_iso() -> str:
@@ -183,7 +197,13 @@ def connection_from_request(
         consent=consent,
         status=existing.status if existing else ConnectionStatus.NOT_CONNECTED,
         connected_at=existing.connected_at if existing else None,
+        id=existing.id if existing else new_connection_id(),
     )
+
+
+def new_connection_id() -> str:
+    """A new connection's id: random, so no later connection of the same name has it."""
+    return secrets.token_hex(8)
 
 
 def definition_name(name: str) -> str:

@@ -26,6 +26,10 @@ the ids. ``create_custom_fields`` (default false): before a run, create the mapp
 ``connection``, ``segments`` and ``enabled`` are what the function app needs to run a
 definition on its own: which Constant Contact account it sends with, which inbox
 files belong to it, and whether the schedule and blob events may start it.
+``connection_id`` is the app's own: when the HTTP API saves a definition it records
+the id of the connection it was saved for (shared/exports/catalog.py), whatever the
+request said, so a connection removed and added again under the same name does not
+take over its exports.
 
 ``mode`` is ``add`` (the default: members are added and updated, never removed) or
 ``mirror`` (after the imports, members this export added that left the segment are
@@ -54,6 +58,7 @@ DEFAULT_MAX_PROFILES = 1_000_000
 MODES = ("add", "mirror")
 DEFAULT_MAX_REMOVAL_SHARE = 0.2
 MAX_LISTS = 50
+_CONNECTION_ID = re.compile(r"[0-9a-f]{0,32}")
 _FIELDS = {
     "name",
     "list_ids",
@@ -62,6 +67,7 @@ _FIELDS = {
     "encoding",
     "description",
     "connection",
+    "connection_id",
     "segments",
     "enabled",
     "mode",
@@ -202,6 +208,7 @@ class ExportDefinition:
     encoding: str | None = None
     description: str = ""
     connection: str | None = None
+    connection_id: str = ""
     segments: tuple[SegmentMatch, ...] = ()
     enabled: bool = True
     mode: str = "add"
@@ -254,6 +261,8 @@ class ExportDefinition:
             data["description"] = self.description
         if self.connection:
             data["connection"] = self.connection
+        if self.connection_id:
+            data["connection_id"] = self.connection_id
         if self.segments:
             data["segments"] = [segment.to_json() for segment in self.segments]
         if not self.enabled:
@@ -322,6 +331,9 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
     connection = data.get("connection")
     if connection is not None and not isinstance(connection, str):
         raise ConfigError(f"{where}: connection must be the name of a connection")
+    connection_id = data.get("connection_id", "")
+    if not isinstance(connection_id, str) or not _CONNECTION_ID.fullmatch(connection_id):
+        raise ConfigError(f"{where}: connection_id is the app's own; leave it out")
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: enabled must be true or false")
@@ -336,6 +348,7 @@ def from_json(data: Any, *, where: str = "export definition") -> ExportDefinitio
         encoding=encoding,
         description=str(data.get("description", "")),
         connection=connection,
+        connection_id=connection_id,
         segments=_segments(data.get("segments", []), where),
         enabled=enabled,
         mode=data.get("mode", "add"),

@@ -7,6 +7,7 @@ cannot overwrite each other unknowingly; without one, a request only creates.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.errors import InputError
@@ -35,7 +36,8 @@ async def definition_to_save(
 ) -> ExportDefinition:
     """The definition a PUT may save under ``name``: valid, sending over a connection
     that exists and that the caller may use, and never taking over a definition
-    whose connection is not theirs."""
+    whose connection is not theirs. It records the id of the connection it is saved
+    for, whatever the request said (``connection_id``)."""
     if not isinstance(body, dict):
         raise InputError("export definition: expected a JSON object")
     if body.get("name", name) != name:
@@ -54,7 +56,7 @@ async def definition_to_save(
     if existing is not None:
         require_etag_to_replace(f"export {name!r}", True, if_match, "replace")
         await require_use(catalog, caller, existing.value)
-    return definition
+    return replace(definition, connection_id=connection.value.id)
 
 
 def new_list_name_of(body: Any) -> str:

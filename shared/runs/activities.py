@@ -30,7 +30,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -53,7 +52,7 @@ from shared.errors import (
 )
 from shared.exports.account import ConnectionsFactory
 from shared.exports.changes import SNAPSHOT_FILE
-from shared.exports.definitions import ExportDefinition, list_names
+from shared.exports.definitions import list_names
 from shared.exports.state import (
     EMPTY,
     ExportState,
@@ -67,6 +66,7 @@ from shared.exports.state import (
 from shared.prepare.pipeline import prepare
 from shared.prepare.summary import PrepareSummary
 from shared.runs.contract import FinishRequest, RunInput, RunStatus
+from shared.runs.grants import RunScope
 from shared.runs.membership import MembersResult, RemovalResult
 from shared.runs.mirror import (
     PLAN_FILE,
@@ -78,6 +78,7 @@ from shared.runs.mirror import (
 )
 from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
+from shared.runs.recheck import RunGate, RunStopped
 from shared.runs.report import build_report
 from shared.runs.store import RunStore, state_store_for
 from shared.runs.uploads import (
@@ -92,7 +93,6 @@ from shared.runs.uploads import (
 )
 from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
-from shared.segments.layout import parse_run_folder
 from shared.storage import files
 from shared.storage.locks import Locks
 
@@ -153,35 +153,10 @@ class RunServices:
     pacer: Pacer
     connections: ConnectionsFactory
     """The connections' token managers, made on first use (shared.wiring.connections)."""
-    inbox: str | None = None
-    """Where runs may read: ``az://<container>/`` or a local folder (the function app's
-    inbox); None on the command line, where the person names any folder."""
+    gate: RunGate | None = None
+    """The function app's check before each step (shared/runs/recheck.py); None on the
+    command line, where the person names the folder and holds the tokens."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-
-def check_source(source: str, export: ExportDefinition, inbox: str | None) -> None:
-    """A run of the function app reads only a run folder of its inbox that one of its
-    export's segments matches, whoever started it and whatever its input says: a run
-    input naming another container, a path on the worker or another team's folder
-    stops before anything is read."""
-    if inbox is None:
-        return
-    if inbox.startswith(files.BLOB_SCHEME):
-        inside = source[len(inbox) :] if source.startswith(inbox) else None
-    else:
-        root, path = Path(inbox).resolve(), Path(source).resolve()
-        inside = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
-    if inside is None:
-        raise InputError("the run's source is not in the inbox; nothing was read")
-    folder = parse_run_folder(inside)
-    if (
-        folder is None
-        or folder.table is None
-        or not export.matches(folder.root, folder.export, folder.table)
-    ):
-        raise InputError(
-            "the run's source is not a run folder of this export's segments; nothing was read"
-        )
 
 
 def _prepared(run_id: str, summary: PrepareSummary, staging: str, reused: bool) -> PreparedRun:
@@ -236,7 +211,8 @@ class RunActivities:
         self.on_rows = on_rows
         self._session: aiohttp.ClientSession | None = None
         self._connections: Connections | None = None
-        self._managers: dict[str, TokenManager] = {}
+        self._managers: dict[str, tuple[str, TokenManager]] = {}
+        """Connection -> (the version of its record the manager was made under, manager)."""
         self._setup: asyncio.Lock | None = None
         self._states: StateStore | None = None
 
@@ -249,8 +225,16 @@ class RunActivities:
 
     # -- prepare_segment ----------------------------------------------------------------
 
-    def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
+    async def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
         run = RunInput.from_json(data)
+        try:
+            await self._check(run.scope, run.connection)
+        except RunStopped as exc:
+            return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
+        return await asyncio.to_thread(self._prepare, run)
+
+    def _prepare(self, run: RunInput) -> dict[str, Any]:
+        """Prepare the run's segment (blocking: reads, parses and stages it)."""
         runs = self.services.runs
         staging = runs.staging_location(run.run_id)
         try:
@@ -266,7 +250,6 @@ class RunActivities:
             if earlier is not None and earlier.list_ids == export.list_ids:
                 log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
                 return _prepared(run.run_id, earlier, staging, reused=True).to_json()
-            check_source(run.source, export, self.services.inbox)
             store, name = files.resolve(run.source, self.services.blob_service)
             segment = segments.locate(store, name, encoding=export.encoding)
             base = baseline(self.states, export, segment, full=run.options.full)
@@ -307,12 +290,15 @@ class RunActivities:
         staged = await asyncio.to_thread(runs.read_staged, run.run_id, SNAPSHOT_FILE)
         if summary is None or staged is None or not changes.state_key:
             return MembersResult(error="the run's prepared segment is missing").to_json()
+        try:
+            client = await self._client(run.connection, run.scope)
+        except RunStopped as exc:
+            return MembersResult(error=str(exc)).to_json()
         segment = ExportState.from_bytes(staged).keys
         previous, claimed = await asyncio.to_thread(
             self._state_and_claims, changes.state_key, export.list_ids
         )
         same_definition = previous.header.get("definition_hash") == definition_hash(export)
-        client = await self._client(run.connection)
         found: list[ListChanges] = []
         via = ""
         try:
@@ -374,7 +360,10 @@ class RunActivities:
         if raw is None:
             return RemovalResult(error="the run's removal plan is missing").to_json()
         plan = read_plan(raw)
-        client = await self._client(run.connection)
+        try:
+            client = await self._client(run.connection, run.scope)
+        except RunStopped as exc:
+            return RemovalResult(error=str(exc)).to_json()
         ids: list[str] = []
         contacts = 0
         try:
@@ -405,11 +394,13 @@ class RunActivities:
             return UploadResult(
                 chunk.index, UploadVerdict.ACCEPTED, activity_id=known, already_accepted=True
             ).to_json()
-        body = await asyncio.to_thread(runs.read_chunk, run_id, chunk.name)
         try:
-            client = await self._client(request.connection)
+            client = await self._client(request.connection, request.scope)
+        except RunStopped as exc:
+            return UploadResult(chunk.index, UploadVerdict.STOPPED, error=str(exc)).to_json()
         except ReauthorizationRequired as exc:
             return UploadResult(chunk.index, UploadVerdict.REFUSED, error=str(exc)).to_json()
+        body = await asyncio.to_thread(runs.read_chunk, run_id, chunk.name)
         try:
             activity = await client.import_json(body)
         except (QuotaExhausted, ReauthorizationRequired, RemoteError) as exc:
@@ -436,7 +427,10 @@ class RunActivities:
         request = PollRequest.from_json(data)
         if not request.activity_ids:
             return PollResult().to_json()
-        client = await self._client(request.connection)
+        try:
+            client = await self._client(request.connection, request.scope)
+        except RunStopped as exc:
+            return PollResult(error=str(exc), stopped=True).to_json()
         try:
             found = await client.poll_imports(request.activity_ids)
         except QuotaExhausted as exc:
@@ -485,22 +479,40 @@ class RunActivities:
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
 
-    async def _tokens(self, connection: str) -> TokenManager:
-        manager = self._managers.get(connection)
-        if manager is not None:
-            return manager
+    async def _check(self, scope: RunScope | None, connection: str) -> str:
+        """The version of ``connection`` this step may use; RunStopped when the run may
+        not go on (shared/runs/recheck.py). Without a gate (the command line): ""."""
+        gate = self.services.gate
+        if gate is None:
+            return ""
+        cleared = await gate.check(scope)
+        if scope is not None and scope.connection != connection:
+            raise RunStopped("the step names another connection than its run")
+        return cleared.connection_version
+
+    async def _tokens(self, connection: str, version: str) -> TokenManager:
+        """The connection's token manager, kept while its record is unchanged: one made
+        under another version of the record (removed, re-created, reconnected, its
+        consent or roles changed) is dropped with its cached access token."""
+        kept = self._managers.get(connection)
+        if kept is not None and kept[0] == version:
+            return kept[1]
         if self._setup is None:
             self._setup = asyncio.Lock()
         async with self._setup:
             if self._connections is None:
                 self._connections = await self.services.connections()
-            manager = self._managers.setdefault(connection, self._connections.tokens(connection))
-        return manager
+            kept = self._managers.get(connection)
+            if kept is None or kept[0] != version:
+                kept = (version, self._connections.tokens(connection))
+                self._managers[connection] = kept
+        return kept[1]
 
-    async def _client(self, connection: str) -> ConstantContactClient:
+    async def _client(self, connection: str, scope: RunScope | None) -> ConstantContactClient:
         """A client of its own per call (its stats are this call's), sharing the session,
-        the token manager and the process's pacer."""
-        manager = await self._tokens(connection)
+        the token manager and the process's pacer; RunStopped when the run's grant no
+        longer holds."""
+        manager = await self._tokens(connection, await self._check(scope, connection))
         return ConstantContactClient(
             self.services.settings.api_base,
             manager.access_token,

@@ -24,6 +24,10 @@ from shared.runs.uploads import (
     UploadVerdict,
 )
 
+_UNCONFIRMED = "unconfirmed"
+_SETTLED = TERMINAL_IMPORT_STATES | {_UNCONFIRMED}
+"""Removal states after which nothing more is asked (unconfirmed: waiting gave up)."""
+
 
 class RunTally:
     """Where a run stands: one object the orchestrator updates after each step.
@@ -148,11 +152,13 @@ class RunTally:
         self.removals = Removals(planned, error=error)
 
     def removals_awaiting(self) -> list[str]:
-        return [
-            a for a, state in self.removal_states.items() if state not in TERMINAL_IMPORT_STATES
-        ]
+        """Removal activities still to be asked about: not finished, and not given up on."""
+        return [a for a, state in self.removal_states.items() if state not in _SETTLED]
 
     def removals_polled(self, result: PollResult) -> None:
+        if result.stopped:
+            self.removals_unconfirmed(result.error or "the run was stopped")
+            return
         for state in result.imports:
             if state.activity_id in self.removal_states:
                 self.removal_states[state.activity_id] = state.state
@@ -175,7 +181,7 @@ class RunTally:
         if self.removals is not None and self.removals_awaiting():
             self.removals = replace(self.removals, error=self.removals.error or why)
         self.removal_states = {
-            a: (s if s in TERMINAL_IMPORT_STATES else "unconfirmed")
+            a: (s if s in TERMINAL_IMPORT_STATES else _UNCONFIRMED)
             for a, s in self.removal_states.items()
         }
 
@@ -200,6 +206,8 @@ class RunTally:
                 outcome, fate=ChunkFate.NOT_SENT, upload_requests=requests, error=result.error
             )
             self.quota_exhausted(result.resets_at)
+        elif result.verdict is UploadVerdict.STOPPED:
+            self.stop(result.error or "the run was stopped")
         else:
             self.outcomes[result.index] = replace(
                 outcome, fate=ChunkFate.UPLOAD_FAILED, upload_requests=requests, error=result.error
@@ -210,6 +218,14 @@ class RunTally:
         self.outcomes[index] = replace(
             self.outcomes[index], fate=ChunkFate.UPLOAD_FAILED, error=error
         )
+
+    def stop(self, why: str) -> None:
+        """The run may not go on (shared/runs/recheck.py): nothing more is sent, and the
+        chunks not sent yet are reported with the reason."""
+        self.error = self.error or why
+        for index, outcome in self.outcomes.items():
+            if outcome.fate is ChunkFate.PENDING:
+                self.outcomes[index] = replace(outcome, fate=ChunkFate.NOT_SENT, error=why)
 
     def quota_exhausted(self, resets_at: str | None) -> None:
         self.resets_at = resets_at or self.resets_at or "the next 00:00 UTC"
@@ -228,6 +244,11 @@ class RunTally:
             polls_in_one_request=requests.polls_in_one_request + (result.requests == 1),
         )
         self.poll_failures = 0
+        if result.stopped:
+            why = result.error or "the run was stopped"
+            self.stop(why)
+            self.stop_waiting(why)
+            return
         by_id = {state.activity_id: state for state in result.imports}
         for index, outcome in self.outcomes.items():
             state = by_id.get(outcome.activity_id or "")

@@ -15,7 +15,12 @@ Input (:class:`RunInput`; its ``run_id`` is also the instance id)::
      "connection": "default",
      "trigger": "blob" | "timer" | "http" | "cli",
      "requested_at": "2026-11-28T09:45:00Z",
+     "grant": {...RunGrant.to_json()...},                 # the function app's runs
      "options": {...}}                                     # optional: RunOptions tuning
+
+``grant`` (shared/runs/grants.py) says who started the run and with which
+connection id; the function app's activities check it against the catalog before
+each step and stop the run when it no longer holds. ``ccexport run`` has none.
 
 Custom status (``RunTally.progress``), set at every step::
 
@@ -64,6 +69,7 @@ from shared.errors import ConfigError
 from shared.exports.definitions import ExportDefinition
 from shared.exports.definitions import from_json as export_from_json
 from shared.prepare.chunks import DEFAULT_MAX_BODY_BYTES, IMPORT_BYTES_LIMIT
+from shared.runs.grants import RunGrant, RunScope
 from shared.runs.ids import check_run_id, iso
 from shared.runs.membership import MembersResult, Removals
 from shared.runs.prepared import PreparedRun
@@ -166,6 +172,7 @@ class RunInput:
     trigger: str = "cli"
     requested_at: str = ""
     options: RunOptions = field(default_factory=RunOptions)
+    grant: RunGrant | None = None
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -176,6 +183,21 @@ class RunInput:
 
     def definition(self) -> ExportDefinition:
         return export_from_json(self.export, where=f"run {self.run_id}: export")
+
+    @property
+    def scope(self) -> RunScope | None:
+        """What the function app's activities check before each step (None without a
+        grant: the command line's runs, which a person started on their own machine)."""
+        if self.grant is None:
+            return None
+        name = self.export.get("name")
+        return RunScope(
+            export=name if isinstance(name, str) else "",
+            source=self.source,
+            connection=self.connection,
+            trigger=self.trigger,
+            grant=self.grant,
+        )
 
     @classmethod
     def create(
@@ -188,6 +210,7 @@ class RunInput:
         trigger: str = "cli",
         requested_at: datetime,
         options: RunOptions | None = None,
+        grant: RunGrant | None = None,
     ) -> RunInput:
         return cls(
             run_id=run_id,
@@ -197,6 +220,7 @@ class RunInput:
             trigger=trigger,
             requested_at=iso(requested_at),
             options=options or RunOptions(),
+            grant=grant,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +234,8 @@ class RunInput:
         }
         if self.options != RunOptions():
             data["options"] = self.options.to_json()
+        if self.grant is not None:
+            data["grant"] = self.grant.to_json()
         return data
 
     @classmethod
@@ -227,6 +253,7 @@ class RunInput:
             trigger=str(data.get("trigger", "cli")),
             requested_at=str(data.get("requested_at", "")),
             options=RunOptions.from_json(data.get("options")),
+            grant=None if data.get("grant") is None else RunGrant.from_json(data["grant"]),
         )
 
 

@@ -8,7 +8,9 @@ the local runner its own engine; nothing here imports ``azure.functions``.
 
 What a run is given (the orchestrator's input, ``RunInput``): the run id, the export
 definition, the run folder as ``az://container/path``, the connection's name, what
-started it and when. No contact data and no secrets.
+started it and when, and its grant: who started it and the id of the connection it
+was allowed to send with, which its activities check again before every step
+(shared/runs/recheck.py). No contact data and no secrets.
 
 Before a run starts, its ``Preflight`` (the function app's: shared/exports/account.py) looks at
 the account when the definition needs it: list names become ids (once, here: the
@@ -28,9 +30,11 @@ from typing import Any, Protocol
 
 from shared.constant_contact.connections import DEFAULT_CONNECTION
 from shared.errors import CcexportError, ConfigError, InputError, ReauthorizationRequired
+from shared.exports.access import Caller
 from shared.exports.catalog import Catalog, Connection, ConnectionStatus, NotFound
 from shared.exports.definitions import ExportDefinition
 from shared.runs.contract import RunInput, RunOptions
+from shared.runs.grants import RunGrant
 from shared.runs.index import RunIndex, RunRecord
 from shared.segments.inbox import Listing, RunFolder, completeness, newest_complete, run_key
 from shared.segments.layout import parse_blob_name, parse_run_folder
@@ -86,6 +90,7 @@ def run_input(  # noqa: PLR0917 - the run's key parts, in order
     trigger: str,
     now: datetime,
     options: RunOptions | None = None,
+    grant: RunGrant | None = None,
 ) -> dict[str, Any]:
     """The orchestrator's input: shared.runs.contract.RunInput, as JSON."""
     return RunInput.create(
@@ -96,6 +101,7 @@ def run_input(  # noqa: PLR0917 - the run's key parts, in order
         trigger=trigger,
         requested_at=now,
         options=options,
+        grant=grant,
     ).to_json()
 
 
@@ -137,6 +143,12 @@ class Launcher:
                 "which does not exist"
             ) from None
         connection = stored.value
+        if not connection.sends(definition):
+            raise NotReady(
+                f"export {definition.name!r} was saved for an earlier connection named "
+                f"{connection.name!r} (removed since); save the export again to send with "
+                "this one"
+            )
         if connection.consent is None:
             raise NotReady(
                 f"connection {connection.name!r}: the data-privacy consent has not been "
@@ -165,9 +177,13 @@ class Launcher:
         *,
         restart_done: bool = False,
         options: RunOptions | None = None,
+        caller: Caller | None = None,
     ) -> RunStart:
         """Start this folder under this definition unless that run is running or done
-        (``restart_done``: a person asked to send a finished run again)."""
+        (``restart_done``: a person asked to send a finished run again). ``caller``:
+        who asked, when a person did; the run's grant records them, and the
+        connection it may send with (shared/runs/grants.py). NotReady when the
+        connection may not send now."""
         if not definition.name:
             raise ConfigError("only a named export definition can be run")
         run_id = run_key(definition.name, folder)
@@ -176,13 +192,15 @@ class Launcher:
             return RunStart(run_id, Outcome.RUNNING, definition.name, folder.source, status)
         if status in DONE and not restart_done:
             return RunStart(run_id, Outcome.DONE, definition.name, folder.source, status)
+        connection = await self.ready_connection(definition)
+        grant = RunGrant.given(connection.id, trigger, caller)
         checked = definition
         if self._preflight is not None:
             try:
                 checked = await self._preflight(definition)
             except ReauthorizationRequired as exc:
                 raise NotReady(str(exc)) from None
-        payload = run_input(run_id, checked, folder, trigger, self._clock(), options)
+        payload = run_input(run_id, checked, folder, trigger, self._clock(), options, grant)
         try:
             await self.engine.start(run_id, payload)
         except Exception:
@@ -297,6 +315,7 @@ class Launcher:
         force: bool = False,
         trigger: str = "http",
         options: RunOptions | None = None,
+        caller: Caller | None = None,
     ) -> list[RunStart]:
         """Someone asked: run the definition now, on the folder named or the newest
         complete folder of each matching table. NotReady when it cannot send;
@@ -345,6 +364,8 @@ class Launcher:
                 )
         again = force or (options is not None and options.confirm_removals)
         return [
-            await self.start(definition, f, trigger, restart_done=again, options=options)
+            await self.start(
+                definition, f, trigger, restart_done=again, options=options, caller=caller
+            )
             for f in targets
         ]

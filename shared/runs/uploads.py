@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from shared.runs.grants import RunScope
 from shared.runs.ids import check_run_id
 from shared.runs.prepared import ChunkRef
 
@@ -28,7 +29,7 @@ class ChunkFate(StrEnum):
     IMPORTED = "imported"  # the import completed
     IMPORT_FAILED = "import_failed"  # the import ended failed, cancelled or timed_out
     UPLOAD_FAILED = "upload_failed"  # the request was refused or kept failing
-    NOT_SENT = "not_sent"  # the daily quota ran out before it was sent
+    NOT_SENT = "not_sent"  # the daily quota ran out, or the run was stopped, before it was sent
     UNCONFIRMED = "unconfirmed"  # accepted, but no final state was seen in time
 
     @property
@@ -41,19 +42,33 @@ class ChunkFate(StrEnum):
         return self in (ChunkFate.IMPORT_FAILED, ChunkFate.UPLOAD_FAILED, ChunkFate.NOT_SENT)
 
 
+def _scope_json(scope: RunScope | None) -> dict[str, Any]:
+    return {} if scope is None else {"scope": scope.to_json()}
+
+
 @dataclass(frozen=True)
 class UploadRequest:
     run_id: str
     connection: str
     chunk: ChunkRef
+    scope: RunScope | None = None
+    """What the activity checks before it sends (shared/runs/recheck.py)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "connection": self.connection, "chunk": asdict(self.chunk)}
+        return {
+            "run_id": self.run_id,
+            "connection": self.connection,
+            "chunk": asdict(self.chunk),
+            **_scope_json(self.scope),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> UploadRequest:
         return cls(
-            check_run_id(data["run_id"]), str(data["connection"]), ChunkRef.from_json(data["chunk"])
+            check_run_id(data["run_id"]),
+            str(data["connection"]),
+            ChunkRef.from_json(data["chunk"]),
+            RunScope.from_json(data.get("scope")),
         )
 
 
@@ -61,6 +76,7 @@ class UploadVerdict(StrEnum):
     ACCEPTED = "accepted"
     REFUSED = "refused"  # a permanent refusal (4xx): sending it again would not help
     QUOTA_EXHAUSTED = "quota_exhausted"
+    STOPPED = "stopped"  # the run's grant no longer holds (shared/runs/recheck.py): nothing sent
 
 
 @dataclass(frozen=True)
@@ -90,18 +106,25 @@ class PollRequest:
     run_id: str
     connection: str
     activity_ids: tuple[str, ...]
+    scope: RunScope | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "connection": self.connection,
             "activity_ids": list(self.activity_ids),
+            **_scope_json(self.scope),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PollRequest:
         ids = data.get("activity_ids", [])
-        return cls(check_run_id(data["run_id"]), str(data["connection"]), tuple(map(str, ids)))
+        return cls(
+            check_run_id(data["run_id"]),
+            str(data["connection"]),
+            tuple(map(str, ids)),
+            RunScope.from_json(data.get("scope")),
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +165,8 @@ class PollResult:
     error: str | None = None
     resets_at: str | None = None
     """Set when the daily quota ran out: no status can be read before it resets."""
+    stopped: bool = False
+    """The run's grant no longer holds (``error`` says why): nothing was asked."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +174,7 @@ class PollResult:
             "requests": self.requests,
             "error": self.error,
             "resets_at": self.resets_at,
+            "stopped": self.stopped,
         }
 
     @classmethod
@@ -158,6 +184,7 @@ class PollResult:
             requests=int(data.get("requests", 0)),
             error=data.get("error"),
             resets_at=data.get("resets_at"),
+            stopped=data.get("stopped") is True,
         )
 
 

@@ -1,22 +1,29 @@
-"""Secrets, token locks, pacers, token managers, account access, and the services
-every activity of a worker process shares."""
+"""Secrets, token locks, pacers, token managers, account access, the catalog's
+documents, and the services every activity of a worker process shares."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from shared.config import Config, Settings
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
 from shared.exports.account import AccountAccess, ConnectionsFactory
+from shared.exports.catalog import Catalog
 from shared.runs.activities import RunServices
+from shared.runs.recheck import RunGate
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
+from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
 from shared.storage.files import BLOB_SCHEME
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
 from shared.wiring import stores
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient
 
 
 def secret_store(config: Config) -> SecretStore:
@@ -71,16 +78,33 @@ def account_access(config: Config, secrets: SecretStore, locks: Locks) -> Accoun
     return AccountAccess(config.ctct, connections(config.ctct, secrets, locks), run_pacer(config))
 
 
+def catalog_documents(config: Config, exports: ContainerClient | None = None) -> Documents:
+    """Where the catalog and the run index live: the exports container (``exports``,
+    or one made for this process), or, without a storage connection, files under
+    CCEXPORT_HOME."""
+    if not config.app.has_storage:
+        return FolderDocuments(config.home / "catalog")
+    if exports is None:
+        service, _credential = stores.async_blob_service(config)  # lives with the process
+        exports = service.get_container_client(config.app.exports_container)
+    return BlobDocuments(exports)
+
+
+def run_gate(config: Config, secrets: SecretStore) -> RunGate:
+    """The function app's check before each step of a run: the catalog as it stands,
+    and the inbox runs may read (the container or, for ``ccexport serve`` without
+    storage, the local folder)."""
+    local = config.app.local_inbox if config.app.is_local else None
+    inbox = str(local) if local is not None else f"{BLOB_SCHEME}{config.app.inbox_container}/"
+    return RunGate(Catalog(catalog_documents(config), secrets), inbox)
+
+
 def run_services(config: Config, *, confined: bool = False) -> RunServices:
     """Everything the run's activities use, for one worker process.
 
-    ``confined`` (the function app): runs read only from the app's inbox, the
-    container or, for ``ccexport serve`` without storage, the local folder.
+    ``confined`` (the function app): every step checks its run against the catalog
+    and the app's inbox first (shared/runs/recheck.py).
     """
-    inbox: str | None = None
-    if confined:
-        local = config.app.local_inbox if config.app.is_local else None
-        inbox = str(local) if local is not None else f"{BLOB_SCHEME}{config.app.inbox_container}/"
     blob = stores.blob_service(config)
     secrets = secret_store(config)
     locks = token_locks(config)
@@ -92,7 +116,7 @@ def run_services(config: Config, *, confined: bool = False) -> RunServices:
         locks=locks,
         pacer=run_pacer(config),
         connections=connections(config.ctct, secrets, locks),
-        inbox=inbox,
+        gate=run_gate(config, secrets) if confined else None,
     )
 
 

@@ -26,6 +26,7 @@ from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.tokens import TokenManager
 from shared.constant_contact.transport import ClientStats
 from shared.runs.activities import RunActivities, RunServices
+from shared.runs.grants import RunScope
 from tests.support.sandbox_service import RunningSandbox
 
 
@@ -62,8 +63,8 @@ class CountingActivities(RunActivities):
         super().__init__(services)
         self.tally = tally
 
-    async def _tokens(self, connection: str) -> TokenManager:
-        manager = await super()._tokens(connection)
+    async def _tokens(self, connection: str, version: str) -> TokenManager:
+        manager = await super()._tokens(connection, version)
         if not any(known is manager for known in self.tally.managers):
             self.tally.managers.append(manager)
         if self._connections is not None and not any(
@@ -72,8 +73,8 @@ class CountingActivities(RunActivities):
             self.tally.oauth.append(self._connections.oauth)
         return manager
 
-    async def _client(self, connection: str) -> ConstantContactClient:
-        client = await super()._client(connection)
+    async def _client(self, connection: str, scope: RunScope | None) -> ConstantContactClient:
+        client = await super()._client(connection, scope)
         self.tally.clients.append(client.stats)
         return client
 
