@@ -1,9 +1,12 @@
 """Bad input, three ways in: ``ccexport prepare`` (a child process, with a timeout),
-the ``prepare_segment`` activity (what the orchestrator calls), and ``ccexport run``
-against the sandbox for a few. Each case ends in a clear one-line error or in per-row
-rejects; never a traceback, an "unexpected" error, a hang, or rows that vanish: for
-rejects, ``rows_read`` equals what a strict CSV reader counts, or a reject says why
-(an unbalanced quote that swallowed rows names the lines it swallowed).
+the app's orchestrator (``segment_export`` and its activities on the local engine, in
+this process, against the sandbox), and ``ccexport run`` against the sandbox for a
+few. Each case ends in a clear one-line error or in per-row rejects; never a
+traceback, an "unexpected" error, a hang, or rows that vanish: for rejects,
+``rows_read`` equals what a strict CSV reader counts, or a reject says why (an
+unbalanced quote that swallowed rows names the lines it swallowed). No email address
+is in anything but rejects.csv: not an error, a summary, a report, a log line, nor
+anything Durable keeps of the run (its whole history and every custom status).
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ import pytest
 
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities
-from shared.runs.contract import RunInput, RunOptions
+from shared.runs.contract import ORCHESTRATOR, RunInput, RunOptions
 from shared.runs.prepared import PreparedRun
 from shared.workstation import cli
+from shared.workstation.durable_context import DurableContext
+from shared.workstation.local_engine import RunState, RuntimeStatus
+from shared.workstation.local_run import app_engine
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import connect_locally, env_for, services_for
 from tests.chaos.scale import SCALE
@@ -324,32 +330,102 @@ def check_counts(summary: dict[str, Any], case: Case, source: Path) -> None:
         assert "unbalanced_quote" in summary["reject_reasons"], "rows vanished without a reason"
 
 
+@dataclass(frozen=True)
+class Orchestrated:
+    """One run of the app's orchestrator on the local engine, as Durable keeps it."""
+
+    state: RunState
+    history: list[dict[str, Any]]
+    """Every event: the run's input, each activity's input and result (or failure),
+    timers, and the orchestrator's output."""
+    statuses: list[Any]
+    """Every custom status the orchestrator set, replays included."""
+
+    def activity(self, name: str) -> tuple[Any, Any]:
+        """The input and the result of the one call of activity ``name``."""
+        [scheduled] = [e for e in self.history if e.get("name") == name and "input" in e]
+        [done] = [e for e in self.history if e.get("task_scheduled_id") == scheduled["event_id"]]
+        assert "result" in done, done  # completed, not failed
+        return json.loads(scheduled["input"]), json.loads(done["result"])
+
+
+def orchestrated(
+    run: RunInput, activities: RunActivities, monkeypatch: pytest.MonkeyPatch
+) -> Orchestrated:
+    """``run`` through functions/orchestrator.py's segment_export on the local engine
+    (as ``ccexport run`` runs it, in this process), every custom status recorded."""
+    statuses: list[Any] = []
+    setter = DurableContext.set_custom_status
+
+    def recorded(context: DurableContext, status: Any) -> None:
+        statuses.append(status)
+        setter(context, status)
+
+    monkeypatch.setattr(DurableContext, "set_custom_status", recorded)
+    engine = app_engine(activity_concurrency=run.options.upload_window + 1, activities=activities)
+    engine.on_close(activities.aclose)
+    with engine:
+        started = engine.start(ORCHESTRATOR, run.to_json(), instance_id=run.run_id)
+        state = engine.wait(started.instance_id, TIMEOUT)
+        events = engine.client.get_orchestration_history(started.instance_id)
+    return Orchestrated(state, [event.to_dict() for event in events], statuses)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_the_prepare_activity(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """What the orchestrator gets: counts, or an error as a result (never raised)."""
+def test_the_orchestrated_run(
+    case: Case,
+    chaos_sandbox: RunningSandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app's orchestrator and activities in this process: the prepare activity's
+    counts, or its error as a result (never raised), and the run ends with the good
+    rows sent or failed with that error; nothing Durable keeps of the run (its input,
+    every activity's input and result, every custom status, its output), nor its
+    report or any log line, holds an email address."""
     source = write(case, tmp_path / "in")
-    env = cli_env_plain(tmp_path)
+    home = tmp_path / "home"
+    connect_locally(chaos_sandbox, home)
+    env = env_for(chaos_sandbox, home, None)
     max_profiles = int(case.extra[1]) if case.extra else 1_000_000
-    export = ExportDefinition(list_ids=(LIST,), mapping=MAPPING, name="bad",
-                              max_profiles=max_profiles)  # fmt: skip
+    export = ExportDefinition(list_ids=(chaos_sandbox.create_list(),), mapping=MAPPING,
+                              name="bad", max_profiles=max_profiles)  # fmt: skip
     run = RunInput("bad-input-" + case.name.replace("_", "-"), export.to_json(), str(source),
-                   options=RunOptions(max_body_bytes=40_000))  # fmt: skip
+                   options=RunOptions(max_body_bytes=400_000, poll_seconds=0.2))  # fmt: skip
     activities = RunActivities(services_for(env))
     with caplog.at_level(logging.DEBUG):
-        output = activities.prepare_segment(run.to_json())
-    # what Durable keeps in its history: the activity's input and output; and the logs
-    no_email_address(json.dumps(run.to_json()), json.dumps(output), caplog.text)
+        done = orchestrated(run, activities, monkeypatch)
+    FIGURES.bad_input(f"orchestrator:{case.name}")
+    FIGURES.run()
+    assert done.state.status is RuntimeStatus.COMPLETED, done.state.failure
+    assert done.statuses
+    assert done.statuses[-1] == done.state.custom_status
+    report = activities.services.runs.read_report(run.run_id)
+    assert report is not None
+    no_email_address(
+        json.dumps(done.history, default=str),
+        json.dumps(done.statuses),
+        json.dumps(done.state.custom_status),
+        json.dumps(done.state.output),
+        json.dumps(report),
+        caplog.text,
+    )
+    activity_input, output = done.activity("prepare_segment")
+    assert activity_input == run.to_json()
     prepared = PreparedRun.from_json(output)
-    FIGURES.bad_input(f"activity:{case.name}")
+    outcome = done.state.output
     if case.error is not None:
         assert prepared.error is not None
         assert case.error in prepared.error
         assert prepared.chunks == ()
+        assert outcome["status"] == "failed"
         return
     assert prepared.error is None
     assert (prepared.rows_read, prepared.contacts, dict(prepared.reject_reasons)) == (
         case.rows_read, case.contacts, case.reasons)  # fmt: skip
     assert sum(c.contacts for c in prepared.chunks) == prepared.contacts
+    assert outcome["status"] == "completed", outcome
 
 
 RUN_CASES = tuple(names[0] for names in KINDS.values())
