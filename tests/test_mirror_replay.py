@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
+
 from functions.orchestrator import segment_export
 from shared.exports.definitions import ExportDefinition
 from shared.runs.contract import RunInput, RunOptions, RunStatus
@@ -36,6 +38,8 @@ class MirrorAccount(Account):
     plan: tuple[ListPlan, ...] = (ListPlan(LIST_ID, members=100, remove=5),)
     member_failures: int = 0
     removal_polls_to_finish: int = 1
+    removal_poll_answer: PollResult | None = None
+    """Answered to every removal poll instead of a state (an exhausted quota, a stop)."""
     called: list[str] = field(default_factory=list)
     removal_polls: list[list[str]] = field(default_factory=list)
 
@@ -65,6 +69,8 @@ class MirrorAccount(Account):
         if ids != ["removal-1"]:
             return super().poll_imports(data)
         self.removal_polls.append(ids)
+        if self.removal_poll_answer is not None:
+            return self.removal_poll_answer.to_json()
         done = len(self.removal_polls) >= self.removal_polls_to_finish
         state = ImportState("removal-1", "completed" if done else "processing")
         return PollResult(imports=(state,), requests=1).to_json()
@@ -99,6 +105,27 @@ def test_mirror_run_looks_at_the_lists_first_then_imports_then_removes() -> None
     assert finish.removals.done
     assert finish.members is not None
     assert finish.members.lists == account.plan
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        PollResult(error="daily quota", resets_at="2026-11-29T00:00:00Z"),
+        PollResult(error="connection 'acme' was removed after the run started", stopped=True),
+    ],
+    ids=["quota", "stopped"],
+)
+def test_a_removal_wait_given_up_on_ends_the_run(answer: PollResult) -> None:
+    """Removals left unconfirmed are no longer waited for: the run ends after one poll."""
+    account = MirrorAccount(chunks=2, removal_poll_answer=answer)
+
+    run = play(account)
+
+    assert run.final.output["status"] in ("quota_exhausted", "completed_with_errors")
+    assert account.removal_polls == [["removal-1"]]
+    [finish] = account.finished
+    assert finish.removals is not None
+    assert not finish.removals.done
 
 
 def test_too_large_a_removal_stops_before_anything_is_sent() -> None:

@@ -159,6 +159,8 @@ class RunTally:
         if result.stopped:
             self.removals_unconfirmed(result.error or "the run was stopped")
             return
+        if result.resets_at is not None:
+            self.quota_exhausted(result.resets_at)
         for state in result.imports:
             if state.activity_id in self.removal_states:
                 self.removal_states[state.activity_id] = state.state
