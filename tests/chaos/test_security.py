@@ -13,17 +13,24 @@ Checked elsewhere, and counted in the figures (``REFERENCED`` is checked to exis
 roles over connections and exports, consent and connection gates on runs and
 triggers, the OAuth connect flow with forged and replayed state, deleting a connection
 with tokens in the file store, private containers in infra, rejects.csv neutralising
-formulas, tokens and secrets out of logs in the token and secret layers. Here: the
-keyless-function declaration, a stranger against every endpoint, the deletion of a
-connection's tokens from Key Vault (purged, not only soft-deleted), and a forged
-callback carrying a code obtained for another PKCE challenge. The log scan over a
+formulas, tokens and secrets out of logs in the token and secret layers, sign-in
+(no principal, another tenant, headers where authentication is off), runs stopped
+mid-way when their connection is removed, re-created or loses its consent, bounded
+input, and links to other hosts. Here: the keyless-function declaration, a stranger
+(wrong roles, a forged header, nobody signed in, another tenant) against every
+endpoint, the deletion of a connection's tokens from Key Vault (purged, not only
+soft-deleted), a forged callback carrying a code obtained for another PKCE challenge,
+and runs started through Durable's own API with forged inputs. The log scan over a
 whole run with faults and the personal-data check are in test_keyvault.py.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
+import shutil
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,13 +39,23 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import aiohttp
 import pytest
 
+from bench.sample import EXPORT as SAMPLE_EXPORT
+from bench.sample import RUN as SAMPLE_RUN
+from bench.sample import TABLE, write_sample
 from functions import http_api
 from shared.constant_contact.tokens import pending_secret, status_secret, tokens_secret
+from shared.exports.definitions import ExportDefinition, SegmentMatch
+from shared.runs.activities import RunActivities
+from shared.runs.contract import RunStatus
 from shared.secrets.keyvault import KeyVaultSecretStore
 from shared.secrets.opening import open_secret_store
+from shared.secrets.store import LocalFileSecretStore
 from shared.wiring import clients as wiring_clients
+from shared.workstation.local_run import run_locally
 from tests.chaos.figures import FIGURES
+from tests.chaos.promises import services_for, store_tokens
 from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
+from tests.support.granted_runs import gate_for, granted, home_catalog, save_ready
 from tests.support.http_calls import (
     DEFINITION,
     EXPORT,
@@ -49,7 +66,7 @@ from tests.support.http_calls import (
     put_connection,
 )
 from tests.support.keyvault_fake import CLOUD_IDENTITY_VARS, KeyVaultFake
-from tests.support.sandbox_service import RunningSandbox
+from tests.support.sandbox_service import RunningSandbox, cli_env
 from tests.support.services import ROOT
 
 pytestmark = pytest.mark.azurite
@@ -68,11 +85,25 @@ REFERENCED = (
     "tests/test_infra.py::test_containers_are_private_and_match_the_contract",
     "tests/test_infra.py::test_storage_is_identity_only_https_tls12_and_private",
     "tests/test_prepare.py::test_rejects_neutralise_spreadsheet_formulas",
+    "tests/test_sign_in.py::test_behind_authentication_a_request_without_a_principal_is_refused",
+    "tests/test_sign_in.py::test_only_a_principal_of_the_deployments_tenant_is_signed_in",
+    "tests/test_sign_in.py::test_without_authentication_principal_headers_are_never_read",
+    "tests/test_sign_in.py::test_with_authentication_off_a_forged_admin_gets_nothing",
+    "tests/test_run_recheck.py::test_a_change_after_the_start_stops_the_run",
+    "tests/test_run_recheck.py::test_a_change_mid_run_stops_sending_within_one_upload_window",
+    "tests/test_run_recheck.py::test_over_http_a_recreated_connection_does_not_inherit_its_exports",
+    "tests/test_run_recheck.py::test_a_changed_connection_gets_a_new_token_manager",
+    "tests/test_run_source.py::test_the_prepare_activity_stops_a_run_whose_source_is_not_its_own",
+    "tests/test_bounded_input.py::test_a_gzip_of_64_mb_without_a_line_break_is_refused_fast_in_little_memory",
+    "tests/test_constant_contact_links.py::test_a_next_link_to_another_host_is_refused_before_any_request",
 )
 STRANGERS = {
     "a role no connection allows": principal(["intruder"]),
     "no roles at all": principal([]),
     "a forged principal header": {"x-ms-client-principal": "%%%not-base64"},
+    "nobody signed in": {},
+    "an admin of another tenant": principal(["admin"], tenant="another-tenant"),
+    "an admin naming no tenant": principal(["admin"], tenant=None),
 }
 
 
@@ -241,3 +272,53 @@ async def test_a_callback_with_a_code_for_another_pkce_challenge_stores_nothing(
     stored = [p.read_text() for p in secrets_dir.rglob("*") if p.is_file()]
     assert not any("access_token" in text for text in stored)
     FIGURES.security("a callback with the right state and a code for another PKCE challenge")
+
+
+FORGED_RUNS = {
+    "no grant (as the command line makes it)": "does not say who started it",
+    "a grant naming another connection id": "removed and added again",
+    "a source in another container": "not in the inbox",
+    "an export widened in the input to another team's folder": "not a run folder",
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGED_RUNS))
+def test_a_run_started_with_a_forged_input_sends_nothing(
+    sandbox: RunningSandbox, tmp_path: Path, forgery: str
+) -> None:
+    """Whoever reaches Durable's own API and starts ``segment_export`` with an input of
+    their making: the app's activities check it against the catalog and stop the run
+    before reading or sending anything."""
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    write_sample(inbox, 300, parts=1, bad_every=0, duplicate_every=0)
+    write_sample(tmp_path / "elsewhere", 300, parts=1, bad_every=0, duplicate_every=0)
+    list_id = sandbox.create_list(f"forged-{tmp_path.name}")
+    segment = ExportDefinition(
+        list_ids=(list_id,), mapping={"email": "PrimaryEmail"}, name="high-value",
+        connection="mkt", segments=(SegmentMatch(export=SAMPLE_EXPORT, table=TABLE),),
+    )  # fmt: skip
+    export, connection = asyncio.run(save_ready(home_catalog(home), segment))
+    store_tokens(sandbox, LocalFileSecretStore(home), "mkt")
+    source = str(inbox / SAMPLE_EXPORT / TABLE / SAMPLE_RUN)
+    run = granted("high-value.forged", export, connection, source)
+    if forgery.startswith("no grant"):
+        run = replace(run, grant=None)
+    elif forgery.startswith("a grant naming"):
+        assert run.grant is not None
+        run = replace(run, grant=replace(run.grant, connection_id="0123456789abcdef"))
+    elif forgery.startswith("a source"):
+        run = replace(run, source=str(tmp_path / "elsewhere" / SAMPLE_EXPORT / TABLE / SAMPLE_RUN))
+    else:
+        shutil.copytree(inbox / SAMPLE_EXPORT, inbox / "Other")  # another team's export
+        wide = replace(export, segments=(SegmentMatch(export="Other", table=TABLE),))
+        run = replace(run, export=wide.to_json(), source=str(inbox / "Other" / TABLE / SAMPLE_RUN))
+    services = replace(services_for(cli_env(sandbox, home)), gate=gate_for(home, str(inbox)))
+
+    result = run_locally(run, RunActivities(services), timeout=60)
+
+    assert result.outcome.status is RunStatus.FAILED
+    assert result.report is not None
+    assert FORGED_RUNS[forgery] in str(result.report["error"])
+    assert result.report["counts"]["rows_read"] == 0
+    assert sandbox.imports(list_id) == []
+    FIGURES.security(f"a forged run input is stopped before it reads or sends: {forgery}")
