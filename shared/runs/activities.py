@@ -66,7 +66,7 @@ from shared.exports.state import (
 from shared.prepare.pipeline import prepare
 from shared.prepare.summary import PrepareSummary
 from shared.runs.contract import FinishRequest, RunInput, RunStatus
-from shared.runs.grants import RunScope
+from shared.runs.grants import RunScope, RunStopped
 from shared.runs.membership import MembersResult, RemovalResult
 from shared.runs.mirror import (
     PLAN_FILE,
@@ -78,7 +78,6 @@ from shared.runs.mirror import (
 )
 from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
-from shared.runs.recheck import RunGate, RunStopped
 from shared.runs.report import build_report
 from shared.runs.store import RunStore, state_store_for
 from shared.runs.uploads import (
@@ -98,6 +97,8 @@ from shared.storage.locks import Locks
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
+
+    from shared.runs.recheck import RunGate
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,18 @@ consent or taken from the starter's roles stops the run within one upload window
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.errors import ConfigError
-from shared.exports.access import Caller
+from shared.errors import CcexportError, ConfigError
+
+if TYPE_CHECKING:  # the run's contract stays light: `ccexport prepare` loads it
+    from shared.exports.access import Caller
+
+
+class RunStopped(CcexportError):
+    """The run's grant no longer holds: it may not go on. The message says why, in
+    words a person can act on (shared/runs/recheck.py decides)."""
+
 
 APP_TRIGGERS = frozenset({"blob", "timer"})
 """Triggers under which the app starts runs itself, for every enabled export."""

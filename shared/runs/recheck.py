@@ -28,16 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import CcexportError, InputError
+from shared.errors import InputError
 from shared.exports.catalog import Catalog, ConnectionStatus
 from shared.exports.definitions import ExportDefinition
-from shared.runs.grants import APP_TRIGGERS, RunScope
+from shared.runs.grants import APP_TRIGGERS, RunScope, RunStopped
+
+__all__ = ["Cleared", "RunGate", "RunStopped", "check_source"]
 from shared.segments.layout import parse_run_folder
 from shared.storage import files
-
-
-class RunStopped(CcexportError):
-    """The run may not go on; the message says why, in words a person can act on."""
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,9 @@ from shared.constant_contact.connect import Connections
 from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
 from shared.exports.account import AccountAccess, ConnectionsFactory
-from shared.exports.catalog import Catalog
 from shared.runs.activities import RunServices
-from shared.runs.recheck import RunGate
 from shared.secrets.opening import open_secret_store
 from shared.secrets.store import SecretStore
-from shared.storage.documents import BlobDocuments, Documents, FolderDocuments
 from shared.storage.files import BLOB_SCHEME
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
@@ -24,6 +21,9 @@ from shared.wiring import stores
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
+
+    from shared.runs.recheck import RunGate
+    from shared.storage.documents import Documents
 
 
 def secret_store(config: Config) -> SecretStore:
@@ -82,6 +82,9 @@ def catalog_documents(config: Config, exports: ContainerClient | None = None) ->
     """Where the catalog and the run index live: the exports container (``exports``,
     or one made for this process), or, without a storage connection, files under
     CCEXPORT_HOME."""
+    # The Blob SDK only where the catalog is read: `ccexport run` loads none of it.
+    from shared.storage.documents import BlobDocuments, FolderDocuments  # noqa: PLC0415
+
     if not config.app.has_storage:
         return FolderDocuments(config.home / "catalog")
     if exports is None:
@@ -94,6 +97,9 @@ def run_gate(config: Config, secrets: SecretStore) -> RunGate:
     """The function app's check before each step of a run: the catalog as it stands,
     and the inbox runs may read (the container or, for ``ccexport serve`` without
     storage, the local folder)."""
+    from shared.exports.catalog import Catalog  # noqa: PLC0415 - see catalog_documents
+    from shared.runs.recheck import RunGate  # noqa: PLC0415
+
     local = config.app.local_inbox if config.app.is_local else None
     inbox = str(local) if local is not None else f"{BLOB_SCHEME}{config.app.inbox_container}/"
     return RunGate(Catalog(catalog_documents(config), secrets), inbox)
