@@ -6,10 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+BROWSER := $(VENV)/browser
 
 .PHONY: install lock test lint typecheck pytest run bench clean lint-infra chaos mutate
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(BROWSER)
 
 # requirements-dev.txt is the whole locked tree (the runtime's, at requirements.txt's
 # versions, and the development tools'), every package pinned with its hashes: pip
@@ -31,6 +32,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 UPGRADE ?=
 LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(UPGRADE)
+
+# A Chromium for the console's browser tests: Playwright's own where it can be
+# downloaded, else the distribution's (tests/browser/provision.py). None fails here.
+$(BROWSER): $(STAMP)
+	$(PY) -m tests.browser.provision
 
 $(VENV)/bin/uv:
 	$(MAKE) --no-print-directory $(STAMP)
