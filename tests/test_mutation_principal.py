@@ -1,7 +1,7 @@
 """Who is calling (functions/principal.py), pinned claim by claim: a role read from the
 wrong claim, a header read leniently, a tenant not checked or an admin check loosened is
 a caller doing what they may not. The headers are built here the way App Service's Easy
-Auth writes them."""
+Auth writes them; the app settings (SignIn) by their names, as a deployment writes them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import pytest
 from functions.principal import (
     PRINCIPAL_HEADER,
     PRINCIPAL_ID_HEADER,
+    Caller,
     Forbidden,
+    SignIn,
     Unauthenticated,
     caller_of,
+    signed_in_caller,
 )
 from shared.exports.catalog import Connection
 
@@ -241,3 +244,56 @@ def test_a_claim_whose_value_is_null_is_read_as_empty() -> None:
     caller = caller_of({"x-ms-client-principal": header}, TENANT)
     assert caller.roles == frozenset()  # not the role "none"
     assert caller.id == "the-subject"  # not "None", shared by every such caller
+
+
+# --- SignIn: the deployment's three settings ----------------------------------------------------
+
+AUTH_ON = "WEBSITE_AUTH_ENABLED"
+KEY_IS_ADMIN = "CCEXPORT_FUNCTION_KEY_IS_ADMIN"
+TENANT_ID = "CCEXPORT_TENANT_ID"
+OPERATOR = Caller("function-key", frozenset(), key_only=True)
+AUTH_OFF_MESSAGE = (
+    "nobody can be signed in: App Service authentication is off and "
+    "CCEXPORT_FUNCTION_KEY_IS_ADMIN is not true"
+)
+
+
+def test_the_settings_are_read_by_name_trimmed_and_case_folded() -> None:
+    assert SignIn.from_mapping({}) == SignIn(auth_enabled=False, key_is_admin=False, tenant_id="")
+    written = {AUTH_ON: " True", KEY_IS_ADMIN: "TRUE ", TENANT_ID: f" {TENANT.upper()}\n"}
+    assert SignIn.from_mapping(written) == SignIn(True, True, TENANT)
+    # each setting counts for itself alone
+    assert SignIn.from_mapping({KEY_IS_ADMIN: "true"}) == SignIn(False, True, "")
+    assert SignIn.from_mapping({AUTH_ON: "true"}) == SignIn(True, False, "")
+    for no in ("", "false", "1", "yes", "on", "truee"):
+        assert SignIn.from_mapping({AUTH_ON: no, KEY_IS_ADMIN: no}) == SignIn(False, False, "")
+
+
+def test_with_authentication_off_the_function_key_is_the_operator_only_when_told() -> None:
+    forged = {PRINCIPAL_HEADER: encoded(principal(("roles", "Admin"), ("oid", "someone")))}
+    for headers in ({}, forged):  # the principal headers are never read here
+        operator = signed_in_caller(headers, {KEY_IS_ADMIN: "true", TENANT_ID: TENANT})
+        assert operator == OPERATOR
+        assert operator.is_admin
+        for settings in ({}, {AUTH_ON: "false", TENANT_ID: TENANT}, {KEY_IS_ADMIN: "no"}):
+            with pytest.raises(Unauthenticated) as caught:
+                signed_in_caller(headers, settings)
+            assert str(caught.value) == AUTH_OFF_MESSAGE
+
+
+def test_with_authentication_on_the_principal_decides_and_the_key_is_nobody() -> None:
+    on = {AUTH_ON: "true", TENANT_ID: TENANT, KEY_IS_ADMIN: "true"}
+    header = {PRINCIPAL_HEADER: encoded(principal(("roles", "Sales"), ("oid", "ana")))}
+    assert signed_in_caller(header, on) == Caller("ana", frozenset({"sales"}))
+    with pytest.raises(Unauthenticated) as caught:
+        signed_in_caller({}, on)
+    assert str(caught.value) == "sign in first: this request carries no signed-in caller"
+    # the tenant setting left out (or blank): nobody, whatever the request carries
+    for settings in ({AUTH_ON: "true"}, {AUTH_ON: "true", TENANT_ID: "  "}):
+        for headers in (header, {}):
+            with pytest.raises(Unauthenticated) as caught:
+                signed_in_caller(headers, settings)
+            assert str(caught.value) == (
+                "nobody can be signed in: App Service authentication is on and "
+                "CCEXPORT_TENANT_ID is not set"
+            )
