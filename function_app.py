@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import activities, http_api, orchestrator, triggers
+from functions import activities, console, http_api, orchestrator, triggers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orchestrator.bp)
@@ -11,3 +11,5 @@ app.register_functions(triggers.bp)
 app.register_functions(http_api.exports.bp)
 app.register_functions(http_api.runs.bp)
 app.register_functions(http_api.connections.bp)
+app.register_functions(console.home.bp)
+app.register_functions(console.statics.bp)

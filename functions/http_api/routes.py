@@ -235,7 +235,7 @@ async def _serve(
         return failure_answer(500, exc)
 
 
-def _named(function: Callable[..., Any], handler: Handler) -> Callable[..., Any]:
+def named(function: Callable[..., Any], handler: Callable[..., Any]) -> Callable[..., Any]:
     """The host names a function after the Python function, and binds the request and
     the client to its parameters; so the function keeps its own parameters (no
     ``__wrapped__``) and takes the handler's name and docstring."""
@@ -271,13 +271,13 @@ def route(
             ) -> func.HttpResponse:
                 return await _serve(handler, allowed, req, client)
 
-            bound = bp.durable_client_input(client_name="client")(_named(with_client, handler))
+            bound = bp.durable_client_input(client_name="client")(named(with_client, handler))
         else:
 
             async def plain(req: func.HttpRequest) -> func.HttpResponse:
                 return await _serve(handler, allowed, req, None)
 
-            bound = _named(plain, handler)
+            bound = named(plain, handler)
         return bp.route(route=path, methods=list(allowed), auth_level=auth_level)(bound)
 
     return register

@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
             ),
         ],
         notes=(
-            "The first line on stdout is 'serving http://127.0.0.1:PORT/api'.\n"
+            "The first line on stdout is 'serving http://127.0.0.1:PORT/api', the second\n"
+            "'console http://127.0.0.1:PORT/api/console/' (open it in a browser).\n"
             "Settings are read from the environment, as the app's settings in Azure:\n"
             "CTCT_CLIENT_ID, CTCT_API_BASE, CTCT_AUTH_BASE, KEY_VAULT_URL, CCEXPORT_HOME,\n"
             "CCEXPORT_STORAGE (a connection string: the inbox is then the container\n"

@@ -191,7 +191,10 @@ class FunctionRoutes:
         for function in self.app.http:
             path = aiohttp_path(self.app.route_prefix, function.route)
             for method in function.methods:
-                yield web.route(method, path, self._handler(function))
+                handler = self._handler(function)
+                # The host's routing takes a path with or without a trailing slash.
+                yield web.route(method, path, handler)
+                yield web.route(method, f"{path}/", handler)
 
     def _handler(self, function: HttpFunction) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:

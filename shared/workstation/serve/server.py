@@ -24,6 +24,7 @@ from azure.functions.timer import TimerRequest
 
 from functions.services import close_services, services
 from shared.config import AppSettings
+from shared.console.pages import CONSOLE_ROUTE
 from shared.errors import ConfigError
 from shared.workstation.local_run import app_engine
 from shared.workstation.serve.durable import DurableApi
@@ -192,6 +193,7 @@ async def serve(options: ServeOptions, env: Mapping[str, str]) -> int:
         stack.push_async_callback(runner.cleanup)
 
         _say(f"serving {durable.base_url}/{app.route_prefix}")
+        _say(f"console {durable.base_url}/{app.route_prefix}/{CONSOLE_ROUTE}/")
         where = str(options.inbox) if options.inbox else f"container {settings.inbox_container}"
         _say(f"inbox {where} ({present} files there now; new run folders start runs)")
         _say(f"signed in as {options.user} ({', '.join(options.roles) or 'no roles'})")
