@@ -2,6 +2,6 @@
 under ``/api/console/``. Thin, like the HTTP API: the page helper is ``pages``, and
 each area of the console has its module."""
 
-from functions.console import home, statics
+from functions.console import connections, exports, home, runs, statics
 
-__all__ = ["home", "statics"]
+__all__ = ["connections", "exports", "home", "runs", "statics"]

@@ -1,0 +1,7 @@
+"""The console's runs pages (see functions/console/pages.py for the page helper)."""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+
+bp = df.Blueprint()
