@@ -640,11 +640,16 @@ def test_postdeploy_registers_the_browser_sign_in_address(tmp_path: Path) -> Non
     assert f"--id {FAKE_CLIENT_ID}" in update
     assert f"--web-redirect-uris {url}/.auth/login/aad/callback" in update
     assert "--enable-id-token-issuance true" in update
+    # The console's address: sign in, then land on it (App Service authentication
+    # answers 401 to a request without a session, so the sign-in link is the entry).
+    console = f"{url}/.auth/login/aad?post_login_redirect_uri=/api/console/"
+    assert f"the console: {console}" in result.stderr + result.stdout
     windows = (INFRA / "scripts" / "postdeploy.ps1").read_text()
     for needed in (
         "--web-redirect-uris",
         "/.auth/login/aad/callback",
         "--enable-id-token-issuance",
+        "post_login_redirect_uri=/api/console/",
     ):
         assert needed in windows
 

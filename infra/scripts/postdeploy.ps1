@@ -77,7 +77,7 @@ if ($env:AUTH_CLIENT_ID -and $env:AZURE_FUNCTION_APP_URL) {
         --enable-id-token-issuance true `
         --output none
     if ($LASTEXITCODE -ne 0) { Fail "could not register the sign-in address with the app registration $($env:AUTH_CLIENT_ID)" }
-    Write-Host "postdeploy: browsers sign in at $($env:AZURE_FUNCTION_APP_URL)/.auth/login/aad"
+    Write-Host "postdeploy: the console: $($env:AZURE_FUNCTION_APP_URL)/.auth/login/aad?post_login_redirect_uri=/api/console/"
 }
 
 Write-Host "postdeploy: blob events from '$inbox' now reach segment_blob_created"

@@ -82,5 +82,5 @@ if [ -n "${AUTH_CLIENT_ID:-}" ] && [ -n "${AZURE_FUNCTION_APP_URL:-}" ]; then
         --web-redirect-uris "$AZURE_FUNCTION_APP_URL/.auth/login/aad/callback" \
         --enable-id-token-issuance true \
         --output none || fail "could not register the sign-in address with the app registration $AUTH_CLIENT_ID"
-    echo "postdeploy: browsers sign in at $AZURE_FUNCTION_APP_URL/.auth/login/aad"
+    echo "postdeploy: the console: $AZURE_FUNCTION_APP_URL/.auth/login/aad?post_login_redirect_uri=/api/console/"
 fi
