@@ -31,8 +31,8 @@ import azure.functions as func
 from functions.http_api.routes import (
     ROUTE_PREFIX,
     Who,
+    http_function,
     log_failure,
-    named,
     status_of,
     what_failed,
 )
@@ -236,23 +236,14 @@ def page(
     route = f"{CONSOLE_ROUTE}/{path}" if path else CONSOLE_ROUTE
 
     def register(handler: PageHandler) -> Any:
-        bound: Any
-        if durable:
-
-            async def with_client(
-                req: func.HttpRequest, client: df.DurableOrchestrationClient
-            ) -> func.HttpResponse:
-                return await _serve(handler, allowed, req, client)
-
-            bound = bp.durable_client_input(client_name="client")(named(with_client, handler))
-        else:
-
-            async def plain(req: func.HttpRequest) -> func.HttpResponse:
-                return await _serve(handler, allowed, req, None)
-
-            bound = named(plain, handler)
-        return bp.route(route=route, methods=list(allowed), auth_level=func.AuthLevel.ANONYMOUS)(
-            bound
+        return http_function(
+            bp,
+            route,
+            list(allowed),
+            func.AuthLevel.ANONYMOUS,
+            durable=durable,
+            named_after=handler,
+            serve=lambda req, client: _serve(handler, allowed, req, client),
         )
 
     return register

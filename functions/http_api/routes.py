@@ -246,6 +246,43 @@ def named(function: Callable[..., Any], handler: Callable[..., Any]) -> Callable
     return function
 
 
+Serve = Callable[
+    [func.HttpRequest, df.DurableOrchestrationClient | None], Awaitable[func.HttpResponse]
+]
+"""What answers one request of an HTTP function (with the Durable client, if it has one)."""
+
+
+def http_function(
+    bp: df.Blueprint,
+    path: str,
+    methods: list[str],
+    auth_level: func.AuthLevel | None,
+    *,
+    durable: bool,
+    named_after: Callable[..., Any],
+    serve: Serve,
+) -> Any:
+    """Register the HTTP function ``named_after.__name__`` at ``path``, with a Durable
+    client input when ``durable``, whose requests ``serve`` answers; returns the
+    blueprint's function builder. The host binds ``req`` and ``client`` by name."""
+    bound: Any
+    if durable:
+
+        async def with_client(
+            req: func.HttpRequest, client: df.DurableOrchestrationClient
+        ) -> func.HttpResponse:
+            return await serve(req, client)
+
+        bound = bp.durable_client_input(client_name="client")(named(with_client, named_after))
+    else:
+
+        async def plain(req: func.HttpRequest) -> func.HttpResponse:
+            return await serve(req, None)
+
+        bound = named(plain, named_after)
+    return bp.route(route=path, methods=methods, auth_level=auth_level)(bound)
+
+
 def route(
     bp: df.Blueprint, path: str, *, durable: bool = False, **methods: Who
 ) -> Callable[[Handler], Any]:
@@ -263,21 +300,14 @@ def route(
     auth_level = func.AuthLevel.ANONYMOUS if anonymous == {True} else None
 
     def register(handler: Handler) -> Any:
-        bound: Any
-        if durable:
-
-            async def with_client(
-                req: func.HttpRequest, client: df.DurableOrchestrationClient
-            ) -> func.HttpResponse:
-                return await _serve(handler, allowed, req, client)
-
-            bound = bp.durable_client_input(client_name="client")(named(with_client, handler))
-        else:
-
-            async def plain(req: func.HttpRequest) -> func.HttpResponse:
-                return await _serve(handler, allowed, req, None)
-
-            bound = named(plain, handler)
-        return bp.route(route=path, methods=list(allowed), auth_level=auth_level)(bound)
+        return http_function(
+            bp,
+            path,
+            list(allowed),
+            auth_level,
+            durable=durable,
+            named_after=handler,
+            serve=lambda req, client: _serve(handler, allowed, req, client),
+        )
 
     return register
