@@ -205,15 +205,21 @@ async def test_a_connection_added_again_under_the_name_takes_over_no_export(
 # --- over the HTTP API ----------------------------------------------------------------------
 
 
-async def test_a_run_started_over_http_carries_its_grant_and_the_connection_id(
-    app_env: AppEnv, durable_fake: DurableFake
-) -> None:
+async def connected_with_a_run_folder(app_env: AppEnv) -> int:
+    """Connection ``acme`` (marketing, consented, connected), a complete run folder,
+    and the export ``high-value`` saved over the API; returns the save's status."""
     await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     await mark_connected(app_env)
     app_env.write(f"{HTTP_RUN}/HighValue_1.csv")
     app_env.write_later(f"{HTTP_EXPORT}/model.json")
     saved = await call(http_api.export_item, "PUT", "exports/high-value", body=DEFINITION)
-    assert saved.status_code in (200, 201)
+    return saved.status_code
+
+
+async def test_a_run_started_over_http_carries_its_grant_and_the_connection_id(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    assert await connected_with_a_run_folder(app_env) == 201
     connection = response_json(await call(http_api.connection_item, "GET", "connections/acme"))
     exported = response_json(await call(http_api.export_item, "GET", "exports/high-value"))
     assert exported["connection_id"] == connection["id"] != ""
@@ -234,11 +240,7 @@ async def test_a_run_started_over_http_carries_its_grant_and_the_connection_id(
 async def test_over_http_a_recreated_connection_does_not_inherit_its_exports(
     app_env: AppEnv, durable_fake: DurableFake
 ) -> None:
-    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
-    await mark_connected(app_env)
-    app_env.write(f"{HTTP_RUN}/HighValue_1.csv")
-    app_env.write_later(f"{HTTP_EXPORT}/model.json")
-    await call(http_api.export_item, "PUT", "exports/high-value", body=DEFINITION)
+    assert await connected_with_a_run_folder(app_env) == 201
     gone = await call(http_api.connection_item, "DELETE", "connections/acme", headers=ADMIN)
     assert gone.status_code in (200, 204)
     await put_connection({"display_name": "Acme again", "roles": ["marketing"], **consent()})
