@@ -53,6 +53,8 @@ class RunTally:
         self.removal_states: dict[str, str] = {}
         """Membership removal activity id -> its last known state."""
         self.confirmation: str | None = None
+        self.stopped_because: str | None = None
+        """Why the run was stopped before its end (shared/runs/recheck.py), if it was."""
 
     # -- steps ---------------------------------------------------------------------
 
@@ -225,6 +227,7 @@ class RunTally:
         """The run may not go on (shared/runs/recheck.py): nothing more is sent, and the
         chunks not sent yet are reported with the reason."""
         self.error = self.error or why
+        self.stopped_because = self.stopped_because or why
         for index, outcome in self.outcomes.items():
             if outcome.fate is ChunkFate.PENDING:
                 self.outcomes[index] = replace(outcome, fate=ChunkFate.NOT_SENT, error=why)
@@ -298,13 +301,23 @@ class RunTally:
     def _contacts(self, chunks: Iterable[ChunkOutcome]) -> int:
         return sum(o.chunk.contacts for o in chunks)
 
-    def status(self) -> RunStatus:
-        outcomes = list(self.outcomes.values())
-        went = [o for o in outcomes if not o.fate.lost and o.fate is not ChunkFate.PENDING]
+    def _halted(self) -> RunStatus | None:
+        """The status of a run that stopped before its end, whatever went: stopped, out
+        of quota, or waiting for confirmation; None for a run that got to its end."""
+        if self.stopped_because is not None:
+            return RunStatus.STOPPED
         if self.resets_at is not None:
             return RunStatus.QUOTA_EXHAUSTED
         if self.confirmation is not None:
             return RunStatus.NEEDS_CONFIRMATION
+        return None
+
+    def status(self) -> RunStatus:
+        halted = self._halted()
+        if halted is not None:
+            return halted
+        outcomes = list(self.outcomes.values())
+        went = [o for o in outcomes if not o.fate.lost and o.fate is not ChunkFate.PENDING]
         if self.removals is not None and not self.removals.done:
             return (
                 RunStatus.COMPLETED_WITH_ERRORS if went or self.removals.asked else RunStatus.FAILED

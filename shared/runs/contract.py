@@ -45,7 +45,10 @@ Status values (:class:`RunStatus`): ``completed`` (every contact imported),
 ``quota_exhausted`` (the daily request quota ran out; ``resume_after`` says when it
 resets), ``needs_confirmation`` (a mirror run would remove more than
 ``max_removal_share`` of a list, or its segment came empty: nothing was sent or
-removed; starting it again with ``confirm_removals`` goes ahead), ``failed`` (nothing
+removed; starting it again with ``confirm_removals`` goes ahead), ``stopped`` (the
+run's grant no longer held at one of its steps, shared/runs/recheck.py: its export or
+connection was removed, re-created or changed; nothing more was sent, and what went
+stays delivered), ``failed`` (nothing
 could be sent: the input or the definition is wrong, or an unexpected error).
 
 A run that ended ``quota_exhausted`` or ``completed_with_errors`` may be started again
@@ -92,6 +95,7 @@ class RunStatus(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     QUOTA_EXHAUSTED = "quota_exhausted"
     NEEDS_CONFIRMATION = "needs_confirmation"
+    STOPPED = "stopped"
     FAILED = "failed"
 
 

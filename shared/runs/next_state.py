@@ -192,7 +192,11 @@ def _write_state(
 ) -> dict[str, Any]:
     key, run_id = changes.state_key, request.run.run_id
     completed = request.status is RunStatus.COMPLETED
-    partial = request.status in (RunStatus.COMPLETED_WITH_ERRORS, RunStatus.QUOTA_EXHAUSTED)
+    partial = request.status in (
+        RunStatus.COMPLETED_WITH_ERRORS,
+        RunStatus.QUOTA_EXHAUSTED,
+        RunStatus.STOPPED,
+    )
     if changes.content_unchanged and completed:
         raise _NotWritten("unchanged")
     if not completed and not (partial and any(o.activity_id for o in request.outcomes)):
