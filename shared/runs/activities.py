@@ -16,7 +16,8 @@ What each activity promises, so Durable's retries stay safe:
   are raised, for Durable to retry.
 - ``poll_imports`` asks about every pending import with one request where it can.
 - ``finish_run`` writes the report, deletes delivered bodies, and keeps the rest (and
-  the marks of accepted imports) so the run can be started again with the same id.
+  the marks of accepted imports) so the run can be started again with the same id;
+  then it logs the run's one outcome record, ``run finished`` (shared/runs/outcome.py).
   It also writes the export's next state (shared/runs/next_state.py) when the run earned it.
 - ``find_members`` (mirror mode) reads the lists' members in bulk and stages the
   removal plan (shared/runs/mirror.py); a retry decides again from the same inputs.
@@ -77,6 +78,7 @@ from shared.runs.mirror import (
     write_plan,
 )
 from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
+from shared.runs.outcome import log_run_finished
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.report import build_report
 from shared.runs.store import RunStore, state_store_for
@@ -465,6 +467,7 @@ class RunActivities:
             state=state,
         )
         location = runs.write_report(run_id, report)
+        log_run_finished(log, report)
         nothing_held = not report["not_delivered"]["chunks"]
         if request.status is RunStatus.COMPLETED or (
             nothing_held and request.status is RunStatus.FAILED

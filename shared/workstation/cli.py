@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from shared.workstation import logs
 from shared.workstation.cli_help import EXIT_INPUT, Example, examples_text, fail
 
 Handler = Callable[[Sequence[str]], int]
@@ -156,6 +158,7 @@ def main_help(width: int | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    logs.configure(os.environ)  # CCEXPORT_LOG_FORMAT=json: every record as a JSON line
     if not args:
         print(main_help(), file=sys.stderr)
         return EXIT_INPUT

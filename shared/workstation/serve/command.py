@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shared.config import AppSettings
 from shared.errors import CcexportError, ConfigError
+from shared.workstation import logs
 from shared.workstation.cli_help import command_parser
 from shared.workstation.serve.options import LOCAL_TENANT, LOOPBACK, ServeOptions
 
@@ -152,12 +153,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _configure_logging() -> None:
-    if logging.getLogger().handlers:
-        return
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("azure", "aiohttp.access", "durabletask"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(os.environ, always=True)
