@@ -85,7 +85,9 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else None
 
 
-async def _run_status(client: df.DurableOrchestrationClient, run_id: str) -> dict[str, Any]:
+async def run_status(client: df.DurableOrchestrationClient, run_id: str) -> dict[str, Any]:
+    """A run's Durable status as the API answers it (the console reads it the same way):
+    ``runtime_status`` (None: no such run), ``custom_status`` (its progress), times, output."""
     status = await client.get_status(run_id)
     runtime = status.runtime_status if status else None
     return {
@@ -103,7 +105,7 @@ async def runs_list(call: Call) -> func.HttpResponse:
     limit = runs_limit(call.req.params.get("limit"))
     export = call.req.params.get("export")
     records = await visible_runs(call.app.catalog, call.app.runs, call.caller, export, limit)
-    runs = [{**r.to_json(), **await _run_status(call.durable, r.run_id)} for r in records]
+    runs = [{**r.to_json(), **await run_status(call.durable, r.run_id)} for r in records]
     for run in runs:
         run.pop("output", None)  # the list stays small; GET /api/runs/{id} has it
     return json_answer(200, {"runs": runs})
@@ -115,7 +117,7 @@ async def run_item(call: Call) -> func.HttpResponse:
     run_id = call.param("run_id")
     export = export_of_run(run_id)
     await require_run_reader(call.app.catalog, call.caller, export)
-    status = await _run_status(call.durable, run_id)
+    status = await run_status(call.durable, run_id)
     if status["runtime_status"] is None:
         raise NotFound(f"no run {run_id!r}")
     report = None

@@ -2,7 +2,8 @@
 
 The orchestrator carries only references; the bodies it refers to live here between
 ``prepare_segment`` and ``upload_chunk``, and the report lives here afterwards, where
-the HTTP API and ``ccexport run`` read it. Two backends of one interface:
+the HTTP API and ``ccexport run`` read it (and the console its rejects file). Two
+backends of one interface:
 
 - a local folder (CCEXPORT_HOME, default ~/.ccexport)::
 
@@ -32,9 +33,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import orjson
 
@@ -100,6 +101,10 @@ class RunStore(Protocol):
     def publish_rejects(self, run_id: str) -> str | None:
         """Move rejects.csv beside the report; returns where it is (None if none)."""
 
+    def read_rejects(self, run_id: str) -> Iterator[bytes] | None:
+        """The published rejects.csv in pieces, as stored; None when the run has none.
+        Read lazily: a large file is never held whole unless the reader does so."""
+
     def write_report(self, run_id: str, report: Mapping[str, Any]) -> str:
         """Store report.json; returns where it is."""
 
@@ -113,6 +118,17 @@ class RunStore(Protocol):
 
 def _json(data: Mapping[str, Any]) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+
+
+_PIECE_BYTES = 1 << 20
+
+
+def _pieces(stream: BinaryIO) -> Iterator[bytes]:
+    """A file's bytes in pieces of 1 MB; the file is closed at its end (or when the
+    reader stops early and drops the iterator)."""
+    with stream:
+        while piece := stream.read(_PIECE_BYTES):
+            yield piece
 
 
 # --- local folder ---------------------------------------------------------------------
@@ -188,6 +204,13 @@ class LocalRunStore:
         if staged.exists():
             os.replace(staged, target)
         return str(target) if target.exists() else None
+
+    def read_rejects(self, run_id: str) -> Iterator[bytes] | None:
+        try:
+            stream = (self._run(run_id) / REJECTS_FILE).open("rb")
+        except FileNotFoundError:
+            return None
+        return _pieces(stream)
 
     def write_report(self, run_id: str, report: Mapping[str, Any]) -> str:
         path = self._run(run_id) / REPORT_FILE
@@ -344,6 +367,15 @@ class BlobRunStore:
         with contextlib.suppress(ResourceNotFoundError):
             self.staging.delete_blob(name)
         return location
+
+    def read_rejects(self, run_id: str) -> Iterator[bytes] | None:
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - blob only
+
+        try:
+            download = self.reports.download_blob(self._name(run_id, REJECTS_FILE))
+        except ResourceNotFoundError:
+            return None
+        return iter(download.chunks())
 
     def write_report(self, run_id: str, report: Mapping[str, Any]) -> str:
         name = self._name(run_id, REPORT_FILE)
