@@ -109,6 +109,33 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def require_segments(definition: ExportDefinition) -> None:
+    """Refuse to run (or preview) a definition that names no segments: it reads nothing."""
+    if not definition.segments:
+        raise ConfigError(
+            f"export {definition.name!r} has no segments: add the export and table "
+            "folders it reads before running it"
+        )
+
+
+async def newest_folders(
+    inbox: Listing, definition: ExportDefinition, now: datetime, quiet_seconds: float
+) -> list[RunFolder]:
+    """What a run started now reads: the newest complete run folder of each table the
+    definition's segments match (``run_now``, and the console's preview of it).
+    ConfigError when there is none yet."""
+    folders, models = await inbox.scan()
+    targets = [
+        f for f in newest_complete(folders, models, now, quiet_seconds) if f.matched_by(definition)
+    ]
+    if not targets:
+        raise ConfigError(
+            f"export {definition.name!r}: no complete run folder in "
+            f"{inbox.name} matches its segments yet"
+        )
+    return targets
+
+
 class Launcher:
     """Decides which runs to start and starts each at most once."""
 
@@ -327,11 +354,7 @@ class Launcher:
         starts a run that stopped for confirmation again under its own run id (it is
         done), which reuses what it had prepared."""
         await self.ready_connection(definition)
-        if not definition.segments:
-            raise ConfigError(
-                f"export {definition.name!r} has no segments: add the export and table "
-                "folders it reads before running it"
-            )
+        require_segments(definition)
         now = self._clock()
         if folder_path is not None:
             path = folder_path.strip("/")
@@ -351,17 +374,7 @@ class Launcher:
                 )
             targets = [folder]
         else:
-            folders, models = await self.inbox.scan()
-            targets = [
-                f
-                for f in newest_complete(folders, models, now, self.quiet_seconds)
-                if f.matched_by(definition)
-            ]
-            if not targets:
-                raise ConfigError(
-                    f"export {definition.name!r}: no complete run folder in "
-                    f"{self.inbox.name} matches its segments yet"
-                )
+            targets = await newest_folders(self.inbox, definition, now, self.quiet_seconds)
         again = force or (options is not None and options.confirm_removals)
         return [
             await self.start(
