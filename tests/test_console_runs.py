@@ -254,7 +254,7 @@ def test_a_run_waiting_for_confirmation_shows_its_removals_per_list() -> None:
     assert confirmation_of(waiting).lists[0].name == "L1"  # type: ignore[union-attr]
     assert confirmation_of(report()) is None
     said = "\n".join(report_view(waiting).not_gone)
-    assert "Nothing was sent or removed: this mirror run would remove" in said
+    assert "Nothing was sent or removed: the run waits for its removals to be confirmed" in said
     assert "chunk" not in said
 
 
@@ -473,6 +473,7 @@ async def test_a_connection_user_reads_the_run_and_its_rejects_and_no_one_else(
         refused = await visit(handler, "GET", route, run_id, durable, headers=SALES)
         assert refused.status_code == 403, route
         assert "your roles do not allow its connection" in text(refused)
+        assert 'href="/api/console/runs">Runs you may see</a>' in text(refused)
         assert "@" not in text(refused)
     searched = await visit(
         pages.console_run_rejects,

@@ -11,6 +11,7 @@ built in shared/console/ (page helper: functions/console/pages.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,15 @@ import azure.durable_functions as df
 import azure.functions as func
 import orjson
 
-from functions.console.pages import Page, Redirect, Visit, console_path, page
+from functions.console.pages import (
+    Answer,
+    Page,
+    PageHandler,
+    Redirect,
+    Visit,
+    console_path,
+    page,
+)
 from functions.http_api.routes import CONNECTION_ROLES
 from functions.http_api.runs import run_status
 from shared.console.confirming import confirm_removals, list_names
@@ -35,7 +44,7 @@ from shared.console.run_view import (
 from shared.console.safety import PAGE_HEADERS
 from shared.console.wording import Action, problem
 from shared.errors import ConfigError, InputError
-from shared.exports.access import usable_exports
+from shared.exports.access import Forbidden, usable_exports
 from shared.exports.catalog import NotFound
 from shared.runs.access import require_run_reader, runs_limit, visible_runs
 from shared.runs.ids import check_run_id
@@ -44,6 +53,27 @@ from shared.segments.inbox import export_of_run
 from shared.wiring import stores
 
 bp = df.Blueprint()
+
+
+def _kept_out(handler: PageHandler) -> PageHandler:
+    """A caller the run's rule refuses gets a page that says why and where to go: the
+    runs they may see (an admin can give them a role the connection allows)."""
+
+    @functools.wraps(handler)
+    async def answer(visit: Visit) -> Answer:
+        try:
+            return await handler(visit)
+        except Forbidden as exc:
+            shown = problem(
+                403,
+                f"{exc}. An admin can give you a role that connection allows; until then, "
+                "the runs you may see are listed on the runs page",
+                console=console_path(),
+                action=Action("Runs you may see", console_path("runs")),
+            )
+            return Page("problem.html", {"title": shown.title, "problem": shown}, 403)
+
+    return answer
 
 
 async def _readable_run(visit: Visit) -> tuple[str, str]:
@@ -70,6 +100,7 @@ async def _report(visit: Visit, run_id: str) -> dict[str, Any] | None:
 
 
 @page(bp, "runs", durable=True, GET=CONNECTION_ROLES)
+@_kept_out
 async def console_runs(visit: Visit) -> Page:
     """Recent runs, newest first: of every export the caller may use, or of one
     (``?export=NAME``); ``?limit=N`` up to 100."""
@@ -86,6 +117,7 @@ async def console_runs(visit: Visit) -> Page:
 
 
 @page(bp, "runs/{run_id}", durable=True, GET=CONNECTION_ROLES)
+@_kept_out
 async def console_run(visit: Visit) -> Page:
     """A run: its status in words; while it runs, its progress (the page's script
     follows it); once ended, its report, its rejects and, for a mirror run waiting
@@ -113,6 +145,7 @@ async def console_run(visit: Visit) -> Page:
 
 
 @page(bp, "runs/{run_id}/progress", durable=True, GET=CONNECTION_ROLES)
+@_kept_out
 async def console_run_progress(visit: Visit) -> func.HttpResponse:
     """What the run page's script polls: counts and words, never a contact."""
     run_id, _export = await _readable_run(visit)
@@ -124,6 +157,7 @@ async def console_run_progress(visit: Visit) -> func.HttpResponse:
 
 
 @page(bp, "runs/{run_id}/rejects.csv", GET=CONNECTION_ROLES)
+@_kept_out
 async def console_run_rejects_file(visit: Visit) -> func.HttpResponse:
     """**Download rejects**: the run's rejects.csv, which holds email addresses, to the
     users of its connection only; never cached."""
@@ -146,6 +180,7 @@ async def console_run_rejects_file(visit: Visit) -> func.HttpResponse:
 
 
 @page(bp, "runs/{run_id}/rejects", GET=CONNECTION_ROLES, POST=CONNECTION_ROLES)
+@_kept_out
 async def console_run_rejects(visit: Visit) -> Page:
     """Search the run's rejects by email address or reason (POST: the address is
     never in a URL); each match's row, file, line and reason."""
@@ -180,6 +215,7 @@ async def console_run_rejects(visit: Visit) -> Page:
 
 
 @page(bp, "runs/{run_id}/confirm", durable=True, POST=CONNECTION_ROLES)
+@_kept_out
 async def console_run_confirm(visit: Visit) -> Page | Redirect:
     """**Confirm removals**: start the mirror run waiting for confirmation again with
     confirm_removals, as ``POST /api/exports/{name}/runs`` does; then its page."""

@@ -73,7 +73,7 @@ REASONS: Mapping[str, str] = {
 TRIGGERS: Mapping[str, str] = {
     "blob": "new files in the inbox",
     "timer": "the schedule",
-    "http": "started by a person",
+    "http": "a person",
     "cli": "the command line",
 }
 """What started a run (the run input's ``trigger``), in words."""
@@ -288,12 +288,16 @@ def _count(data: Mapping[str, Any] | None, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+NOT_YET = "not yet: the run is preparing"
+
+
 def progress_json(state: RunState, now: datetime) -> dict[str, Any]:
     """The small answer the run page's script polls: whether the run has ended, its
     status and phase in words, and the counts as the page shows them."""
     shown = progress_of(state, now)
     status = verdict(state)
     bodies = _plural(shown.imports_total, "request body", "request bodies")
+    counted = shown.phase not in ("starting", "preparing")  # prepare counts them at its end
     return {
         "ended": state.ended,
         "status": status.key,
@@ -301,9 +305,9 @@ def progress_json(state: RunState, now: datetime) -> dict[str, Any]:
         "percent": shown.percent,
         "fields": {
             "phase": shown.phase_text,
-            "prepared": f"{shown.prepared:,}",
-            "sent": f"{shown.imports_sent:,} of {bodies}",
-            "imported": f"{shown.imported:,} of {shown.prepared:,}",
+            "prepared": f"{shown.prepared:,}" if counted else NOT_YET,
+            "sent": f"{shown.imports_sent:,} of {bodies}" if counted else NOT_YET,
+            "imported": f"{shown.imported:,} of {shown.prepared:,}" if counted else NOT_YET,
             "left": shown.time_left,
         },
     }
@@ -376,7 +380,8 @@ def report_view(report: Mapping[str, Any]) -> ReportView:
     ):
         if _count(counts, name):
             facts.append(Fact(label, f"{_count(counts, name):,}"))
-    facts.append(Fact("Requests used", _requests_text(requests, chunks)))
+    removals = _mapping(report.get("removals"))
+    facts.append(Fact("Requests used", _requests_text(requests, chunks, removals)))
     reasons = sorted(
         (Reason(str(code), n) for code, n in _mapping(rejects.get("reasons")).items() if n),
         key=lambda r: (-r.count, r.code),
@@ -392,14 +397,19 @@ def report_view(report: Mapping[str, Any]) -> ReportView:
     )
 
 
-def _requests_text(requests: Mapping[str, Any], chunks: Mapping[str, Any]) -> str:
-    return (
+def _requests_text(
+    requests: Mapping[str, Any], chunks: Mapping[str, Any], removals: Mapping[str, Any]
+) -> str:
+    text = (
         f"{_plural(_count(requests, 'import_requests'), 'import request')} for "
         f"{_plural(_count(chunks, 'total'), 'request body', 'request bodies')} (fewest possible "
         f"{_count(chunks, 'fewest_possible'):,}); "
         f"{_plural(_count(requests, 'status_polls'), 'status poll')} in "
         f"{_plural(_count(requests, 'poll_requests'), 'request')}"
     )
+    if _count(removals, "activities"):
+        text += f"; {_plural(_count(removals, 'activities'), 'membership removal request')}"
+    return text
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -451,7 +461,10 @@ def not_gone(report: Mapping[str, Any]) -> list[str]:
     if removals.get("error"):
         said.append(f"Removals: {removals['error']}")
     if removals.get("needs_confirmation"):
-        said.append(f"Nothing was sent or removed: {removals['needs_confirmation']}")
+        said.append(
+            "Nothing was sent or removed: the run waits for its removals to be confirmed "
+            "(see above)"
+        )
     left_out = _count(counts, "rejected") + _count(counts, "duplicates")
     if left_out:
         said.append(
