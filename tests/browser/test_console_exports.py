@@ -206,7 +206,9 @@ def saved_as_filled(scene: Scene, chosen: str, created: str) -> None:
         "city": "City", "cf:tier": "Tier",
     }  # fmt: skip
     assert saved["segments"] == [{"export": EXPORT, "table": TABLE}]
+    assert axe_violations(page) == []
     scene.shot("export-saved")
+    assert_fits_a_phone(page)
 
 
 def previewed(scene: Scene) -> None:
