@@ -27,6 +27,7 @@ from shared.console.rejects_search import (
     rejects_of,
     search,
     search_file,
+    search_run,
 )
 from shared.console.run_view import (
     RunState,
@@ -41,7 +42,7 @@ from shared.console.run_view import (
 from shared.errors import InputError
 from shared.prepare.outputs import RejectsWriter
 from shared.runs.contract import RunInput
-from shared.runs.store import BlobRunStore
+from shared.runs.store import BlobRunStore, LocalRunStore
 from shared.segments.inbox import FolderInbox
 from tests.support.function_harness import (
     AppEnv,
@@ -312,6 +313,24 @@ def test_the_file_is_read_as_it_comes_in_pieces_split_anywhere() -> None:
     assert [m.row for m in found.matches] == ["7"]
     with pytest.raises(InputError, match="could not be read"):
         search_file([b"\xff\xfe"], Query.of("x", ""))
+
+
+def test_the_local_run_store_hands_out_a_published_rejects_file_in_pieces(
+    tmp_path: Path,
+) -> None:
+    store = LocalRunStore(tmp_path / "runs")
+    run_id = "high-value." + "b" * 32
+    assert store.read_rejects(run_id) is None
+    whole = rejects_csv(5000)
+    (tmp_path / "runs" / run_id).mkdir(parents=True)
+    (tmp_path / "runs" / run_id / "rejects.csv").write_bytes(whole)
+    pieces = store.read_rejects(run_id)
+    assert pieces is not None
+    assert b"".join(pieces) == whole
+    found = search_run(store, run_id, Query.of("person.4998@", ""))
+    assert found is not None
+    assert [m.row for m in found.matches] == ["4998"]
+    assert search_run(store, "high-value." + "c" * 32, Query.of("x", "")) is None
 
 
 def test_a_runs_source_becomes_its_folder_in_the_inbox(tmp_path: Path) -> None:
