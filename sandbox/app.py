@@ -15,7 +15,15 @@ import struct
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from sandbox import api_activities, api_contacts, api_custom_fields, api_lists, control, wire
+from sandbox import (
+    api_account,
+    api_activities,
+    api_contacts,
+    api_custom_fields,
+    api_lists,
+    control,
+    wire,
+)
 from sandbox.config import SandboxConfig
 from sandbox.state import SANDBOX, Sandbox, sandbox_of
 from sandbox.wire import ApiError
@@ -68,14 +76,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token, scope, then the per-key limits; only for the API proper."""
+    """Bearer token, scope, then the per-key limits; only for the API proper. The
+    account's routes take ``account_read``, the rest ``contact_data``."""
     if not request.path.startswith(API_PREFIX):
         return await handler(request)
     sandbox = sandbox_of(request)
     token = sandbox.oauth.authenticate(request.headers.get("Authorization"))
     if token is None:
         return wire.unauthorized()  # missing, unknown or expired token
-    if "contact_data" not in token.scopes:
+    account = request.path.startswith(api_account.ACCOUNT_PATH)
+    if ("account_read" if account else "contact_data") not in token.scopes:
         return wire.forbidden()
     refused = sandbox.limits.check_api(sandbox.oauth.client_id)
     if refused is not None:
@@ -120,6 +130,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app.router.add_get(AUTHORIZE_PATH, authorize)
     app.router.add_post(TOKEN_PATH, token)
     for table in (
+        api_account.routes,
         api_lists.routes,
         api_custom_fields.routes,
         api_contacts.routes,

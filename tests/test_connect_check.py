@@ -33,7 +33,9 @@ async def test_connect_then_check(sandbox: RunningSandbox, tmp_path: Path) -> No
     env = cli_env(sandbox, tmp_path)
     connected = run_cli(["connect", "--port", "0"], env)
     assert connected.returncode == 0, connected.stderr
-    assert connected.stdout.startswith("connected 'default' (scope contact_data offline_access;")
+    assert connected.stdout.startswith(
+        "connected 'default' (scope contact_data account_read offline_access;"
+    )
     assert "Authorize ccexport for connection 'default' at:" in connected.stderr
     bundle = await stored_bundle(tmp_path)
     secret_file = LocalFileSecretStore(tmp_path).path_of(tokens_secret("default"))

@@ -515,6 +515,22 @@ async def test_the_client_speaks_the_contract(
     assert found == []
 
 
+async def test_account_summary(api: Api, sandbox: RunningSandbox) -> None:
+    """``GET /account/summary`` takes ``account_read`` (a ``contact_data`` token gets 403),
+    and the client reads the organization's name from it."""
+    token = str(sandbox.tokens(scope="contact_data account_read")["access_token"])
+    summary = await checked(Api(api.session, api.base, token), "GET", "/account/summary")
+    assert summary.status == 200
+    assert summary.body["organization_name"] == "Northwind Traders (sandbox)"
+    assert (await checked(api, "GET", "/account/summary")).status == 403
+
+    async def granted(_force_refresh: bool = False) -> str:
+        return token
+
+    async with ConstantContactClient(api.base, granted, Pacer(200), retry=FAST) as client:
+        assert await client.organization_name() == "Northwind Traders (sandbox)"
+
+
 # --- custom fields ------------------------------------------------------------------------
 
 

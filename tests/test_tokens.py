@@ -123,14 +123,14 @@ async def test_connect_stores_one_bundle_and_its_state_is_single_use(
     conns = connections(sandbox, store, tmp_path)
     url, pending = await conns.start_authorization("acme", REDIRECT)
     query = parse_qs(urlsplit(url).query)
-    assert query["scope"] == ["contact_data offline_access"]
+    assert query["scope"] == ["contact_data account_read offline_access"]
     assert query["code_challenge_method"] == ["S256"]
     assert query["code_challenge"] == [code_challenge(pending.code_verifier)]
     assert query["state"] == [pending.state]
     params = await authorize(url)
     bundle = await conns.complete_authorization("acme", params["state"], params["code"], REDIRECT)
     assert bundle.refresh_token
-    assert bundle.scope == "contact_data offline_access"
+    assert bundle.scope == "contact_data account_read offline_access"
     assert await store.names() == ["ctct-pending-acme", tokens_secret("acme")]
     stored = await store.get(tokens_secret("acme"))
     assert stored is not None

@@ -1,5 +1,5 @@
 """The Constant Contact V3 endpoints ccexport uses: bulk imports, activities, lists,
-custom fields, contacts, memberships and exports.
+custom fields, contacts, memberships, exports and the account's organization name.
 
 ``ConstantContactClient`` is a ``Transport`` (the session, the pacer, the retries: see
 ``transport``) with one method per endpoint: each builds its request, lets the
@@ -298,6 +298,21 @@ class ConstantContactClient(Transport):
             )
             activities.append(Activity.from_document(await self._json(call)))
         return activities
+
+    # -- account -----------------------------------------------------------------------------
+
+    async def organization_name(self) -> str | None:
+        """The name of the organization the account belongs to, or None when it has
+        none: what shows an admin which account a connection reaches.
+
+        ``GET /account/summary`` (scope ``account_read``). Only ``organization_name``
+        is read: the summary also holds the owner's name, email address and phone,
+        personal data ccexport has no use for, so they never leave this method.
+        """
+        call = Call("GET", "GET /account/summary", self._url("account", "summary"))
+        doc = await self._json(call)
+        name = doc.get("organization_name") if isinstance(doc, dict) else None
+        return (name.strip() or None) if isinstance(name, str) else None
 
     # -- exports ------------------------------------------------------------------------------
 

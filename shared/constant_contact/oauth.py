@@ -2,13 +2,13 @@
 token endpoint, and the token bundle it yields.
 
 What the server does (``/authorize`` and ``/token`` in contract/constant-contact-v3.yaml):
-the scopes are ``contact_data offline_access`` (the second is what yields a refresh
-token); the token endpoint takes HTTP Basic client authentication (a public PKCE client
-sends ``client_id`` instead) and allows 1 request/s; codes are single-use and live 5
-minutes; refresh tokens may rotate, and a rotated-away refresh token answers
-``invalid_grant`` for good (``InvalidGrant`` here). Kept apart from ``tokens``, which
-decides when to refresh and where the result is kept: this module only talks to the
-server.
+the scopes are ``contact_data account_read offline_access`` (contacts and lists; the
+account's organization name, shown to admins; a refresh token); the token endpoint
+takes HTTP Basic client authentication (a public PKCE client sends ``client_id``
+instead) and allows 1 request/s; codes are single-use and live 5 minutes; refresh
+tokens may rotate, and a rotated-away refresh token answers ``invalid_grant`` for good
+(``InvalidGrant`` here). Kept apart from ``tokens``, which decides when to refresh and
+where the result is kept: this module only talks to the server.
 
 Tokens, codes, verifiers and the client secret never reach a log line or an error.
 """
@@ -33,7 +33,7 @@ from shared.errors import ConfigError, RemoteError
 
 log = logging.getLogger(__name__)
 
-SCOPE = "contact_data offline_access"
+SCOPE = "contact_data account_read offline_access"
 
 
 # --- PKCE ---------------------------------------------------------------------------
