@@ -102,6 +102,15 @@ def test_progress_says_each_phase_and_estimates_only_from_imports_done() -> None
     first = progress_of(state("uploading", contacts_total=4_000, chunks_total=4), NOW)
     assert first.time_left.startswith("not known yet: it is estimated once")
     assert progress_of(state("preparing"), NOW).time_left.startswith("not known yet")
+    # A run that continued as new is a new Durable generation: its start is its own.
+    continued = state("waiting", minutes_ago=1, contacts_total=4_000, contacts_done=1_000)
+    carried = RunState(
+        "Running",
+        {**continued.custom_status, "started_at": "2026-11-28T09:50:00Z"},
+        continued.created_time,
+    )
+    assert progress_of(continued, NOW).time_left == "about 3 minutes"
+    assert progress_of(carried, NOW).time_left == "about 30 minutes"
     assert progress_of(state("finishing", contacts_total=9), NOW).time_left == "less than a minute"
     assert progress_of(state("uploading"), NOW).time_left == "none: nothing to send"
     pending = RunState("Pending", {}, NOW)

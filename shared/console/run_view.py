@@ -9,9 +9,12 @@ and the report hold none, and the rejects are read by ``rejects_search`` only.
 
 The estimate of the time left: the contacts imported so far, over the time since the
 run started, is the run's pace; the contacts still to import at that pace is the time
-left. It counts the time the run spent preparing, so it errs long, never short, and
-it is unknown until Constant Contact has finished a first import (a run imports in
-request bodies of up to 40,000 contacts, so its count moves in steps).
+left. It counts the time the run spent preparing, so it errs long rather than short,
+and it is unknown until Constant Contact has finished a first import (a run imports in
+request bodies of up to 40,000 contacts, and its polls space out as it waits, so its
+count moves in steps). The start is the custom status's ``started_at`` where it has
+one, else the Durable instance's creation (a run that continued as new is a younger
+instance, and would look faster than it is).
 """
 
 from __future__ import annotations
@@ -125,6 +128,13 @@ class RunState:
         )
 
     @property
+    def started(self) -> datetime | None:
+        """When the run started: its custom status's ``started_at`` where it says it
+        (every generation of a run that continued as new carries the first one's),
+        else when the Durable instance was created."""
+        return _time(self.custom_status.get("started_at")) or self.created_time
+
+    @property
     def ended(self) -> bool:
         """The run has ended (and has its report, unless it broke off)."""
         return self.runtime_status in TERMINAL
@@ -192,7 +202,7 @@ def about(run_id: str, state: RunState, report: Mapping[str, Any] | None) -> tup
     if found.get("trigger"):
         trigger = str(found["trigger"])
         facts.append(Fact("Started by", TRIGGERS.get(trigger, trigger)))
-    started = found.get("started_at") or found.get("requested_at") or state.created_time
+    started = found.get("started_at") or found.get("requested_at") or state.started
     if when(started):
         facts.append(Fact("Started", when(started)))
     if when(found.get("finished_at")):
@@ -265,7 +275,7 @@ def progress_of(state: RunState, now: datetime) -> Progress:
     elif prepared == 0:
         left = "none: nothing to send"
     else:
-        elapsed = (now - state.created_time).total_seconds() if state.created_time else 0.0
+        elapsed = (now - state.started).total_seconds() if state.started else 0.0
         seconds = time_left(imported, prepared, elapsed)
         left = (
             "not known yet: it is estimated once Constant Contact has finished a first import"
