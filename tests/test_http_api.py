@@ -517,7 +517,7 @@ async def test_a_5xx_answers_its_kind_and_a_correlation_id_never_the_error_text(
 async def test_a_callback_that_fails_in_key_vault_shows_a_reference_not_vault_text(
     app_env: AppEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def failing(*_args: object) -> None:
+    async def failing(*_args: object, **_kwargs: object) -> None:
         raise SecretStoreError(KEY_VAULT_403, status=403)
 
     monkeypatch.setattr(connections_module, "finish_authorization", failing)

@@ -28,12 +28,21 @@ from functions.http_api.routes import (
     what_failed,
 )
 from functions.services import Services
+from shared.config import Config
+from shared.console.pages import CONSOLE_ROUTE
 from shared.constant_contact.connect import PENDING_TTL
 from shared.exports import account
 from shared.exports.access import usable_connection, usable_connections
-from shared.exports.authorizing import BROWSER_COOKIE, finish_authorization, start_authorization
-from shared.exports.catalog import Connection, NotFound, Stored, connection_from_request
-from shared.exports.editing import new_list_name_of, require_etag_to_replace
+from shared.exports.authorizing import (
+    BROWSER_COOKIE,
+    browser_cookie_value,
+    finish_authorization,
+    read_account_name,
+    read_browser_cookie,
+    start_authorization,
+)
+from shared.exports.catalog import Connection, NotFound, Stored
+from shared.exports.editing import new_list_name_of, save_connection
 
 bp = df.Blueprint()
 
@@ -80,19 +89,11 @@ async def connection_item(call: Call) -> func.HttpResponse:
         if not await catalog.delete_connection(name, call.if_match()):
             raise NotFound(f"no connection named {name!r}")
         return func.HttpResponse(status_code=204)
-    existing = await catalog.connection(name)
     if_match = call.if_match()
-    require_etag_to_replace(f"connection {name!r}", existing is not None, if_match, "change")
-    connection = connection_from_request(
-        name,
-        call.body(),
-        principal_id=call.caller.id,
-        existing=existing.value if existing else None,
+    saved = await save_connection(
+        catalog, name, call.body(), principal_id=call.caller.id, if_match=if_match
     )
-    etag = await catalog.save_connection(connection, if_match)
-    return await _connection_answer(
-        call.app, 201 if if_match is None else 200, Stored(connection, etag)
-    )
+    return await _connection_answer(call.app, 201 if if_match is None else 200, saved)
 
 
 @route(bp, "connections/{name}/lists", GET=CONNECTION_ROLES, POST=CONNECTION_ROLES)
@@ -124,13 +125,13 @@ async def connection_custom_fields(call: Call) -> func.HttpResponse:
     return json_answer(200, {"connection": name, "custom_fields": fields})
 
 
-def _redirect_uri(call: Call) -> str:
+def redirect_uri(config: Config, req: func.HttpRequest) -> str:
     """Where Constant Contact sends the browser back: CTCT_REDIRECT_URI, else this
     app's own callback route (it must be registered with the Constant Contact app)."""
-    configured = call.app.config.ctct.redirect_uri
+    configured = config.ctct.redirect_uri
     if configured:
         return configured
-    parts = urlsplit(call.req.url)
+    parts = urlsplit(req.url)
     return f"{parts.scheme}://{parts.netloc}{app_path(CALLBACK_ROUTE)}"
 
 
@@ -139,38 +140,45 @@ async def connection_connect(call: Call) -> func.HttpResponse:
     """Start connecting a Constant Contact account: redirect to its authorize page
     (authorization code with PKCE; state and verifier stay in the secret store)."""
     url, key = await start_authorization(
-        call.app.catalog, call.app.connections, call.param("name"), _redirect_uri(call)
+        call.app.catalog,
+        call.app.connections,
+        call.param("name"),
+        redirect_uri(call.app.config, call.req),
     )
     return func.HttpResponse(
-        status_code=302, headers={"Location": url, "Set-Cookie": _browser_cookie(call, key)}
+        status_code=302, headers={"Location": url, "Set-Cookie": browser_cookie(call.req, key)}
     )
 
 
-def _browser_cookie(call: Call, key: str) -> str:
-    """The key the browser brings back to the callback, and only there. Lax, so the
-    top-level redirect from Constant Contact carries it; Secure wherever the app is
-    reached over HTTPS (serve on 127.0.0.1 is plain HTTP)."""
+def browser_cookie(req: func.HttpRequest, key: str, *, console: bool = False) -> str:
+    """The key the browser brings back to the callback, and only there (marked when
+    the console started the connect: the callback then leads back to its page). Lax,
+    so the top-level redirect from Constant Contact carries it; Secure wherever the
+    app is reached over HTTPS (serve on 127.0.0.1 is plain HTTP)."""
     cookie = (
-        f"{BROWSER_COOKIE}={key}; Path={app_path(CALLBACK_ROUTE)}; "
-        f"Max-Age={int(PENDING_TTL)}; HttpOnly; SameSite=Lax"
+        f"{BROWSER_COOKIE}={browser_cookie_value(key, console=console)}; "
+        f"Path={app_path(CALLBACK_ROUTE)}; Max-Age={int(PENDING_TTL)}; HttpOnly; SameSite=Lax"
     )
-    return cookie + "; Secure" if urlsplit(call.req.url).scheme == "https" else cookie
+    return cookie + "; Secure" if urlsplit(req.url).scheme == "https" else cookie
 
 
-def _browser_key(call: Call) -> str | None:
+def _browser_key(call: Call) -> tuple[str | None, bool]:
+    """The browser's key, and whether the console started the connect."""
     jar = SimpleCookie()
     try:
         jar.load(call.req.headers.get("Cookie", ""))
     except CookieError:
-        return None
+        return None, False
     found = jar.get(BROWSER_COOKIE)
-    return found.value if found is not None else None
+    return read_browser_cookie(found.value if found is not None else None)
 
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ccexport: {title}</title></head>
-<body><h1>{title}</h1><p>{what}</p><p>{then}</p></body></html>
+<body><h1>{title}</h1><p>{what}</p><p>{then}</p>{link}</body></html>
 """
+LINK = '<p><a href="{href}">{label}</a></p>'
+
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -185,42 +193,68 @@ RECONNECT = (
     "An admin starts again by opening {connect} with the function key; the sign-in it "
     "leads to is good for one use, for a few minutes."
 )
+RECONNECT_IN_CONSOLE = (
+    "An admin starts again with Connect on the connection's page in the console; the "
+    "sign-in it leads to is good for one use, for a few minutes."
+)
 
 
-def callback_page(status: int, title: str, what: str, then: str) -> func.HttpResponse:
+def console_connection_path(name: str = "") -> str:
+    """The console's page of a connection (its list without a name): where a connect
+    started on the console ends. Built here, not imported: the console's functions
+    import this module."""
+    return app_path(f"{CONSOLE_ROUTE}/connections" + (f"/{name}" if name else ""))
+
+
+def callback_page(
+    status: int, title: str, what: str, then: str, link: tuple[str, str] | None = None
+) -> func.HttpResponse:
     """A short page for the person whose browser Constant Contact sent back: what
-    happened and what to do next. Every text is ccexport's own, escaped."""
-    body = PAGE.format(title=html.escape(title), what=html.escape(what), then=html.escape(then))
+    happened and what to do next, and ``link`` (label, href) to where they do it.
+    Every text is ccexport's own, escaped."""
+    shown = (
+        "" if link is None else LINK.format(label=html.escape(link[0]), href=html.escape(link[1]))
+    )
+    body = PAGE.format(
+        title=html.escape(title), what=html.escape(what), then=html.escape(then), link=shown
+    )
     return func.HttpResponse(
         body, status_code=status, mimetype="text/html", charset="utf-8", headers=PAGE_HEADERS
     )
 
 
-def _refused_page(call: Call, exc: Exception) -> func.HttpResponse:
+def _refused_page(call: Call, exc: Exception, console: bool) -> func.HttpResponse:
     """Why the callback connected nothing, by the kind of error alone: its text may
     quote Constant Contact or Key Vault (the tenant, the identity), and whoever holds
-    the browser is anonymous. The detail goes to the log under the reference shown."""
+    the browser is anonymous. The detail goes to the log under the reference shown.
+    A connect started on the console is sent back there to start again."""
     status = status_of(exc)
     ref = log_failure("OAuth callback", exc, status)
     connect = app_path("connections/<name>/connect")
     reference = f"Reference for the administrator: {ref}."
+    link = ("Back to the connections", console_connection_path()) if console else None
+    reconnect = RECONNECT_IN_CONSOLE if console else RECONNECT.format(connect=connect)
     if status >= 500:
         what = f"ccexport could not finish connecting: {what_failed(exc)}."
         then = f"Try again in a few minutes; if it fails again, tell an admin. {reference}"
-        return callback_page(status, "Not connected", what, then)
+        return callback_page(status, "Not connected", what, then, link)
     if status == 404:
         what = "The connection was removed while the account was being signed in."
-        then = "An admin creates it again (PUT " + app_path("connections/<name>") + ") first."
+        then = (
+            "An admin adds it again on the console's connections page first."
+            if console
+            else "An admin creates it again (PUT " + app_path("connections/<name>") + ") first."
+        )
     elif "error" in call.req.params:
         what = "Constant Contact sent the browser back without granting access."
-        then = RECONNECT.format(connect=connect)
+        then = reconnect
     else:
         what = (
             "This sign-in could not be used: it is unknown, expired or already used, or "
             "Constant Contact did not accept it. Nothing was stored."
         )
-        then = RECONNECT.format(connect=connect)
-    return callback_page(status, "Not connected", what, f"{then} {reference}")
+        then = reconnect
+    return callback_page(status, "Not connected", what, f"{then} {reference}", link)
 
 
 @route(bp, CALLBACK_ROUTE, GET=ANONYMOUS)
@@ -231,18 +265,25 @@ async def oauth_callback(call: Call) -> func.HttpResponse:
 
     Answers a short HTML page, since a person's browser shows it; its status says
     whether the account was connected (200), the sign-in could not be used (400),
-    the connection is gone (404) or ccexport failed (5xx).
+    the connection is gone (404) or ccexport failed (5xx). A connect started on the
+    console's page ends back there instead (303), where the page shows the connection
+    connected and the account it reached.
     """
+    key, console = _browser_key(call)
     try:
         connection = await finish_authorization(
             call.app.catalog,
             call.app.connections,
             call.req.params,
-            _redirect_uri(call),
-            _browser_key(call),
+            redirect_uri(call.app.config, call.req),
+            key,
+            account_name=lambda name: read_account_name(call.app.accounts(), name),
         )
     except Exception as exc:
-        return _refused_page(call, exc)
+        return _refused_page(call, exc, console)
+    if console:
+        back = console_connection_path(connection.name) + "?done=connected"
+        return func.HttpResponse(status_code=303, headers={**PAGE_HEADERS, "Location": back})
     what = f"The Constant Contact account is now connected as {connection.name!r}."
     then = "You can close this page. Exports over this connection send on their next run."
     return callback_page(200, "Connected", what, then)

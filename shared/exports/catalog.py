@@ -47,7 +47,8 @@ CONNECTIONS = "connections/"
 OAUTH_STATES = "oauth-states/"
 _ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CONNECTION_FIELDS = {"name", "display_name", "roles", "privacy_consent"}
-"""What a person may send; ``id``, ``status`` and ``connected_at`` are the server's."""
+"""What a person may send; ``id``, ``status``, ``connected_at`` and ``account_name`` are
+the server's."""
 _MAX_DISPLAY_NAME = 200
 
 
@@ -99,6 +100,10 @@ class Connection:
     added again under the same name is another connection, which takes over none of
     the old one's exports or runs (they carry the id they were made for). Records
     older than ids have ``""``, and so do the definitions saved for them."""
+    account_name: str | None = None
+    """The organization name of the Constant Contact account it reaches, read when it
+    was last connected (shared.exports.authorizing), so that showing it costs no
+    request; None before that, or when Constant Contact did not say."""
 
     def allows(self, roles: Collection[str]) -> bool:
         """Whether a caller holding ``roles`` may run exports over this connection."""
@@ -114,6 +119,7 @@ class Connection:
             "status": self.status.value,
             "connected_at": self.connected_at,
             "id": self.id,
+            "account_name": self.account_name,
         }
 
     @classmethod
@@ -139,12 +145,17 @@ class Connection:
             status=status,
             connected_at=data.get("connected_at"),
             id=str(data.get("id") or ""),
+            account_name=_text_or_none(data.get("account_name")),
         )
 
     def sends(self, definition: ExportDefinition) -> bool:
         """Whether ``definition`` was saved for this connection, not for an earlier one
         that had its name."""
         return definition.connection == self.name and definition.connection_id == self.id
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _now_iso() -> str:
@@ -198,6 +209,7 @@ def connection_from_request(
         status=existing.status if existing else ConnectionStatus.NOT_CONNECTED,
         connected_at=existing.connected_at if existing else None,
         id=existing.id if existing else new_connection_id(),
+        account_name=existing.account_name if existing else None,
     )
 
 
@@ -309,12 +321,19 @@ class Catalog:
             return ConnectionStatus.NEEDS_REAUTHORISATION
         return connection.status
 
-    async def mark_connected(self, name: str, *, attempts: int = 5) -> Connection:
-        """Record a completed authorization, retrying if someone edits it meanwhile."""
+    async def mark_connected(
+        self, name: str, *, account_name: str | None = None, attempts: int = 5
+    ) -> Connection:
+        """Record a completed authorization and the account it reached (None: not
+        known, and an earlier name is dropped with the account it named), retrying if
+        someone edits the connection meanwhile."""
         for _ in range(attempts):
             stored = await self.require_connection(name)
             updated = replace(
-                stored.value, status=ConnectionStatus.CONNECTED, connected_at=_now_iso()
+                stored.value,
+                status=ConnectionStatus.CONNECTED,
+                connected_at=_now_iso(),
+                account_name=account_name,
             )
             try:
                 await self.save_connection(updated, stored.etag)

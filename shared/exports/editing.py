@@ -14,7 +14,7 @@ from shared.errors import InputError
 from shared.exports import account
 from shared.exports import definitions as exports
 from shared.exports.access import Caller, Forbidden, require_use
-from shared.exports.catalog import Catalog, Stored
+from shared.exports.catalog import Catalog, Connection, Stored, connection_from_request
 from shared.exports.definitions import ExportDefinition
 from shared.storage.documents import DocumentExists
 
@@ -23,6 +23,21 @@ def require_etag_to_replace(what: str, exists: bool, if_match: str | None, verb:
     """Refuse to overwrite an existing document without the ETag that was read."""
     if exists and if_match is None:
         raise DocumentExists(f"{what} exists; send If-Match with its ETag to {verb} it")
+
+
+async def save_connection(
+    catalog: Catalog, name: str, body: Any, *, principal_id: str, if_match: str | None
+) -> Stored[Connection]:
+    """Create (no ``if_match``) or change (only at ``if_match``) the connection ``name``
+    as a person sent it (shared.exports.catalog.connection_from_request): what the
+    HTTP API's PUT and the console's connection forms save. Who may is the caller's
+    to check first (admins only)."""
+    existing = await catalog.connection(name)
+    require_etag_to_replace(f"connection {name!r}", existing is not None, if_match, "change")
+    connection = connection_from_request(
+        name, body, principal_id=principal_id, existing=existing.value if existing else None
+    )
+    return Stored(connection, await catalog.save_connection(connection, if_match))
 
 
 async def definition_to_save(
