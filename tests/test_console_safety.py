@@ -13,23 +13,15 @@ from functions.console import home, statics
 from functions.console.pages import console_path
 from shared.console import safety
 from shared.console.pages import static_file
+from tests.support.app_index import http_triggers
 from tests.support.function_harness import AppEnv, principal
 from tests.support.http_calls import ADMIN, call
 
 ORIGIN = "https://ccexport-test.azurewebsites.net"
 
 
-def console_functions() -> list[Any]:
-    import function_app  # noqa: PLC0415 - the app as the host loads it
-
-    found = []
-    for function in function_app.app.get_functions():
-        for binding in function.get_bindings():
-            if binding.type == "httpTrigger" and str(binding.get_dict_repr()["route"]).startswith(
-                "console"
-            ):
-                found.append(binding.get_dict_repr())
-    return found
+def console_functions() -> list[dict[str, Any]]:
+    return [t for t in http_triggers().values() if str(t["route"]).startswith("console")]
 
 
 def test_every_console_route_is_anonymous_at_the_function_level() -> None:

@@ -54,6 +54,7 @@ from shared.wiring import clients as wiring_clients
 from shared.workstation.local_run import run_locally
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import services_for, store_tokens
+from tests.support.app_index import http_triggers
 from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
 from tests.support.granted_runs import gate_for, granted, home_catalog, save_ready
 from tests.support.http_calls import (
@@ -118,17 +119,9 @@ def test_the_referenced_tests_exist() -> None:
 
 
 def test_every_endpoint_but_the_oauth_callback_needs_the_function_key() -> None:
-    import function_app  # noqa: PLC0415 - the app as the host loads it
-
-    levels: dict[str, str] = {}
-    console: set[str] = set()
-    for function in function_app.app.get_functions():
-        for binding in function.get_bindings():
-            if binding.type == "httpTrigger":
-                name = str(function.get_function_name())
-                levels[name] = str(binding.get_dict_repr()["authLevel"])
-                if str(binding.get_dict_repr()["route"]).startswith("console"):
-                    console.add(name)
+    triggers = http_triggers()
+    levels = {name: str(trigger["authLevel"]) for name, trigger in triggers.items()}
+    console = {name for name, t in triggers.items() if str(t["route"]).startswith("console")}
     assert len(levels) >= 9
     keyless = {name for name, level in levels.items() if level.lower() != "function"}
     # The console's pages: a browser has no key; they answer only behind App Service
