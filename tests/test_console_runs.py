@@ -562,6 +562,26 @@ async def test_confirm_removals_starts_the_run_again_only_while_it_waits(
     assert forged.status_code == 403
     assert len(durable_fake.starts) == 1
 
+    # A connection that may not send now: the refusal in words, and the page that fixes it.
+    etag = (await call(http_api.connection_item, "GET", "connections/acme")).headers["ETag"]
+    withdrawn = await put_connection(consent(False), headers={"If-Match": etag})
+    assert withdrawn.status_code == 200
+    not_now = await visit(
+        pages.console_run_confirm,
+        "POST",
+        f"runs/{run_id}/confirm",
+        run_id,
+        durable_fake,
+        headers=MARKETING,
+        form={},
+    )
+    assert not_now.status_code == 409
+    assert "data-privacy consent has not been accepted" in text(not_now)
+    assert 'href="/api/console/connections/acme">Open connection acme</a>' in text(not_now)
+    assert len(durable_fake.starts) == 1
+    accepted = await put_connection(consent(), headers={"If-Match": withdrawn.headers["ETag"]})
+    assert accepted.status_code == 200
+
     confirmed = await visit(
         pages.console_run_confirm,
         "POST",
