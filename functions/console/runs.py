@@ -66,8 +66,8 @@ def _kept_out(handler: PageHandler) -> PageHandler:
         except Forbidden as exc:
             shown = problem(
                 403,
-                f"{exc}. An admin can give you a role that connection allows; until then, "
-                "the runs you may see are listed on the runs page",
+                f"{exc}. The runs page lists the runs you may see; an admin can add one of "
+                "your roles to a connection to let you see the runs of its exports",
                 console=console_path(),
                 action=Action("Runs you may see", console_path("runs")),
             )
