@@ -67,6 +67,18 @@ def race_a_failure(context: Any) -> Generator[Any, Any, dict[str, Any]]:
     return {"upload_won": winner is upload, "result": str(winner.result)}
 
 
+def count_down(context: Any) -> Generator[Any, Any, dict[str, Any] | None]:
+    """Continues as new until nothing is left, each generation adding to the trail."""
+    left, trail = context.get_input()["left"], context.get_input()["trail"]
+    trail = [*trail, left]
+    context.set_custom_status({"left": left})
+    yield context.create_timer(context.current_utc_datetime + timedelta(milliseconds=20))
+    if left > 0:
+        context.continue_as_new({"left": left - 1, "trail": trail})
+        return None
+    return {"trail": trail}
+
+
 IN_FLIGHT = InFlight()
 
 
@@ -80,6 +92,7 @@ def engine() -> Iterator[LocalEngine]:
     local.register_orchestrator("fan_out", fan_out)
     local.register_orchestrator("lost", lost)
     local.register_orchestrator("race_a_failure", race_a_failure)
+    local.register_orchestrator("count_down", count_down)
     for name, activity in toy_export.ACTIVITIES.items():
         local.register_activity(name, activity)
     local.register_activity("nap", IN_FLIGHT.nap)
@@ -159,6 +172,33 @@ def test_a_failed_task_any_winner_reads_the_same_on_both_engines(engine: LocalEn
         "result": "Activity function 'upload_chunk' failed: chunk 0 is malformed \n "
         '{"Message": "ChunkError: chunk 0 is malformed"}',
     }
+
+
+def test_continue_as_new_runs_every_generation_and_ends_with_the_last(
+    engine: LocalEngine,
+) -> None:
+    seen: list[Any] = []
+    started = engine.start("count_down", {"left": 3, "trail": []}, instance_id="count-down")
+
+    state = engine.wait(started.instance_id, TIMEOUT, on_progress=seen.append)
+    by_replay = run_by_replay(count_down, {"left": 3, "trail": []}, activities({}))
+
+    assert state.status is RuntimeStatus.COMPLETED
+    assert state.instance_id == "count-down"  # one instance, generation after generation
+    assert state.output == {"trail": [3, 2, 1, 0]}
+    assert state.input == {"left": 0, "trail": [3, 2, 1]}  # the last generation's input
+    assert state.custom_status == {"left": 0}
+    assert [s.custom_status for s in seen][-1] == {"left": 0}
+    assert by_replay.final.output == state.output
+    assert by_replay.final.custom_status == state.custom_status
+    assert len(by_replay.generations) == 4
+    assert by_replay.continued == [
+        {"left": 2, "trail": [3]},
+        {"left": 1, "trail": [3, 2]},
+        {"left": 0, "trail": [3, 2, 1]},
+    ]
+    # each generation's history is its own: started, one timer, and the end
+    assert all(len(h.events) <= 8 for h in by_replay.generations)
 
 
 def test_start_is_idempotent_for_a_running_or_completed_run(engine: LocalEngine) -> None:

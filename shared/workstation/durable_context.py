@@ -238,6 +238,12 @@ class DurableContext:
     def create_timer(self, fire_at: datetime) -> LocalTask:
         return LocalTask(self._context.create_timer(fire_at))
 
+    def continue_as_new(self, input_: Any) -> None:
+        """End this generation; the engine starts the next under the same instance id
+        with ``input_`` and a fresh history. The orchestrator returns right after, and
+        what it returns is not the run's output (azure-functions-durable's contract)."""
+        self._context.continue_as_new(input_)
+
 
 Orchestrator = Callable[[Any], Any]
 """An azure-functions-durable orchestrator: a generator function of its context."""
@@ -253,6 +259,8 @@ def run_orchestrator(
 
     Not ``yield from``: durabletask sends back its own result shapes and throws
     ``TaskFailedError``; the generator must get azure-functions-durable's instead.
+    After ``continue_as_new`` the generator's return value is ignored: durabletask
+    keeps the continuation it was told of and drops a later completion.
     """
     body = orchestrator(DurableContext(context, input_, activity_name))
     if not isinstance(body, GeneratorType):

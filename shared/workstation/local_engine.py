@@ -123,6 +123,9 @@ class RunState:
     """That exception's qualified type name."""
     created_at: datetime | None = None
     last_updated_at: datetime | None = None
+    input: Any = None
+    """The input of the run's current generation: after ``continue_as_new``, the one
+    that generation was handed."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def _run_state(state: dt_client.OrchestrationState) -> RunState:
         failure_type=details.error_type if details else None,
         created_at=state.created_at,
         last_updated_at=state.last_updated_at,
+        input=state.get_input(),
     )
 
 
@@ -460,6 +464,10 @@ class LocalEngine:
         poll_interval: float = 0.25,
     ) -> RunState:
         """Block until the run ends (completed, failed or terminated) and return its state.
+
+        A run that continues as new has not ended: the wait goes on through every
+        generation (between two, the instance is ``ContinuedAsNew`` or ``Pending``),
+        and the state returned is the last generation's.
 
         ``on_progress`` is called from this thread whenever the run's custom status
         changes (checked every ``poll_interval`` seconds), and once more at the end if

@@ -53,6 +53,7 @@ class ActionType(IntEnum):
 
     CALL_ACTIVITY = 0
     CALL_ACTIVITY_WITH_RETRY = 1
+    CONTINUE_AS_NEW = 4
     CREATE_TIMER = 5
     WHEN_ANY = 11
     WHEN_ALL = 12
@@ -256,14 +257,28 @@ class _Timer:
 
 
 @dataclass
+class Clock:
+    """The simulated time of :func:`run_by_replay`, for activities that read it."""
+
+    now: datetime = START
+
+
+@dataclass
 class HostRun:
-    """A whole orchestration played by :func:`run_by_replay`."""
+    """A whole orchestration played by :func:`run_by_replay`.
+
+    ``history`` and ``scheduled`` are the last generation's; ``generations`` holds
+    every generation's history, the last included, and ``continued`` the input each
+    ``continue_as_new`` handed on.
+    """
 
     history: History
     final: ReplayState
     episodes: int
     calls: list[tuple[str, Any]] = field(default_factory=list)
     scheduled: list[dict[str, Any]] = field(default_factory=list)
+    generations: list[History] = field(default_factory=list)
+    continued: list[Any] = field(default_factory=list)
 
 
 def run_by_replay(
@@ -275,8 +290,14 @@ def run_by_replay(
     instance_id: str = "replay-instance",
     activity_time: timedelta = timedelta(seconds=1),
     max_episodes: int = 1000,
+    clock: Clock | None = None,
 ) -> HostRun:
     """Play the host until the orchestrator finishes (returns or raises).
+
+    An orchestrator that calls ``continue_as_new`` ends its generation: as the host
+    does, the next starts under the same instance id with the new input and a history
+    of its own (a timer or activity still pending is dropped, as the host drops it).
+    ``clock`` (optional) is moved along with the simulated time.
 
     One completion (an activity result or a fired timer) is delivered per episode,
     earliest first on a simulated clock: activities take ``activity_time``, timers
@@ -287,14 +308,26 @@ def run_by_replay(
     the last failed attempt. Every episode is replayed twice and checked against
     what earlier episodes scheduled (:func:`assert_deterministic`).
     """
-    clock = START
-    history = History(name, input_, instance_id=instance_id, start=clock)
+    simulated = clock or Clock()
+    clock_at = simulated.now
+    history = History(name, input_, instance_id=instance_id, start=clock_at)
     run = HostRun(history=history, final=replay(orchestrator, history), episodes=0)
+    run.generations.append(history)
     pending: list[_Call | _Timer] = []
     next_id = 0
     for episode in range(1, max_episodes + 1):
         state = assert_deterministic(orchestrator, history, run.scheduled)
         run.final, run.episodes = state, episode
+        continued = [
+            a for a in state.flat_actions() if a["actionType"] == ActionType.CONTINUE_AS_NEW
+        ]
+        if continued and state.error is None:
+            new_input = json.loads(continued[-1]["input"])
+            run.continued.append(new_input)
+            history = History(name, new_input, instance_id=instance_id, start=clock_at)
+            run.generations.append(history)
+            run.history, run.scheduled, pending, next_id = history, [], [], 0
+            continue
         if state.is_done or state.error is not None:
             return run
         for action in state.flat_actions()[len(run.scheduled) :]:
@@ -305,43 +338,44 @@ def run_by_replay(
                     next_id,
                     action["functionName"],
                     action.get("input"),
-                    due=clock + activity_time,
+                    due=clock_at + activity_time,
                     retry=action.get("retryOptions"),
                 )
-                history.task_scheduled(call.task_id, call.name, call.input_json, clock)
+                history.task_scheduled(call.task_id, call.name, call.input_json, clock_at)
                 pending.append(call)
             elif kind == ActionType.CREATE_TIMER:
                 timer = _Timer(next_id, parse_timestamp(action["fireAt"]))
-                history.timer_created(timer.task_id, timer.due, clock)
+                history.timer_created(timer.task_id, timer.due, clock_at)
                 pending.append(timer)
             else:
                 raise NotImplementedError(f"action type {kind} is not simulated")
             next_id += 1
-        history.orchestrator_completed(clock)
+        history.orchestrator_completed(clock_at)
         if not pending:
             raise AssertionError("the orchestrator waits, but nothing it waits for is scheduled")
         item = min(pending, key=lambda p: p.order)
         pending.remove(item)
-        clock = max(clock, item.due)
-        history.orchestrator_started(clock)
+        clock_at = max(clock_at, item.due)
+        simulated.now = clock_at
+        history.orchestrator_started(clock_at)
         if isinstance(item, _Call):
             outcome = _perform(run_activity, item, run.calls)
             if not isinstance(outcome, Exception):
-                history.task_completed(item.task_id, outcome, clock)
+                history.task_completed(item.task_id, outcome, clock_at)
                 continue
             reason, details = activity_failure_text(item.name, type(outcome).__name__, str(outcome))
-            history.task_failed(item.task_id, reason, details, clock)
+            history.task_failed(item.task_id, reason, details, clock_at)
             if item.retry is not None:
                 wait = timedelta(milliseconds=item.retry["firstRetryIntervalInMilliseconds"])
-                timer = _Timer(next_id, clock + wait, retry_of=item)
-                history.timer_created(timer.task_id, timer.due, clock)
+                timer = _Timer(next_id, clock_at + wait, retry_of=item)
+                history.timer_created(timer.task_id, timer.due, clock_at)
                 pending.append(timer)
                 next_id += 1
         else:
-            history.timer_fired(item.task_id, item.due, clock)
-            again = _next_attempt(item.retry_of, next_id, clock + activity_time)
+            history.timer_fired(item.task_id, item.due, clock_at)
+            again = _next_attempt(item.retry_of, next_id, clock_at + activity_time)
             if again is not None:
-                history.task_scheduled(again.task_id, again.name, again.input_json, clock)
+                history.task_scheduled(again.task_id, again.name, again.input_json, clock_at)
                 pending.append(again)
                 next_id += 1
     raise AssertionError(f"the orchestrator did not finish in {max_episodes} episodes")
