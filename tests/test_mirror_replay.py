@@ -20,7 +20,13 @@ from shared.runs.contract import RunInput, RunOptions, RunStatus
 from shared.runs.membership import ListPlan, MembersResult, RemovalResult
 from shared.runs.prepared import Changes, PreparedRun
 from shared.runs.uploads import ImportState, PollResult
-from tests.support.durable_history import START, HostRun, run_by_replay
+from tests.support.durable_history import (
+    START,
+    EventType,
+    HostRun,
+    parse_timestamp,
+    run_by_replay,
+)
 from tests.support.scripted_account import Account
 
 LIST_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -105,6 +111,35 @@ def test_mirror_run_looks_at_the_lists_first_then_imports_then_removes() -> None
     assert finish.removals.done
     assert finish.members is not None
     assert finish.members.lists == account.plan
+
+
+def test_a_long_removal_wait_backs_off_from_short_and_continues_as_new() -> None:
+    """The removals are polled on their own count: the wait starts short again after the
+    imports' polls, backs off to the cap, and continues as new without asking twice."""
+    options = replace(OPTIONS, poll_seconds=10, max_poll_seconds=60, restart_after_tasks=12)
+    restarted_account = MirrorAccount(chunks=2, polls_to_finish=4, removal_polls_to_finish=12)
+    unbroken_account = MirrorAccount(chunks=2, polls_to_finish=4, removal_polls_to_finish=12)
+
+    restarted = play(restarted_account, options)
+    unbroken = play(unbroken_account, replace(options, restart_after_tasks=10_000))
+
+    assert restarted.final.output == unbroken.final.output
+    assert restarted.final.output["status"] == "completed"
+    assert restarted.final.custom_status == unbroken.final.custom_status
+    assert restarted_account.called.count("apply_removals") == 1
+    assert restarted_account.called.count("prepare_segment") == 1
+    assert "remove" in [handed["carry"]["stage"] for handed in restarted.continued]
+    assert len(restarted_account.removal_polls) == 12
+    timers = [
+        (parse_timestamp(e["FireAt"]) - parse_timestamp(e["Timestamp"])).total_seconds()
+        for h in restarted.generations
+        for e in h.events
+        if e["EventType"] == EventType.TIMER_CREATED
+    ]
+    assert timers[:4] == [10.0, 15.0, 22.5, 33.75]  # the imports' four polls
+    assert timers[4:] == [10.0, 15.0, 22.5, 33.75, 50.625] + [60.0] * 7  # the removals'
+    [restarted_finish], [unbroken_finish] = restarted_account.finished, unbroken_account.finished
+    assert replace(restarted_finish, run=unbroken_finish.run) == unbroken_finish
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,22 @@
 ``RunTally`` is rebuilt by the orchestrator on every replay from the activities'
 results, so it is pure and deterministic (no clock, no I/O). It decides the run's
 status, what the custom status says, and when mirror mode stops to ask.
+
+A run that waits long continues as new: the tally goes to JSON (:meth:`RunTally.carry`)
+as the next generation's input, and that generation rebuilds it
+(:meth:`RunTally.begin`) and goes on from its :class:`Stage`, so what it reports
+counts every generation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from shared.runs.contract import FinishRequest, Phase, RunInput, RunOutcome, RunStatus
+from shared.runs.contract import CARRY, FinishRequest, Phase, RunInput, RunOutcome, RunStatus
 from shared.runs.membership import ListPlan, MembersResult, RemovalResult, Removals
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.uploads import (
@@ -23,10 +30,35 @@ from shared.runs.uploads import (
     UploadResult,
     UploadVerdict,
 )
+from shared.runs.waits import next_poll
 
 _UNCONFIRMED = "unconfirmed"
 _SETTLED = TERMINAL_IMPORT_STATES | {_UNCONFIRMED}
 """Removal states after which nothing more is asked (unconfirmed: waiting gave up)."""
+
+
+class Stage(StrEnum):
+    """The orchestrator's steps in order; a continued generation goes on from its stage."""
+
+    PREPARE = "prepare"
+    """Prepare the segment, and in mirror mode look at the lists."""
+    SEND = "send"
+    """Upload the chunks, polling while the pending-imports budget is full."""
+    WAIT = "wait"
+    """Poll until the accepted imports end, or the wait runs out."""
+    REMOVE = "remove"
+    """Mirror mode: remove the leavers, then poll until the removals end."""
+    FINISH = "finish"
+    """Write the report."""
+
+
+_NEXT = {
+    Stage.PREPARE: Stage.SEND,
+    Stage.SEND: Stage.WAIT,
+    Stage.WAIT: Stage.REMOVE,
+    Stage.REMOVE: Stage.FINISH,
+    Stage.FINISH: Stage.FINISH,
+}
 
 
 class RunTally:
@@ -39,6 +71,7 @@ class RunTally:
     def __init__(self, run: RunInput, started_at: str) -> None:
         self.run = run
         self.started_at = started_at
+        self.stage = Stage.PREPARE
         self.phase = Phase.PREPARING
         self.prepared: PreparedRun | None = None
         self.outcomes: dict[int, ChunkOutcome] = {}
@@ -55,6 +88,113 @@ class RunTally:
         self.confirmation: str | None = None
         self.stopped_because: str | None = None
         """Why the run was stopped before its end (shared/runs/recheck.py), if it was."""
+        self.wait_deadline: str | None = None
+        """When waiting for the imports gives up (ISO 8601), set when the wait begins."""
+        self.removal_polls = 0
+        """Status polls of the removals' membership activities (failed ones included)."""
+        self.removal_poll_failures = 0
+        """Removal polls in a row that failed (after their retries)."""
+        self.removal_deadline: str | None = None
+        """When waiting for the removals gives up (ISO 8601), set when that wait begins."""
+        self.tasks = 0
+        """Activities and timers this generation scheduled: what its history grows with.
+        Never carried: each generation starts from nothing."""
+
+    # -- generations -----------------------------------------------------------------
+
+    @classmethod
+    def begin(cls, data: Any, started_at: str) -> RunTally:
+        """The tally of a run's first generation, or the one a continued generation was
+        given (``started_at`` is then the first generation's, as carried)."""
+        run = RunInput.from_json(data)
+        carried = data.get(CARRY)
+        return cls(run, started_at) if carried is None else cls.from_json(run, carried)
+
+    def carry(self) -> dict[str, Any]:
+        """The next generation's input: the run's own, and this tally under ``carry``."""
+        return {**self.run.to_json(), CARRY: self.to_json()}
+
+    def history_full(self) -> bool:
+        """This generation has scheduled enough: it should continue as new."""
+        return self.tasks >= self.run.options.restart_after_tasks
+
+    def advance(self) -> None:
+        """On to the next stage; a run that may not send goes from prepare to finish."""
+        if self.stage is Stage.PREPARE and (self.stopped() or self.awaits_confirmation()):
+            self.stage = Stage.FINISH
+        else:
+            self.stage = _NEXT[self.stage]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything a continued generation needs, but the run (it is the input itself)
+        and ``tasks``. Outcomes keep their order: polls ask about imports in it."""
+        return {
+            "stage": self.stage.value,
+            "started_at": self.started_at,
+            "phase": self.phase.value,
+            "prepared": None if self.prepared is None else self.prepared.to_json(),
+            "outcomes": [o.to_json() for o in self.outcomes.values()],
+            "error": self.error,
+            "resets_at": self.resets_at,
+            "requests": asdict(self.requests),
+            "poll_failures": self.poll_failures,
+            "wait_deadline": self.wait_deadline,
+            "members": None if self.members is None else self.members.to_json(),
+            "removals": None if self.removals is None else self.removals.to_json(),
+            "removal_states": [[a, state] for a, state in self.removal_states.items()],
+            "removal_polls": self.removal_polls,
+            "removal_poll_failures": self.removal_poll_failures,
+            "removal_deadline": self.removal_deadline,
+            "confirmation": self.confirmation,
+            "stopped_because": self.stopped_because,
+        }
+
+    @classmethod
+    def from_json(cls, run: RunInput, data: Mapping[str, Any]) -> RunTally:
+        tally = cls(run, str(data["started_at"]))
+        tally.stage = Stage(data["stage"])
+        tally.phase = Phase(data["phase"])
+        prepared, members, removals = data["prepared"], data["members"], data["removals"]
+        tally.prepared = None if prepared is None else PreparedRun.from_json(prepared)
+        outcomes = (ChunkOutcome.from_json(o) for o in data["outcomes"])
+        tally.outcomes = {o.chunk.index: o for o in outcomes}
+        tally.error = data["error"]
+        tally.resets_at = data["resets_at"]
+        tally.requests = RequestCounts(**data["requests"])
+        tally.poll_failures = int(data["poll_failures"])
+        tally.wait_deadline = data["wait_deadline"]
+        tally.members = None if members is None else MembersResult.from_json(members)
+        tally.removals = None if removals is None else Removals.from_json(removals)
+        tally.removal_states = {str(a): str(state) for a, state in data["removal_states"]}
+        tally.removal_polls = int(data["removal_polls"])
+        tally.removal_poll_failures = int(data["removal_poll_failures"])
+        tally.removal_deadline = data["removal_deadline"]
+        tally.confirmation = data["confirmation"]
+        tally.stopped_because = data["stopped_because"]
+        return tally
+
+    # -- waits -----------------------------------------------------------------------
+
+    def wait_until(self, now: datetime) -> datetime:
+        """The imports' deadline: ``max_wait_seconds`` after the wait began, kept as it
+        was set so a continued generation waits no longer than an unbroken run."""
+        if self.wait_deadline is None:
+            self.wait_deadline = _later(now, self.run.options.max_wait_seconds)
+        return datetime.fromisoformat(self.wait_deadline)
+
+    def removals_until(self, now: datetime) -> datetime:
+        """The removals' deadline, as :meth:`wait_until` for the imports."""
+        if self.removal_deadline is None:
+            self.removal_deadline = _later(now, self.run.options.max_wait_seconds)
+        return datetime.fromisoformat(self.removal_deadline)
+
+    def next_import_poll(self, now: datetime, deadline: datetime | None = None) -> datetime:
+        """When to ask about the imports next: backing off with every poll of the run."""
+        return next_poll(now, self.run.options, self.requests.status_polls, deadline)
+
+    def next_removal_poll(self, now: datetime, deadline: datetime) -> datetime:
+        """When to ask about the removals next: backing off with every removal poll."""
+        return next_poll(now, self.run.options, self.removal_polls, deadline)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -158,6 +298,8 @@ class RunTally:
         return [a for a, state in self.removal_states.items() if state not in _SETTLED]
 
     def removals_polled(self, result: PollResult) -> None:
+        self.removal_polls += 1
+        self.removal_poll_failures = 0
         if result.stopped:
             self.removals_unconfirmed(result.error or "the run was stopped")
             return
@@ -180,6 +322,11 @@ class RunTally:
                 else None
             )
             self.removals = replace(self.removals, activities_completed=done, error=error)
+
+    def removal_poll_failed(self) -> None:
+        """A removal poll failed for good; the removals may still be running."""
+        self.removal_polls += 1
+        self.removal_poll_failures += 1
 
     def removals_unconfirmed(self, why: str) -> None:
         if self.removals is not None and self.removals_awaiting():
@@ -386,3 +533,7 @@ class RunTally:
             report=report,
             resume_after=self.resets_at if status is RunStatus.QUOTA_EXHAUSTED else None,
         )
+
+
+def _later(now: datetime, seconds: float) -> str:
+    return (now + timedelta(seconds=seconds)).isoformat()

@@ -22,6 +22,12 @@ Input (:class:`RunInput`; its ``run_id`` is also the instance id)::
 connection id; the function app's activities check it against the catalog before
 each step and stop the run when it no longer holds. ``ccexport run`` has none.
 
+A run that waits long continues as new (``RunOptions.restart_after_tasks``): the
+next generation of the same instance gets the same input plus ``"carry"``, the
+orchestrator's tally (``RunTally.to_json``: stage, outcomes, counts, deadlines), and
+goes on from there without preparing or uploading again. Only the orchestrator
+writes and reads ``carry``.
+
 Custom status (``RunTally.progress``), set at every step::
 
     {"phase": "preparing" | "uploading" | "waiting" | "finishing" | "done",
@@ -89,6 +95,9 @@ ACTIVITIES = (PREPARE_SEGMENT, UPLOAD_CHUNK, POLL_IMPORTS, FINISH_RUN, FIND_MEMB
 
 TRIGGERS = frozenset({"blob", "timer", "http", "cli"})
 
+CARRY = "carry"
+"""The input key under which a continued generation finds the tally it goes on from."""
+
 
 class RunStatus(StrEnum):
     COMPLETED = "completed"
@@ -119,7 +128,12 @@ class RunOptions:
     """Imports of this run accepted but unfinished before uploads wait for polls: half
     the account's cap of 1,000 queued activities, leaving room for everyone else."""
     poll_seconds: float = 10.0
-    """Time between two status polls (each one request for every pending import)."""
+    """Time before the first status poll of a wait (each poll is one request for every
+    pending import); later polls back off from it (shared/runs/waits.py)."""
+    max_poll_seconds: float = 300.0
+    """The longest time between two status polls, however long the wait: at five
+    minutes a six-hour wait costs well under a hundred requests of the key's daily
+    quota, and an import's end is seen at most five minutes late."""
     max_wait_seconds: float = 6 * 3600.0
     """How long to wait for imports to finish before reporting them unconfirmed."""
     attempts: int = 3
@@ -129,6 +143,10 @@ class RunOptions:
     """Send every contact, not only those new or changed since the last snapshot."""
     confirm_removals: bool = False
     """A mirror run may remove more than the definition's max_removal_share."""
+    restart_after_tasks: int = 100
+    """Activities and timers one generation of the orchestration schedules before,
+    at its next upload window or poll, it continues as new carrying its tally: its
+    history stays small however long it waits (shared/runs/waits.py)."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -136,11 +154,13 @@ class RunOptions:
             (1 <= self.upload_window <= 64, "upload_window (1-64)"),
             (self.upload_window <= self.max_pending_imports <= 1000, "max_pending_imports"),
             (0 < self.poll_seconds <= 3600, "poll_seconds"),
+            (0 < self.max_poll_seconds <= 3600, "max_poll_seconds"),
             (0 < self.max_wait_seconds <= 10 * 86400, "max_wait_seconds"),
             (1 <= self.attempts <= 10, "attempts (1-10)"),
             (0 < self.retry_seconds <= 3600, "retry_seconds"),
             (isinstance(self.full, bool), "full (true or false)"),
             (isinstance(self.confirm_removals, bool), "confirm_removals (true or false)"),
+            (1 <= self.restart_after_tasks <= 10_000, "restart_after_tasks (1-10,000)"),
         )
         for ok, name in checks:
             if not ok:
