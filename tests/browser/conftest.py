@@ -37,13 +37,15 @@ def _function_app_clients_closed() -> None:
     where no other may run. The app's clients live in serve's process here."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Per module: Playwright's synchronous API holds an event loop in this thread while
+    it is open, and the async tests that follow need the thread's loop free."""
     with sync_playwright() as started:
         yield started
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHOICE.is_file():
         pytest.fail("no browser was provisioned: run `make install` (tests/browser/provision.py)")
