@@ -117,7 +117,12 @@ def test_progress_says_each_phase_and_estimates_only_from_imports_done() -> None
     assert progress_of(pending, NOW).phase_text == "Waiting to start"
     answer = progress_json(
         state(
-            "uploading", contacts_total=4_000, contacts_done=0, chunks_total=4, chunks_uploaded=1
+            "uploading",
+            contacts_total=4_000,
+            contacts_done=0,
+            chunks_total=4,
+            chunks_uploaded=1,
+            contacts_sent=1_000,
         ),
         NOW,
     )
@@ -129,7 +134,7 @@ def test_progress_says_each_phase_and_estimates_only_from_imports_done() -> None
         "fields": {
             "phase": "Sending the contacts to Constant Contact",
             "prepared": "4,000",
-            "sent": "1 of 4 request bodies",
+            "sent": "1,000 of 4,000 (1 of 4 request bodies)",
             "imported": "0 of 4,000",
             "left": "not known yet: it is estimated once Constant Contact has finished a "
             "first import",

@@ -111,8 +111,10 @@ def test_happy_path_uploads_in_windows_polls_everything_at_once_and_reports() ->
         "chunks_done": 5,
         "chunks_failed": 0,
         "contacts_total": 500,
+        "contacts_sent": 500,
         "contacts_done": 500,
         "polls": 2,
+        "started_at": run.final.custom_status["started_at"],
     }
     assert uploads(run) == [1, 2, 3, 4, 5]  # one request per chunk, none again
     # each poll asks about every pending import, in one activity call

@@ -246,6 +246,8 @@ class Progress:
     """Contacts to send (unchanged ones are not): the custom status's contacts_total."""
     imports_total: int
     imports_sent: int
+    contacts_sent: int
+    """Contacts in imports Constant Contact accepted."""
     imports_failed: int
     imported: int
     """Contacts in imports Constant Contact finished."""
@@ -287,6 +289,7 @@ def progress_of(state: RunState, now: datetime) -> Progress:
         prepared=prepared,
         imports_total=_count(custom, "chunks_total"),
         imports_sent=_count(custom, "chunks_uploaded"),
+        contacts_sent=min(_count(custom, "contacts_sent"), prepared),
         imports_failed=_count(custom, "chunks_failed"),
         imported=imported,
         time_left=left,
@@ -316,7 +319,12 @@ def progress_json(state: RunState, now: datetime) -> dict[str, Any]:
         "fields": {
             "phase": shown.phase_text,
             "prepared": f"{shown.prepared:,}" if counted else NOT_YET,
-            "sent": f"{shown.imports_sent:,} of {bodies}" if counted else NOT_YET,
+            "sent": (
+                f"{shown.contacts_sent:,} of {shown.prepared:,} "
+                f"({shown.imports_sent:,} of {bodies})"
+                if counted
+                else NOT_YET
+            ),
             "imported": f"{shown.imported:,} of {shown.prepared:,}" if counted else NOT_YET,
             "left": shown.time_left,
         },

@@ -489,8 +489,10 @@ class RunTally:
             "chunks_done": sum(1 for o in outcomes if o.fate in final),
             "chunks_failed": len(failed),
             "contacts_total": self._contacts(outcomes),  # to send: unchanged ones are not
+            "contacts_sent": self._contacts(o for o in outcomes if o.activity_id is not None),
             "contacts_done": self._contacts(o for o in outcomes if o.fate.delivered),
             "polls": self.requests.status_polls,
+            "started_at": self.started_at,
         }
 
     def finish_request(self, finished_at: str) -> FinishRequest:

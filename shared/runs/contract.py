@@ -33,9 +33,11 @@ Custom status (``RunTally.progress``), set at every step::
     {"phase": "preparing" | "uploading" | "waiting" | "finishing" | "done",
      "run_id": ..., "status": null until done, then a RunStatus value,
      "chunks_total": n, "chunks_uploaded": n, "chunks_done": n, "chunks_failed": n,
-     "contacts_total": n, "contacts_done": n, "polls": n}
+     "contacts_total": n, "contacts_sent": n, "contacts_done": n, "polls": n,
+     "started_at": "<when the run's first generation started>"}
 
 ``chunks_done`` counts chunks whose import reached a final state (imported or not);
+``contacts_sent`` the contacts of chunks Constant Contact accepted;
 ``contacts_done`` the contacts of chunks Constant Contact finished importing;
 ``contacts_total`` the contacts in chunks (an incremental run sends only new and
 changed ones: the report's ``changes`` has the unchanged).
