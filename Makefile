@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 BROWSER := $(VENV)/browser
 
-.PHONY: install lock test lint typecheck pytest run bench clean lint-infra chaos mutate
+.PHONY: install lock test lint typecheck pytest run bench clean lint-infra chaos mutate screenshots
 
 install: $(STAMP) $(NODE_STAMP) $(BROWSER)
 
@@ -112,3 +112,10 @@ lint-infra: $(CHECKOV_STAMP)
 
 clean:
 	rm -rf .run .bench .mypy_cache .ruff_cache .pytest_cache
+
+# The README's pictures of the console (docs/images/console-*.png): the new user's
+# whole flow in Chromium through serve and the sandbox (tests/browser/test_console_flow.py).
+# Not part of make test: pictures change only when someone means them to.
+screenshots: install
+	mkdir -p docs/images
+	CCEXPORT_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/browser/test_console_flow.py
