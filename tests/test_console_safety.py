@@ -14,7 +14,7 @@ from functions.console.pages import console_path
 from shared.console import safety
 from shared.console.pages import static_file
 from tests.support.app_index import http_triggers
-from tests.support.function_harness import AppEnv, principal
+from tests.support.function_harness import AppEnv, DurableFake, principal
 from tests.support.http_calls import ADMIN, call
 
 ORIGIN = "https://ccexport-test.azurewebsites.net"
@@ -31,7 +31,7 @@ def test_every_console_route_is_anonymous_at_the_function_level() -> None:
 
 
 async def test_with_authentication_off_the_console_refuses_even_the_key_admin(
-    app_env: AppEnv, monkeypatch: pytest.MonkeyPatch
+    app_env: AppEnv, monkeypatch: pytest.MonkeyPatch, durable_fake: DurableFake
 ) -> None:
     monkeypatch.delenv("WEBSITE_AUTH_ENABLED")
     monkeypatch.setenv("CCEXPORT_FUNCTION_KEY_IS_ADMIN", "true")
@@ -39,16 +39,21 @@ async def test_with_authentication_off_the_console_refuses_even_the_key_admin(
         (home.console_home, "console"),
         (statics.console_static, "console/static/console.css"),
     ):
-        answer = await call(handler, "GET", path, headers=ADMIN)
+        durable = durable_fake if handler is home.console_home else None
+        answer = await call(handler, "GET", path, headers=ADMIN, durable=durable)
         assert answer.status_code == 403
         page = answer.get_body().decode()
         assert "App Service authentication" in page
         assert answer.headers["X-Frame-Options"] == "DENY"
 
 
-async def test_behind_authentication_nobody_signed_in_is_asked_to_sign_in(app_env: AppEnv) -> None:
+async def test_behind_authentication_nobody_signed_in_is_asked_to_sign_in(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
     for headers in ({}, principal(["admin"], tenant="another-tenant")):
-        answer = await call(home.console_home, "GET", "console", headers=headers)
+        answer = await call(
+            home.console_home, "GET", "console", headers=headers, durable=durable_fake
+        )
         assert answer.status_code == 401
         page = answer.get_body().decode()
         assert "/.auth/login/aad?post_login_redirect_uri=/api/console/" in page
@@ -56,9 +61,11 @@ async def test_behind_authentication_nobody_signed_in_is_asked_to_sign_in(app_en
 
 
 async def test_a_signed_in_caller_gets_the_page_with_strict_headers_and_a_form_token(
-    app_env: AppEnv,
+    app_env: AppEnv, durable_fake: DurableFake
 ) -> None:
-    answer = await call(home.console_home, "GET", "console", headers=principal(["marketing"]))
+    answer = await call(
+        home.console_home, "GET", "console", headers=principal(["marketing"]), durable=durable_fake
+    )
     assert answer.status_code == 200
     assert answer.mimetype == "text/html"
     for name, value in safety.PAGE_HEADERS.items():

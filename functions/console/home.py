@@ -6,13 +6,21 @@ import azure.durable_functions as df
 
 from functions.console.pages import Page, Visit, page
 from functions.http_api.routes import CONNECTION_ROLES
+from functions.http_api.runs import run_status
 from shared.console.overview import overview
 
 bp = df.Blueprint()
 
 
-@page(bp, "", GET=CONNECTION_ROLES)
+@page(bp, "", durable=True, GET=CONNECTION_ROLES)
 async def console_home(visit: Visit) -> Page:
-    """Connections that need an admin, then every export the caller may use."""
-    found = await overview(visit.app.catalog, visit.app.runs, visit.caller)
+    """What needs attention (connections, last runs), then every export the caller
+    may use with its last run."""
+    durable = visit.durable
+    found = await overview(
+        visit.app.catalog,
+        visit.app.runs,
+        visit.caller,
+        lambda run_id: run_status(durable, run_id),
+    )
     return Page("home.html", {"title": "Home", "overview": found})
