@@ -77,7 +77,7 @@ def test_a_json_line_carries_the_fields_and_names_an_exception_by_type_only() ->
         log.removeHandler(handler)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["message"] == RUN_FINISHED
-    assert first["level"] == "warning"  # the run did not complete
+    assert first["level"] == "info"
     assert {k: first[k] for k in fields} == fields
     assert second["exception"] == "ValueError"
     assert "@" not in out.getvalue()

@@ -59,8 +59,9 @@ def run_finished(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def log_run_finished(log: logging.Logger, report: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the record (INFO; WARNING when the run did not complete); returns its fields."""
+    """Write the record; returns its fields. At INFO whatever the outcome: queries and
+    alerts select on its fields, and a command line with no log configured must not
+    print it on stderr (Python's last-resort handler prints WARNING and above)."""
     fields = run_finished(report)
-    level = logging.INFO if fields["outcome"] == "completed" else logging.WARNING
-    log.log(level, RUN_FINISHED, extra={FIELDS: fields})
+    log.info(RUN_FINISHED, extra={FIELDS: fields})
     return fields
