@@ -45,6 +45,11 @@ class DurableEngine:
     async def start(self, run_id: str, run_input: dict[str, Any]) -> None:
         await self.client.start_new(ORCHESTRATOR, run_id, run_input)
 
+    async def output(self, run_id: str) -> Mapping[str, Any] | None:
+        status = await self.client.get_status(run_id)
+        output = status.output if status else None
+        return output if isinstance(output, Mapping) else None
+
 
 @dataclass
 class Services:

@@ -62,11 +62,15 @@ class Engine:
 
     def __init__(self) -> None:
         self.status: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
         self.started: list[tuple[str, dict[str, Any]]] = []
         self.refuse_with: str | None = None  # start raises; the instance is left in this state
 
     async def runtime_status(self, run_id: str) -> str | None:
         return self.status.get(run_id)
+
+    async def output(self, run_id: str) -> dict[str, Any] | None:
+        return self.outputs.get(run_id)
 
     async def start(self, run_id: str, run_input: dict[str, Any]) -> None:
         if self.refuse_with is not None:
@@ -211,6 +215,51 @@ async def test_a_finished_run_starts_again_only_when_a_person_asks(tmp_path: Pat
     again = await w.launcher.start(definition(), folder(), "http", restart_done=True)
     assert (again.outcome, again.status) == (Outcome.STARTED, "Completed")
     assert [r for r, _ in w.engine.started] == [run_id]
+
+
+@pytest.mark.parametrize(
+    ("resume_after", "resumes"),
+    [
+        ("2026-03-04T00:00:00Z", True),
+        ("2026-03-04T12:00:00Z", True),
+        ("2026-03-05T00:00:00Z", False),
+    ],
+)
+async def test_a_run_the_quota_stopped_resumes_by_itself_once_the_quota_has_reset(
+    tmp_path: Path, resume_after: str, resumes: bool
+) -> None:
+    w = World(tmp_path)
+    await w.connect()
+    run_id = run_key("high-value", folder())
+    w.engine.status[run_id] = "Completed"
+    w.engine.outputs[run_id] = {"status": "quota_exhausted", "resume_after": resume_after}
+    result = await w.launcher.start(definition(), folder(), "timer")
+    assert (result.outcome is Outcome.STARTED) is resumes
+    assert [r for r, _ in w.engine.started] == ([run_id] if resumes else [])
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"status": "needs_confirmation", "resume_after": None},
+        {"status": "failed", "resume_after": None},
+        {"status": "completed_with_errors", "resume_after": None},
+        {"status": "quota_exhausted", "resume_after": "not a time"},
+        None,
+    ],
+)
+async def test_no_other_finished_run_goes_on_by_itself(
+    tmp_path: Path, output: dict[str, Any] | None
+) -> None:
+    w = World(tmp_path)
+    await w.connect()
+    run_id = run_key("high-value", folder())
+    w.engine.status[run_id] = "Completed"
+    if output is not None:
+        w.engine.outputs[run_id] = output
+    result = await w.launcher.start(definition(), folder(), "timer")
+    assert result.outcome is Outcome.DONE
+    assert w.engine.started == []
 
 
 @pytest.mark.parametrize("status", ["Failed", "Terminated", "Canceled"])

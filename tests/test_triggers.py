@@ -181,6 +181,33 @@ async def test_the_schedule_sends_each_newest_complete_folder_once(
     assert RunInput.from_json(durable_fake.starts[2].input).source.endswith(newest)
 
 
+async def test_the_schedule_resumes_a_run_the_quota_stopped_once_the_quota_reset(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    """Nobody needs to post {"force": true}: after the reset, the next tick starts the
+    run again under its own id (and it sends only what was not accepted); before the
+    reset, and for a run waiting for confirmation, nothing starts."""
+    await seed(app_env)
+    app_env.write(f"{RUN}/HighValue_1.csv")
+    app_env.write_later(MODEL)
+    await tick(durable_fake, past_due=True)
+    [first] = durable_fake.starts
+    run_id = first.instance_id
+    later = {"status": "quota_exhausted", "resume_after": "2999-01-01T00:00:00Z"}
+    durable_fake.set_status(run_id, "Completed", output={"run_id": run_id, **later})
+    await tick(durable_fake)
+    assert len(durable_fake.starts) == 1  # the quota has not reset yet
+    asking = {"run_id": run_id, "status": "needs_confirmation", "resume_after": None}
+    durable_fake.set_status(run_id, "Completed", output=asking)
+    await tick(durable_fake)
+    assert len(durable_fake.starts) == 1  # waits for a person
+    reset = {"status": "quota_exhausted", "resume_after": "2026-01-01T00:00:00Z"}
+    durable_fake.set_status(run_id, "Completed", output={"run_id": run_id, **reset})
+    await tick(durable_fake)
+    assert [s.instance_id for s in durable_fake.starts] == [run_id, run_id]
+    assert RunInput.from_json(durable_fake.starts[1].input).trigger == "timer"
+
+
 # --- duplicate starts: the host refuses them because host.json says so ---------------------
 
 

@@ -3,6 +3,8 @@
 All three end in one place, :meth:`Launcher.start`, which starts a run only when its
 key is neither running nor done: blob events arrive more than once, the schedule
 fires again over folders it has already sent, and people press buttons twice. The
+one done run the schedule starts again by itself is one the daily quota stopped,
+once the quota has reset: it resumes under its own id and sends only the rest. The
 engine behind it is a Protocol, so the function app passes the Durable client and
 the local runner its own engine; nothing here imports ``azure.functions``.
 
@@ -22,7 +24,7 @@ events and the schedule log it and start nothing for that export.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,7 +35,7 @@ from shared.errors import CcexportError, ConfigError, InputError, Reauthorizatio
 from shared.exports.access import Caller
 from shared.exports.catalog import Catalog, Connection, ConnectionStatus, NotFound
 from shared.exports.definitions import ExportDefinition
-from shared.runs.contract import RunInput, RunOptions
+from shared.runs.contract import RunInput, RunOptions, RunStatus
 from shared.runs.grants import RunGrant
 from shared.runs.index import RunIndex, RunRecord
 from shared.segments.inbox import Listing, RunFolder, completeness, newest_complete, run_key
@@ -55,6 +57,10 @@ class Engine(Protocol):
 
     async def start(self, run_id: str, run_input: dict[str, Any]) -> None:
         """Start the orchestrator under this instance id."""
+        ...
+
+    async def output(self, run_id: str) -> Mapping[str, Any] | None:
+        """A finished instance's output (the run's RunOutcome), or None."""
         ...
 
 
@@ -218,7 +224,11 @@ class Launcher:
         if status in ACTIVE:
             return RunStart(run_id, Outcome.RUNNING, definition.name, folder.source, status)
         if status in DONE and not restart_done:
-            return RunStart(run_id, Outcome.DONE, definition.name, folder.source, status)
+            if not await self._resumable(run_id):
+                return RunStart(run_id, Outcome.DONE, definition.name, folder.source, status)
+            log.info(
+                "export %r: run %s resumes after the daily quota's reset", definition.name, run_id
+            )
         connection = await self.ready_connection(definition)
         grant = RunGrant.given(connection.id, trigger, caller)
         checked = definition
@@ -252,6 +262,21 @@ class Launcher:
             "export %r: run %s started (%s) for %r", definition.name, run_id, trigger, folder.path
         )
         return RunStart(run_id, Outcome.STARTED, definition.name, folder.source, status)
+
+    async def _resumable(self, run_id: str) -> bool:
+        """Whether a finished run stopped on the daily quota and its reset has passed:
+        then starting it again under its id sends only what Constant Contact did not
+        accept (the marks of accepted imports stay). A run waiting for confirmation,
+        or any other, never goes on by itself."""
+        output = await self.engine.output(run_id)
+        if not output or output.get("status") != RunStatus.QUOTA_EXHAUSTED.value:
+            return False
+        resets = output.get("resume_after")
+        try:
+            at = datetime.fromisoformat(str(resets).replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)) <= self._clock()
 
     async def _startable(self) -> list[ExportDefinition]:
         """Enabled definitions whose connection may send; the others are logged once."""
