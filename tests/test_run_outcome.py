@@ -1,6 +1,8 @@
 """Every run leaves one outcome record, ``run finished``, with its ids, outcome,
 counts and duration and no personal data; under ``CCEXPORT_LOG_FORMAT=json`` the
-command line writes it (and every other record) as one JSON object per line."""
+command line writes it (and every other record) as one JSON object per line. Its
+message carries the same fields as JSON after the words ``run finished``: the message
+is all of a record that reaches Application Insights from the Functions worker."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
-from shared.runs.outcome import FIELDS, RUN_FINISHED, log_run_finished, run_finished
+from shared.runs.outcome import FIELDS, RUN_FINISHED, fields_of, log_run_finished, run_finished
 from shared.secrets.store import LocalFileSecretStore
 from shared.workstation import logs
 from tests.chaos.promises import store_tokens
@@ -76,7 +78,8 @@ def test_a_json_line_carries_the_fields_and_names_an_exception_by_type_only() ->
     finally:
         log.removeHandler(handler)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
-    assert first["message"] == RUN_FINISHED
+    assert first["message"].startswith(f"{RUN_FINISHED} {{")
+    assert fields_of(first["message"]) == fields  # the message alone carries every field
     assert first["level"] == "info"
     assert {k: first[k] for k in fields} == fields
     assert second["exception"] == "ValueError"
@@ -102,12 +105,34 @@ def test_a_run_whose_imports_all_fail_ends_non_zero_with_one_json_outcome_line(
     assert done.returncode != 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert all(isinstance(line, dict) for line in lines)
-    finished = [line for line in lines if line["message"] == RUN_FINISHED]
+    finished = [line for line in lines if line["message"].startswith(RUN_FINISHED)]
     assert len(finished) == 1, done.stderr[-2000:]
     record = finished[0]
+    assert fields_of(record["message"]) == {k: record[k] for k in run_finished(REPORT)}
     assert record["outcome"] == "failed"
     assert record["trigger"] == "cli"
     assert record["delivered"] == 0
     assert record["not_delivered"] == record["contacts"] > 0
     assert record["rejected"] == 300 // 50
     assert "@" not in done.stderr
+
+
+def test_the_message_is_read_back_only_from_a_run_finished_line() -> None:
+    fields = run_finished(REPORT)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # the bare message, as the Functions worker sends it
+    log = logging.getLogger("tests.outcome.message")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        log_run_finished(log, REPORT)
+    finally:
+        log.removeHandler(handler)
+    message = out.getvalue().rstrip("\n")
+    assert message.startswith(f"{RUN_FINISHED} {{")
+    assert "\n" not in message  # one line: a trace row, one JSON line
+    assert fields_of(message) == fields
+    assert fields_of("run finished") is None
+    assert fields_of("run finished {not json") is None
+    assert fields_of('run finished ["a list"]') is None
+    assert fields_of('a run finished {"outcome": "failed"}') is None

@@ -6,6 +6,12 @@ duration. Queries and alert rules read it (Application Insights in Azure; the
 ``CCEXPORT_LOG_FORMAT=json`` lines of the command line and ``serve``), so its fields
 are a contract: they come from the report, and hold no email address, token or data
 value (the report holds none: shared/runs/report.py).
+
+The fields travel twice: as the record's attribute ``ccexport`` (the JSON lines write
+them beside the message) and inside the message itself, ``run finished {...}`` (one
+JSON object after the words). The message is what reaches Application Insights: the
+Functions Python worker sends a record's formatted message, not its ``extra``
+attributes, so the alert rules (shared/runs/alerts.py) parse the JSON after the words.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 RUN_FINISHED = "run finished"
-"""The record's message."""
+"""The words the record's message starts with; its fields follow, as one JSON object."""
 FIELDS = "ccexport"
 """The attribute of the log record that holds its fields (``extra={FIELDS: {...}}``);
 the JSON log format and the Azure exporter write them beside the message."""
@@ -63,5 +71,22 @@ def log_run_finished(log: logging.Logger, report: Mapping[str, Any]) -> dict[str
     alerts select on its fields, and a command line with no log configured must not
     print it on stderr (Python's last-resort handler prints WARNING and above)."""
     fields = run_finished(report)
-    log.info(RUN_FINISHED, extra={FIELDS: fields})
+    log.info("%s %s", RUN_FINISHED, _json(fields), extra={FIELDS: fields})
     return fields
+
+
+def _json(fields: Mapping[str, Any]) -> str:
+    return orjson.dumps(fields, default=str).decode()
+
+
+def fields_of(message: str) -> dict[str, Any] | None:
+    """The fields of a ``run finished`` message, as a query over the log reads them;
+    None for any other message."""
+    head = f"{RUN_FINISHED} {{"
+    if not message.startswith(head):
+        return None
+    try:
+        fields = orjson.loads(message[len(RUN_FINISHED) + 1 :])
+    except orjson.JSONDecodeError:
+        return None
+    return fields if isinstance(fields, dict) else None
