@@ -14,7 +14,7 @@ from functions.console.pages import console_path
 from shared.console import safety
 from shared.console.pages import static_file
 from tests.support.app_index import http_triggers
-from tests.support.function_harness import AppEnv, DurableFake, principal
+from tests.support.function_harness import AppEnv, DurableFake, http_request, principal
 from tests.support.http_calls import ADMIN, call
 
 ORIGIN = "https://ccexport-test.azurewebsites.net"
@@ -102,3 +102,36 @@ def test_a_form_from_the_consoles_page_passes_and_every_forgery_is_refused() -> 
     for form_token, headers in forged:
         with pytest.raises(safety.ForgedForm):
             safety.check_form(form_token, headers, ORIGIN)
+
+
+def test_behind_the_front_end_a_form_of_the_consoles_own_https_page_passes() -> None:
+    """The worker may get the request as plain HTTP while the browser used HTTPS (the
+    front end says so in X-Forwarded-Proto): the console's own form must pass, and a
+    form from elsewhere must not."""
+    from functions.http_api.routes import public_origin as _own_origin  # noqa: PLC0415
+
+    req = http_request(
+        "POST", "console/connections/new",
+        headers={"x-forwarded-proto": "https", "x-forwarded-host": "ccexport.example.net"},
+    )  # fmt: skip
+    plain = req.__class__(
+        "POST", "http://ccexport.example.net/api/console/connections/new",
+        headers={"x-forwarded-proto": "https"}, body=b"",
+    )  # fmt: skip
+    assert _own_origin(req) == "https://ccexport.example.net"
+    assert _own_origin(plain) == "https://ccexport.example.net"
+    token = safety.new_form_token()
+    cookie = {"Cookie": f"{safety.FORM_COOKIE}={token}"}
+    safety.check_form(
+        token, {**cookie, "Origin": "https://ccexport.example.net"}, _own_origin(plain)
+    )
+    with pytest.raises(safety.ForgedForm):
+        safety.check_form(token, {**cookie, "Origin": "https://evil.example"}, _own_origin(plain))
+
+
+def test_a_form_of_too_many_fields_is_a_clear_refusal() -> None:
+    from shared.console.forms import MAX_FIELDS, Form  # noqa: PLC0415
+    from shared.errors import InputError  # noqa: PLC0415
+
+    with pytest.raises(InputError, match=f"more than {MAX_FIELDS} fields"):
+        Form.parse(b"&".join(b"a=1" for _ in range(MAX_FIELDS + 1)))

@@ -23,7 +23,6 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -33,6 +32,7 @@ from functions.http_api.routes import (
     Who,
     http_function,
     log_failure,
+    public_origin,
     status_of,
     what_failed,
 )
@@ -119,14 +119,8 @@ class Visit:
 PageHandler = Callable[[Visit], Awaitable[Answer]]
 
 
-def _own_origin(req: func.HttpRequest) -> str:
-    parts = urlsplit(str(req.url))
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _secure(req: func.HttpRequest) -> bool:
-    forwarded = req.headers.get("x-forwarded-proto", "")
-    return str(req.url).startswith("https:") or forwarded.lower() == "https"
+    return public_origin(req).startswith("https:")
 
 
 def _html(
@@ -198,7 +192,7 @@ async def _serve(
         visit_form: list[Form] = []
         if method == "POST":
             form = Form.parse(req.get_body())
-            check_form(form.get(FORM_FIELD), req.headers, _own_origin(req))
+            check_form(form.get(FORM_FIELD), req.headers, public_origin(req))
             visit_form.append(form)
         async with services() as app:
             visit = Visit(req, caller, app, token, client, visit_form)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -23,6 +22,7 @@ from functions.http_api.routes import (
     app_path,
     json_answer,
     log_failure,
+    public_origin,
     route,
     status_of,
     what_failed,
@@ -131,8 +131,7 @@ def redirect_uri(config: Config, req: func.HttpRequest) -> str:
     configured = config.ctct.redirect_uri
     if configured:
         return configured
-    parts = urlsplit(req.url)
-    return f"{parts.scheme}://{parts.netloc}{app_path(CALLBACK_ROUTE)}"
+    return f"{public_origin(req)}{app_path(CALLBACK_ROUTE)}"
 
 
 @route(bp, "connections/{name}/connect", GET=admins("connect accounts"))
@@ -159,7 +158,7 @@ def browser_cookie(req: func.HttpRequest, key: str, *, console: bool = False) ->
         f"{BROWSER_COOKIE}={browser_cookie_value(key, console=console)}; "
         f"Path={app_path(CALLBACK_ROUTE)}; Max-Age={int(PENDING_TTL)}; HttpOnly; SameSite=Lax"
     )
-    return cookie + "; Secure" if urlsplit(req.url).scheme == "https" else cookie
+    return cookie + "; Secure" if public_origin(req).startswith("https:") else cookie
 
 
 def _browser_key(call: Call) -> tuple[str | None, bool]:

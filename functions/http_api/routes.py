@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -74,6 +75,17 @@ def admins(what: str) -> Who:
 ROUTE_PREFIX = "api"
 """Where the host serves the HTTP functions: host.json's ``extensions.http.routePrefix``
 (unset, so the host's default)."""
+
+
+def public_origin(req: func.HttpRequest) -> str:
+    """The origin the browser reached the app at (``https://host``). Behind App
+    Service's front end the worker may see the request as plain HTTP on an inner
+    address; the front end says what the browser used in ``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host``."""
+    parts = urlsplit(str(req.url))
+    scheme = req.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    host = req.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    return f"{scheme or parts.scheme}://{host or parts.netloc}"
 
 
 def app_path(route: str) -> str:

@@ -220,6 +220,8 @@ class ExportForm:
                 "Give the export a name of 1-63 lower-case letters, digits and dashes, "
                 "starting with a letter or digit."
             )
+        elif new and self.name == "new":
+            found["name"] = "'new' names the Add export page; give the export another name."
         if not self.connection:
             found["connection"] = "Choose the connection it sends with."
         if not self.lists:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from shared.errors import InputError
 
 MAX_FORM_BYTES = 64 * 1024
+MAX_FIELDS = 2000
 """No console form is near this; a bigger body is not one of ours."""
 
 
@@ -25,7 +26,10 @@ class Form:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise InputError("the form is not UTF-8 text") from None
-        return cls(tuple(parse_qsl(text, keep_blank_values=True, max_num_fields=2000)))
+        try:
+            return cls(tuple(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)))
+        except ValueError:
+            raise InputError(f"the form has more than {MAX_FIELDS} fields") from None
 
     def get(self, name: str, default: str = "") -> str:
         """The field's first value, stripped; ``default`` when absent."""
