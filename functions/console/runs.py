@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,7 @@ from shared.segments.inbox import export_of_run
 from shared.wiring import stores
 
 bp = df.Blueprint()
+log = logging.getLogger(__name__)
 
 
 def _kept_out(handler: PageHandler) -> PageHandler:
@@ -171,6 +173,8 @@ async def console_run_rejects_file(visit: Visit) -> func.HttpResponse:
             f"run {run_id} has no rejects file: it has not ended, or it stopped before it "
             "read its export"
         )
+    # Who took a file of addresses, of which run, how large: never what it holds.
+    log.info("rejects of run %s downloaded by %s (%d bytes)", run_id, visit.caller.id, len(body))
     headers = {
         **PAGE_HEADERS,
         "Content-Type": "text/csv; charset=utf-8",
