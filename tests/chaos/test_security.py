@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import re
 import shutil
 from dataclasses import replace
 from functools import partial
@@ -55,7 +56,13 @@ from shared.workstation.local_run import run_locally
 from tests.chaos.figures import FIGURES
 from tests.chaos.promises import services_for, store_tokens
 from tests.support.app_index import http_triggers
-from tests.support.function_harness import AppEnv, DurableFake, principal, response_json
+from tests.support.function_harness import (
+    AppEnv,
+    DurableFake,
+    http_request,
+    principal,
+    response_json,
+)
 from tests.support.granted_runs import gate_for, granted, home_catalog, save_ready
 from tests.support.http_calls import (
     DEFINITION,
@@ -322,3 +329,45 @@ def test_a_run_started_with_a_forged_input_sends_nothing(
     assert result.report["counts"]["rows_read"] == 0
     assert sandbox.imports(list_id) == []
     FIGURES.security(f"a forged run input is stopped before it reads or sends: {forgery}")
+
+
+def console_pages() -> list[tuple[Any, str, list[str]]]:
+    """Every console page's function builder, its route and its methods."""
+    from functions import console  # noqa: PLC0415 - the app's own pages
+
+    found = []
+    for module in (console.home, console.connections, console.exports, console.runs):
+        for value in vars(module).values():
+            if hasattr(value, "build") and hasattr(value, "_function"):
+                trigger = value._function.get_trigger().get_dict_repr()
+                methods = [str(getattr(m, "value", m)) for m in trigger["methods"]]
+                found.append((value, str(trigger["route"]), methods))
+    return found
+
+
+async def test_nobody_signed_in_and_another_tenant_get_no_console_page(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    """Every console page, every method, with every route parameter filled: a request
+    nobody signed in or an admin of another tenant sends is refused (401) before the
+    page looks at anything."""
+    pages = console_pages()
+    assert len(pages) >= 12
+    strangers = {"nobody signed in": {}, "another tenant": principal(["admin"], tenant="x")}
+    for builder, route, methods in pages:
+        params = {p: "high-value.0123456789abcdef0123456789abcdef" if p == "run_id" else "acme"
+                  for p in re.findall(r"{(\w+)", route)}  # fmt: skip
+        path = route
+        for name, value in params.items():
+            path = re.sub(r"{" + name + r"(:[^}]*)?}", value, path)
+        user = builder.build().get_user_function()
+        for who, headers in strangers.items():
+            for method in methods:
+                req = http_request(method, path, route_params=params, headers=headers)
+                if getattr(user, "client_function", None) is not None:
+                    answer = await user.client_function(req=req, client=durable_fake.client())
+                else:
+                    answer = await user(req=req)
+                assert answer.status_code == 401, f"{who}: {method} {path}"
+                assert b"Traceback" not in answer.get_body()
+                FIGURES.security(f"console refuses {who}: {method} {path}")
