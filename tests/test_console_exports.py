@@ -398,7 +398,7 @@ async def test_preview_counts_what_run_now_would_read_and_leaves_no_file(
         counts.rows, counts.contacts, counts.duplicates, counts.bad,
     )  # fmt: skip
     assert [(r.code, r.words, r.count) for r in folder.reasons] == [
-        ("invalid_email", "not a valid email address", counts.bad)
+        ("invalid_email", "not an email address", counts.bad)
     ]
     assert folder.changes is not None
     assert folder.changes["sent"] == counts.contacts

@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.console.forms import Form
 from shared.console.overview import ConnectionLine
+from shared.console.wording import when
 from shared.errors import InputError
 from shared.exports.access import ADMIN_ROLE, Caller, usable_connection, usable_connections
 from shared.exports.catalog import Catalog, Connection, ConnectionStatus, Stored
@@ -64,17 +64,6 @@ def done_notice(value: str) -> str | None:
     return DONE.get(value)
 
 
-def when(iso: str | None) -> str | None:
-    """A stored UTC time as a person reads it: ``2026-12-04 22:14 UTC``."""
-    if not iso:
-        return None
-    try:
-        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return iso
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
 @dataclass(frozen=True)
 class ConnectionView:
     """One connection as a page shows it, with its status as it stands."""
@@ -88,7 +77,7 @@ class ConnectionView:
         return STATUS_WORDS[self.status]
 
     @property
-    def connected_on(self) -> str | None:
+    def connected_on(self) -> str:
         return when(self.connection.connected_at)
 
     @property

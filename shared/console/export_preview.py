@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.console.export_choices import Opener, stamp_text
+from shared.console.wording import REASONS
 from shared.constant_contact.connections import DEFAULT_CONNECTION
 from shared.errors import InputError, ReauthorizationRequired, RemoteError
 from shared.exports.account import AccountAccess, resolve_lists
@@ -38,18 +39,6 @@ from shared.runs.launcher import newest_folders, require_segments
 from shared.runs.next_state import baseline, changes_json
 from shared.segments.inbox import Listing, RunFolder
 from shared.segments.layout import locate
-
-REASONS = {
-    "missing_email": "no email address",
-    "invalid_email": "not a valid email address",
-    "email_too_long": "email address longer than 50 characters",
-    "non_ascii_email": "email address with characters other than ASCII",
-    "ragged_row": "wrong number of fields",
-    "unbalanced_quote": "a quote left open took in the lines after it",
-    "nul_character": "a NUL character in the row",
-}
-"""The reject reasons (shared/constant_contact/contacts.py, README's mapping rules) in
-words; the code stays beside them, as rejects.csv names it."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.console.run_view import TRIGGERS, RunState, Verdict, verdict, when
+from shared.console.run_view import TRIGGERS, RunState, Verdict, verdict
+from shared.console.wording import when
 from shared.runs.index import RunRecord
 
 

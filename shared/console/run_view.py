@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from shared.console.wording import REASONS, moment, when
 from shared.runs.access import TERMINAL
 
 PHASES: Mapping[str, str] = {
@@ -60,18 +61,6 @@ STATUSES: Mapping[str, tuple[str, str]] = {
     "failed": ("Failed", "nothing could be sent"),
 }
 """Each status of a finished run's report, as a title and a sentence."""
-
-REASONS: Mapping[str, str] = {
-    "missing_email": "no email address",
-    "invalid_email": "not an email address",
-    "email_too_long": "address longer than 50 characters",
-    "non_ascii_email": "address with characters Constant Contact does not take",
-    "ragged_row": "wrong number of fields",
-    "unbalanced_quote": "a quote left open swallowed the lines after it",
-    "nul_character": "a NUL character",
-    "duplicate": "the same address as an earlier row",
-}
-"""Reject reasons (the rejects file's ``reason`` column), in words."""
 
 TRIGGERS: Mapping[str, str] = {
     "blob": "new files in the inbox",
@@ -123,7 +112,7 @@ class RunState:
         return cls(
             runtime_status=data.get("runtime_status"),
             custom_status=custom if isinstance(custom, Mapping) else {},
-            created_time=_time(data.get("created_time")),
+            created_time=moment(data.get("created_time")),
             output=output if isinstance(output, Mapping) else None,
         )
 
@@ -132,7 +121,7 @@ class RunState:
         """When the run started: its custom status's ``started_at`` where it says it
         (every generation of a run that continued as new carries the first one's),
         else when the Durable instance was created."""
-        return _time(self.custom_status.get("started_at")) or self.created_time
+        return moment(self.custom_status.get("started_at")) or self.created_time
 
     @property
     def ended(self) -> bool:
@@ -144,25 +133,6 @@ class RunState:
         if self.runtime_status == "Pending" or not self.custom_status:
             return "done" if self.ended else "starting"
         return str(self.custom_status.get("phase") or "preparing")
-
-
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        found = value
-    elif isinstance(value, str) and value:
-        try:
-            found = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
-        return None
-    return found if found.tzinfo else found.replace(tzinfo=UTC)
-
-
-def when(value: Any) -> str:
-    """A time as people read it: ``2026-11-28 09:45 UTC``; empty when there is none."""
-    found = _time(value)
-    return found.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if found else ""
 
 
 def verdict(state: RunState, report: Mapping[str, Any] | None = None) -> Verdict:

@@ -7,7 +7,10 @@ people, and never quote a data value), and where there is one, a link to the fix
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 SIGN_IN = "/.auth/login/aad?post_login_redirect_uri={console}"
 """App Service authentication's sign-in, back to the console afterwards."""
@@ -49,3 +52,37 @@ def problem(status: int, detail: str, *, console: str, action: Action | None = N
     if action is None and status in (404, 405):
         action = Action("Back to the console", console)
     return Problem(status, TITLES.get(status, "Something went wrong"), detail, action)
+
+
+REASONS: Mapping[str, str] = {
+    "missing_email": "no email address",
+    "invalid_email": "not an email address",
+    "email_too_long": "address longer than 50 characters",
+    "non_ascii_email": "address with characters Constant Contact does not take",
+    "ragged_row": "wrong number of fields",
+    "unbalanced_quote": "a quote left open swallowed the lines after it",
+    "nul_character": "a NUL character",
+    "duplicate": "the same address as an earlier row",
+}
+"""Reject reasons (rejects.csv's ``reason`` column, shared/constant_contact/contacts.py),
+in words: one wording for the preview, the report and the search."""
+
+
+def moment(value: Any) -> datetime | None:
+    """A stored time (an ISO string, ``Z`` or offset, or a datetime) as aware UTC."""
+    if isinstance(value, datetime):
+        found = value
+    elif isinstance(value, str) and value:
+        try:
+            found = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def when(value: Any) -> str:
+    """A time as people read it: ``2026-11-28 09:45 UTC``; empty when there is none."""
+    found = moment(value)
+    return found.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if found else ""
