@@ -20,6 +20,7 @@ import azure.durable_functions as df
 
 from functions.console.pages import Answer, Page, Redirect, Visit, console_path, page
 from functions.http_api.routes import CONNECTION_ROLES
+from functions.http_api.runs import run_status
 from functions.services import Services
 from shared.console.export_choices import Opener
 from shared.console.export_editing import SAVED, ExportEditor, FormView, Saved
@@ -84,10 +85,13 @@ def _refused(refusal: Refusal, definition: ExportDefinition) -> Page:
     return Page("export_refused.html", context, shown.status)
 
 
-@page(bp, "exports", GET=CONNECTION_ROLES)
+@page(bp, "exports", durable=True, GET=CONNECTION_ROLES)
 async def console_exports(visit: Visit) -> Page:
-    """The exports the caller may use, with their last run, and Add export."""
-    found = await overview(visit.app.catalog, visit.app.runs, visit.caller)
+    """The exports the caller may use, with their last run and its status, and Add export."""
+    durable = visit.durable
+    found = await overview(
+        visit.app.catalog, visit.app.runs, visit.caller, lambda run_id: run_status(durable, run_id)
+    )
     deleted = visit.query("deleted")
     context = {
         "title": "Exports",
