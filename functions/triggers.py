@@ -11,11 +11,16 @@ and never the same run twice.
 its newest complete run folder; folders already sent under the same definition are
 skipped, so a frequent schedule costs a listing, not a resend. It also picks up run
 folders that became complete by quiet time, when no later event came.
+
+``purge_history``: daily, deletes the Durable history of ended runs older than
+``DURABLE_HISTORY_DAYS`` (shared/runs/retention.py says what and why).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -23,6 +28,7 @@ from azurefunctions.extensions.bindings import blob
 
 from functions.services import services
 from shared.config import STORAGE_CONNECTION
+from shared.runs import retention
 from shared.runs.launcher import Outcome, RunStart
 
 log = logging.getLogger(__name__)
@@ -64,3 +70,22 @@ async def scheduled_refresh(
     async with services() as app:
         results = await app.launcher(durable).refresh_all()
     log.info("scheduled refresh: %s", _summary(results))
+
+
+@bp.timer_trigger(arg_name="timer", schedule=retention.PURGE_SCHEDULE, run_on_startup=False)
+@bp.durable_client_input(client_name="durable")
+async def purge_history(timer: func.TimerRequest, durable: df.DurableOrchestrationClient) -> None:
+    """Daily: forget the Durable history of runs that ended long ago."""
+    del timer
+    window = retention.purge_window(os.environ, datetime.now(UTC))
+    result = await durable.purge_instance_history_by(
+        created_time_from=window.since,
+        created_time_to=window.before,
+        runtime_status=[df.OrchestrationRuntimeStatus(s) for s in retention.ENDED],
+    )
+    log.info(
+        "durable history: %d ended runs created before %s purged (older than %d days)",
+        result.instances_deleted,
+        window.before.isoformat(timespec="seconds"),
+        window.days,
+    )

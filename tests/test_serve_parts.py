@@ -32,7 +32,7 @@ def test_every_function_of_the_app_is_found_with_its_bindings() -> None:
     assert not by_name["export_item"].anonymous
     assert by_name["export_runs"].client_param == "client"
     assert by_name["exports_list"].client_param is None
-    assert [t.name for t in app.timers] == ["scheduled_refresh"]
+    assert [t.name for t in app.timers] == ["scheduled_refresh", "purge_history"]
     assert [b.name for b in app.blobs] == ["segment_blob_created"]
     assert app.route_prefix == "api"
     assert app.durable["maxConcurrentActivityFunctions"] == 8

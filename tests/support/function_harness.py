@@ -2,7 +2,8 @@
 
 - ``DurableFake``: a small aiohttp server on 127.0.0.1 speaking the part of the
   Durable Functions HTTP management API that a client binding uses (start an
-  orchestration under an instance id, read an instance's status), and a real
+  orchestration under an instance id, read an instance's status, purge the history of
+  instances by creation time and status), and a real
   ``DurableOrchestrationClient`` built from the binding JSON that points at it. It
   starts over an existing instance as host.json's
   ``extensions.durableTask.overridableExistingInstanceStates`` says, as the host does.
@@ -80,6 +81,8 @@ class DurableFake:
         self.instances: dict[str, Instance] = {}
         self.starts: list[Instance] = []
         self.refused: list[str] = []
+        self.purges: list[dict[str, str]] = []
+        """The query of each purge-by-filter request, as sent."""
         self.overridable_states = overridable_states(host_json)
         self.status_barrier = 0
         """Hold the first status reads until this many have arrived (at most 5 s): callers
@@ -107,6 +110,7 @@ class DurableFake:
         app = web.Application()
         app.router.add_post("/durabletask/orchestrators/{name}/{instance_id}", self._start)
         app.router.add_get("/durabletask/instances/{instance_id}", self._status)
+        app.router.add_delete("/durabletask/instances/", self._purge)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -158,6 +162,29 @@ class DurableFake:
             "lastUpdatedTime": instance.created,
         }
         return web.json_response(body, status=200 if instance.runtime_status != "Running" else 202)
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        """Purge by filter: ended instances created in [createdTimeFrom, createdTimeTo)
+        whose status is listed (the extension purges nothing that is still running)."""
+        query = dict(request.query)
+        self.purges.append(query)
+
+        def moment(name: str) -> datetime | None:
+            raw = query.get(name)
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
+
+        since, before = moment("createdTimeFrom"), moment("createdTimeTo")
+        statuses = set(filter(None, query.get("runtimeStatus", "").split(",")))
+        gone = [
+            instance.instance_id
+            for instance in self.instances.values()
+            if instance.runtime_status in ({"Completed", "Failed", "Terminated"} & statuses)
+            and (since is None or datetime.fromisoformat(instance.created) >= since)
+            and (before is None or datetime.fromisoformat(instance.created) < before)
+        ]
+        for instance_id in gone:
+            del self.instances[instance_id]
+        return web.json_response({"instancesDeleted": len(gone)})
 
     def set_status(self, instance_id: str, status: str, **values: Any) -> None:
         instance = self.instances[instance_id]

@@ -9,6 +9,7 @@ only, for the person at this machine.
 
 Starting follows host.json's ``overridableExistingInstanceStates: NonRunningStates``:
 an instance that is pending or running refuses a new start; any other is replaced.
+Purging by filter (the app's daily history purge) deletes ended instances only.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from durabletask.client import OrchestrationStatus
 
 from shared.workstation.local_engine import LocalEngine, RunState, RuntimeStatus
 
 WEBHOOKS = "/runtime/webhooks/durabletask"
 TASK_HUB = "ccexport"
 _ACTIVE = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING})
+_ENDED = {
+    RuntimeStatus.COMPLETED.value: OrchestrationStatus.COMPLETED,
+    RuntimeStatus.FAILED.value: OrchestrationStatus.FAILED,
+    RuntimeStatus.TERMINATED.value: OrchestrationStatus.TERMINATED,
+}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -36,6 +43,11 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _moment(raw: str | None) -> datetime | None:
+    """A time in a management URL's query (the SDK writes UTC with a literal Z)."""
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
 
 
 def _input(raw: str) -> Any:
@@ -109,6 +121,7 @@ class DurableApi:
             web.post(WEBHOOKS + "/orchestrators/{name}/{instance_id}", self._start),
             web.get(instance, self._status),
             web.delete(instance, self._purge),
+            web.delete(WEBHOOKS + "/instances/", self._purge_ended),
             web.post(instance + "/{action}", self._manage),
             web.post(instance + "/raiseEvent/{event}", self._raise_event),
         )
@@ -176,6 +189,23 @@ class DurableApi:
             return web.json_response({"Message": message}, status=409)
         await asyncio.to_thread(self.engine.client.purge_orchestration, instance_id)
         return web.json_response({"instancesDeleted": 1})
+
+    async def _purge_ended(self, request: web.Request) -> web.Response:
+        """Purge by filter: ended instances created in [createdTimeFrom, createdTimeTo)
+        whose status is one of ``runtimeStatus`` (all ended ones when none is named)."""
+        query = request.query
+        try:
+            since, before = (
+                _moment(query.get(name)) for name in ("createdTimeFrom", "createdTimeTo")
+            )
+            names = [name for name in query.get("runtimeStatus", "").split(",") if name]
+            statuses = [_ENDED[name] for name in names] or list(_ENDED.values())
+        except (KeyError, ValueError):
+            message = "createdTimeFrom/To must be ISO times, runtimeStatus ended statuses"
+            return web.json_response({"Message": message}, status=400)
+        purge = self.engine.client.purge_orchestrations_by
+        result = await asyncio.to_thread(purge, since, before, statuses)
+        return web.json_response({"instancesDeleted": result.deleted_instance_count})
 
     def _start_now(self, name: str, instance_id: str, payload: Any) -> bool:
         existing = self.engine.status(instance_id)
