@@ -88,7 +88,43 @@ param customerInsightsPrincipalId string = ''
 @description('Resource group name; defaults to rg-<environmentName>.')
 param resourceGroupName string = ''
 
+// --- alerts (core/alerts.bicep) and retention (core/storage.bicep, the purge timer) ---
+
+@description('Where alerts are e-mailed (ALERT_EMAIL). Empty: the alert rules exist and fire, seen in the portal only, until an address is set.')
+param alertEmail string = ''
+
+@description('A run alerts when more than this percentage of its rows is rejected (REJECT_ALERT_PERCENT).')
+@minValue(0)
+@maxValue(100)
+param rejectAlertPercent int = 5
+
+@description('Per-export overrides of rejectAlertPercent, as JSON: {"<export>": <percent>} (REJECT_ALERT_PERCENT_BY_EXPORT). Empty for none.')
+param rejectAlertPercentByExport string = ''
+
+@description('Hours a mirror run may wait for its removals to be confirmed before it alerts (CONFIRMATION_ALERT_HOURS).')
+@minValue(1)
+@maxValue(36)
+param confirmationAlertHours int = 24
+
+@description('Days the inbox keeps a Customer Insights export (INBOX_RETENTION_DAYS).')
+@minValue(1)
+param inboxRetentionDays int = 14
+
+@description('Days staged request bodies are kept for resuming a run (STAGING_RETENTION_DAYS).')
+@minValue(1)
+param stagingRetentionDays int = 14
+
+@description('Days run reports and rejects files are kept (REPORTS_RETENTION_DAYS).')
+@minValue(1)
+param reportsRetentionDays int = 90
+
+@description('Days of Durable Functions history kept for ended runs (DURABLE_HISTORY_DAYS). Never less than inboxRetentionDays + 2: a run is known as done by its history, so a folder still in the inbox must keep its run\'s history, or the schedule would start it again.')
+@minValue(1)
+param durableHistoryDays int = 30
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The lifecycle policy applies about once a day: a folder may outlive its age by up to two.
+var durableHistoryKept = max(durableHistoryDays, inboxRetentionDays + 2)
 var tags = {
   'azd-env-name': environmentName
   application: 'ccexport'
@@ -146,6 +182,9 @@ module storage 'core/storage.bicep' = {
     exportsContainerName: containers.exports
     deploymentContainerName: containers.deployment
     deadLetterContainerName: containers.deadLetter
+    inboxRetentionDays: inboxRetentionDays
+    stagingRetentionDays: stagingRetentionDays
+    reportsRetentionDays: reportsRetentionDays
   }
 }
 
@@ -215,6 +254,7 @@ module functionApp 'app/functionapp.bicep' = {
     stagingContainerName: containers.staging
     reportsContainerName: containers.reports
     exportsContainerName: containers.exports
+    durableHistoryDays: durableHistoryKept
   }
   // The host must be able to reach its storage the first time it starts.
   dependsOn: [
@@ -231,6 +271,22 @@ module blobEvents 'app/blob-events.bicep' = {
     tags: tags
     storageAccountName: storage.outputs.name
     deadLetterContainerName: containers.deadLetter
+  }
+}
+
+module alerts 'core/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: 'ccexport-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    systemTopicId: blobEvents.outputs.id
+    alertEmail: alertEmail
+    rejectAlertPercent: rejectAlertPercent
+    rejectAlertPercentByExport: empty(rejectAlertPercentByExport) ? {} : json(rejectAlertPercentByExport)
+    confirmationAlertHours: confirmationAlertHours
   }
 }
 

@@ -6,6 +6,10 @@ model: identity-based storage with shared keys off, an RBAC-only Key Vault, HTTP
 TLS 1.2 everywhere, no public blob access, no secret in any app setting, role
 assignments with deterministic names, and the Event Grid wiring of the blob trigger.
 The postdeploy hook runs against a fake `az` to show it never handles the webhook key.
+The alerts (an action group fed by ALERT_EMAIL, one log rule per rule of
+shared/runs/alerts.py, the dead-letter metric rule) and the storage lifecycle rules
+(what expires after how long, and that nothing matches the exports' snapshots) are
+asserted the same way; what the log rules' queries select is tests/test_alert_rules.py.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from pycep import BicepParser
 
 from functions.http_api.connections import CALLBACK_ROUTE
 from functions.principal import TENANT_SETTING
+from shared.errors import ConfigError
 from shared.exports.access import ADMIN_ROLE
+from shared.exports.state import STATE_PREFIX
+from shared.runs import alerts, retention
+from shared.runs.ids import check_run_id
+from shared.runs.index import RUNS
 
 CONTRIBUTOR_ROLE = "contributor"
 
@@ -61,6 +70,7 @@ REQUIRED_APP_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "PYTHON_THREADPOOL_THREAD_COUNT",
+    "DURABLE_HISTORY_DAYS",
 }
 
 # Key-based connections, and settings Flex Consumption rejects or ignores.
@@ -152,6 +162,22 @@ def parameter_default(relative: str, name: str) -> Any:
     return template(relative)["parameters"][name].get("default")
 
 
+def decorator(relative: str, param: str, kind: str) -> Any:
+    """A parameter's decorator argument (``min_value``, ``max_value``), or None."""
+    decorators = template(relative)["parameters"][param]["decorators"]
+    return next((d["argument"] for d in decorators if d["type"] == kind), None)
+
+
+def dotted(node: Any) -> str:
+    """A property path (``monitoring.outputs.applicationInsightsId``) as written."""
+    if isinstance(node, str):
+        return node
+    operator = node["operator"]
+    assert operator["type"] == "property_accessor", operator
+    operands = operator["operands"]
+    return f"{dotted(operands['operand_1'])}.{dotted(operands['operand_2'])}"
+
+
 def app_settings() -> dict[str, Any]:
     site = only("app/functionapp.bicep", "Microsoft.Web/sites")
     entries = site["properties"]["siteConfig"]["appSettings"]
@@ -173,6 +199,7 @@ def test_infra_has_the_expected_templates() -> None:
         "core/keyvault.bicep",
         "core/monitoring.bicep",
         "core/rbac.bicep",
+        "core/alerts.bicep",
         "app/functionapp.bicep",
         "app/blob-events.bicep",
     } <= names
@@ -404,6 +431,300 @@ def test_defaults_match_the_app_contract() -> None:
     params = template("main.bicep")["modules"]["functionApp"]["config"]["params"]
     for name in ("exportSchedule", "constantContactClientId", "pythonThreadCount", "taskHubName"):
         assert params[name] == name
+
+
+# --- alerts ----------------------------------------------------------------------------
+
+SEVERITIES = {
+    "runFailed": 1,
+    "rejectsAboveShare": 2,
+    "connectionNeedsReconnect": 1,
+    "quotaExhausted": 2,
+    "confirmationWaiting": 2,
+    "functionErrors": 2,
+}
+"""Each log rule's severity (0 critical .. 4 verbose): what stops exports or loses
+contacts is an error; what a person should look at soon is a warning."""
+
+# The durations a log alert rule accepts (ISO 8601), its query's time range at most two days.
+LOG_ALERT_DURATIONS = {"PT5M", "PT10M", "PT15M", "PT30M", "PT45M", "PT1H", "PT2H", "PT6H", "P1D"}
+QUERY_RANGES = LOG_ALERT_DURATIONS | {"P2D"}
+
+
+def log_rules() -> dict[str, dict[str, Any]]:
+    rules = template("core/alerts.bicep")["variables"]["logRules"]["value"]
+    found = {str(rule["key"]): rule for rule in rules}
+    assert len(found) == len(rules), "a log rule is declared twice"
+    return found
+
+
+def test_alerts_are_wired_to_application_insights_and_the_system_topic() -> None:
+    module = template("main.bicep")["modules"]["alerts"]["config"]
+    params = module["params"]
+    assert dotted(params["applicationInsightsId"]) == "monitoring.outputs.applicationInsightsId"
+    assert dotted(params["systemTopicId"]) == "blobEvents.outputs.id"
+    assert template("core/monitoring.bicep")["outputs"]["applicationInsightsId"]
+    assert template("app/blob-events.bicep")["outputs"]["id"]
+    for name in ("alertEmail", "rejectAlertPercent", "confirmationAlertHours"):
+        assert params[name] == name
+    by_export = params["rejectAlertPercentByExport"]["operator"]["operands"]
+    assert by_export["true_value"] == {}  # empty: no override
+    assert by_export["false_value"]["function"]["type"] == "json"
+
+
+def test_the_action_group_emails_alert_email_when_one_is_given() -> None:
+    group = only("core/alerts.bicep", "Microsoft.Insights/actionGroups")
+    assert group["location"] == "Global"
+    props = group["properties"]
+    assert props["enabled"] is True
+    assert 1 <= len(props["groupShortName"]) <= 12  # the platform's limit
+    receivers = props["emailReceivers"]["operator"]
+    assert receivers["type"] == "conditional"
+    assert receivers["operands"]["condition"]["function"] == {
+        "type": "empty",
+        "parameters": {"item_to_test": "alertEmail"},
+    }
+    assert receivers["operands"]["true_value"] == []  # no address: rules without a receiver
+    (receiver,) = receivers["operands"]["false_value"]
+    assert receiver["emailAddress"] == "alertEmail"
+    assert receiver["useCommonAlertSchema"] is True
+    assert parameter_default("core/alerts.bicep", "alertEmail") == ""
+    assert parameter_default("main.bicep", "alertEmail") == ""
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["alertEmail"]["value"] == "${ALERT_EMAIL=}"
+
+
+def test_every_alert_rule_of_the_code_is_deployed_with_its_severity() -> None:
+    rules = log_rules()
+    assert set(rules) == {rule.key for rule in alerts.RULES} == set(SEVERITIES)
+    for key, rule in rules.items():
+        assert rule["severity"] == SEVERITIES[key], key
+        assert rule["frequency"] in LOG_ALERT_DURATIONS, key
+        assert rule["window"] in LOG_ALERT_DURATIONS, key
+        assert rule["range"] in QUERY_RANGES, key
+        assert isinstance(rule["autoMitigate"], bool), key
+    waiting = rules["confirmationWaiting"]
+    assert (waiting["range"], waiting["autoMitigate"]) == ("P2D", True)  # resolves on confirming
+    assert rules["functionErrors"]["autoMitigate"] is True  # once per outage, not per failure
+    for key in ("runFailed", "rejectsAboveShare", "connectionNeedsReconnect", "quotaExhausted"):
+        assert rules[key]["autoMitigate"] is False, key  # each run that ends so is news
+        assert rules[key]["frequency"] == rules[key]["window"] == rules[key]["range"], key
+
+
+def test_each_log_rule_runs_its_generated_query_on_application_insights() -> None:
+    variables = template("core/alerts.bicep")["variables"]
+    load = variables["queries"]["value"]["function"]
+    assert load["type"] == "load_json_content"
+    assert (INFRA / "core" / load["parameters"]["file_path"]).is_file()
+    loaded = json.loads((INFRA / "core" / "alert-queries.json").read_text())
+    loop = template("core/alerts.bicep")["resources"]["logAlerts"]["config"]
+    assert loop["loop_type"]["detail"] == {"item_name": "rule", "array_name": "logRules"}
+    resource = loop["config"]
+    props = resource["properties"]
+    assert resource["kind"] == "LogAlert"
+    assert props["scopes"] == ["applicationInsightsId"]
+    assert props["enabled"] is True
+    (criterion,) = props["criteria"]["allOf"]
+    assert criterion["query"] == "${kqlParameters}${queries[rule.key].query}"
+    assert (criterion["timeAggregation"], criterion["operator"]) == ("Count", "GreaterThan")
+    assert criterion["threshold"] == 0
+    assert criterion["failingPeriods"] == {
+        "numberOfEvaluationPeriods": 1,
+        "minFailingPeriodsToAlert": 1,
+    }
+    assert [dotted(a) for a in props["actions"]["actionGroups"]] == ["actionGroup.id"]
+    for key in log_rules():
+        assert loaded[key]["query"] == alerts.kql(alerts.rule(key))
+        assert [d["name"] for d in loaded[key]["dimensions"]] == list(alerts.rule(key).dimensions)
+    # The template binds every name the queries use, and only those.
+    preamble = variables["kqlParameters"]["value"]
+    assert re.findall(r"let (\w+) = ", preamble) == list(alerts.PARAMETERS)
+    assert "toreal(${rejectAlertPercent})" in preamble
+    assert "dynamic(${string(rejectAlertPercentByExport)})" in preamble
+    assert "${confirmationAlertHours}h;" in preamble
+
+
+def test_the_alert_thresholds_are_parameters_with_sane_bounds() -> None:
+    assert parameter_default("core/alerts.bicep", "rejectAlertPercent") == 5
+    assert parameter_default("main.bicep", "rejectAlertPercent") == 5
+    assert alerts.DEFAULT_PARAMETERS["RejectPercentDefault"] == 5
+    assert decorator("core/alerts.bicep", "rejectAlertPercent", "max_value") == 100
+    hours = parameter_default("core/alerts.bicep", "confirmationAlertHours")
+    assert hours == parameter_default("main.bicep", "confirmationAlertHours") == 24
+    assert alerts.DEFAULT_PARAMETERS["ConfirmationWait"].total_seconds() == hours * 3600
+    # The waiting run's record must stay inside the rule's two-day look-back.
+    assert decorator("core/alerts.bicep", "confirmationAlertHours", "max_value") <= 48 - 12
+    assert decorator("main.bicep", "confirmationAlertHours", "max_value") <= 48 - 12
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["rejectAlertPercent"]["value"] == "${REJECT_ALERT_PERCENT=5}"
+    assert params["rejectAlertPercentByExport"]["value"] == "${REJECT_ALERT_PERCENT_BY_EXPORT=}"
+    assert params["confirmationAlertHours"]["value"] == "${CONFIRMATION_ALERT_HOURS=24}"
+
+
+def test_dead_lettered_blob_events_alert() -> None:
+    alert = only("core/alerts.bicep", "Microsoft.Insights/metricAlerts")
+    props = alert["properties"]
+    assert alert["location"] == "global"
+    assert props["scopes"] == ["systemTopicId"]
+    assert props["severity"] == 1
+    (criterion,) = props["criteria"]["allOf"]
+    assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
+    assert criterion["metricName"] == "DeadLetteredCount"
+    assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+    assert criterion["timeAggregation"] == "Total"
+    assert [dotted(a["actionGroupId"]) for a in props["actions"]] == ["actionGroup.id"]
+    # what it watches: the topic whose subscription dead-letters undeliverable events
+    sub = only("eventgrid.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    assert sub["properties"]["deadLetterWithResourceIdentity"]
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+def lifecycle_rules() -> dict[str, dict[str, Any]]:
+    """Every lifecycle rule, its prefixes with the deployment's container names."""
+    policy = only("core/storage.bicep", "Microsoft.Storage/storageAccounts/managementPolicies")
+    rules = policy["properties"]["policy"]["rules"]["function"]
+    assert rules["type"] == "concat"
+    assert rules["parameters"] == {"arg_1": "otherRules", "arg_2": "reportRules"}
+    variables = template("core/storage.bicep")["variables"]
+    containers = template("main.bicep")["variables"]["containers"]["value"]
+    storage = template("main.bicep")["modules"]["storage"]["config"]["params"]
+    names = {
+        f"${{{param}}}": containers[dotted(storage[param]).split(".")[1]]
+        for param in storage
+        if param.endswith("ContainerName")
+    }
+
+    def resolved(prefix: str) -> str:
+        for placeholder, container in names.items():
+            prefix = prefix.replace(placeholder, container)
+        assert "${" not in prefix, prefix
+        return prefix
+
+    found: dict[str, dict[str, Any]] = {}
+    for rule in variables["otherRules"]["value"]:
+        found[rule["name"]] = {
+            **rule,
+            "prefixes": [resolved(p) for p in rule["definition"]["filters"]["prefixMatch"]],
+        }
+    loop = variables["reportRules"]["value"]
+    assert loop["loop_type"]["detail"]["array_name"] == "reportPrefixes"
+    body = loop["config"]
+    assert body["definition"]["filters"]["prefixMatch"] == loop["loop_type"]["detail"]["item_name"]
+    for i, group in enumerate(variables["reportPrefixes"]["value"]):
+        name = body["name"].replace("${i}", str(i))
+        found[name] = {**body, "name": name, "prefixes": [resolved(p) for p in group]}
+    return found
+
+
+def days(rule: dict[str, Any]) -> Any:
+    return rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+
+
+def expiry_of(blob: str) -> str | None:
+    """The rule that deletes a blob (``container/name``), if any."""
+    hits = [
+        name
+        for name, rule in lifecycle_rules().items()
+        if any(blob.startswith(prefix) for prefix in rule["prefixes"])
+    ]
+    assert len(hits) <= 1, (blob, hits)
+    return hits[0] if hits else None
+
+
+def test_lifecycle_rules_expire_inbox_staging_reports_and_run_records() -> None:
+    rules = lifecycle_rules()
+    assert len(rules) <= 100  # the policy's limit
+    for name, rule in rules.items():
+        assert rule["enabled"] is True, name
+        assert rule["type"] == "Lifecycle", name
+        assert rule["definition"]["filters"]["blobTypes"] == ["blockBlob"], name
+        assert 1 <= len(rule["prefixes"]) <= 10, name  # a rule's limit
+        assert all("/" in p for p in rule["prefixes"]), name  # never a bare container name
+    assert rules["expire-inbox"]["prefixes"] == ["inbox/"]
+    assert days(rules["expire-inbox"]) == "inboxRetentionDays"
+    assert rules["expire-staging"]["prefixes"] == ["staging/"]
+    assert days(rules["expire-staging"]) == "stagingRetentionDays"
+    assert rules["expire-run-records"]["prefixes"] == [f"exports/{RUNS}"]
+    assert days(rules["expire-run-records"]) == "reportsRetentionDays"
+    assert rules["expire-dead-letters"]["prefixes"] == ["eventgrid-deadletter/"]
+    reports = [r for name, r in rules.items() if name.startswith("expire-reports-")]
+    assert len(reports) == 4  # 36 first characters, ten a rule
+    assert all(days(r) == "reportsRetentionDays" for r in reports)
+
+
+def test_every_report_expires_and_no_snapshot_does() -> None:
+    """Run ids start with a lower-case letter or a digit (shared/runs/ids.py); the
+    snapshots live under _state/ in the same container and must outlive every run."""
+    firsts = {c for c in map(chr, range(32, 127)) if _valid_run_id_start(c)}
+    assert firsts == set("abcdefghijklmnopqrstuvwxyz0123456789")
+    for first in firsts:
+        for name in ("report.json", "rejects.csv"):
+            assert (expiry_of(f"reports/{first}x.0123/{name}") or "").startswith("expire-reports-")
+    assert not _valid_run_id_start(STATE_PREFIX[0])
+    assert expiry_of(f"reports/{STATE_PREFIX}/high-value.0123abcd.bin") is None
+    assert expiry_of("reports/_state/x.bin") is None
+    # and nothing else that must stay: definitions, connections, locks, the app package
+    for kept in (
+        "exports/definitions/high-value.json",
+        "exports/connections/crm.json",
+        "exports/locks/token-crm",
+        "app-package/released-package.zip",
+    ):
+        assert expiry_of(kept) is None, kept
+    assert expiry_of("exports/runs/high-value/8239-abcd.json") == "expire-run-records"
+    assert expiry_of("inbox/HighValue/HighValue/2026/11/28/0930/HighValue_1.csv") == "expire-inbox"
+    assert expiry_of("inbox/HighValue/model.json") == "expire-inbox"
+    assert expiry_of("staging/high-value.0123/chunks/chunk-00001.json") == "expire-staging"
+
+
+def _valid_run_id_start(first: str) -> bool:
+    try:
+        check_run_id(first)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_retention_ages_are_parameters_with_azd_values() -> None:
+    defaults = {
+        "inboxRetentionDays": ("INBOX_RETENTION_DAYS", 14),
+        "stagingRetentionDays": ("STAGING_RETENTION_DAYS", 14),
+        "reportsRetentionDays": ("REPORTS_RETENTION_DAYS", 90),
+        "durableHistoryDays": ("DURABLE_HISTORY_DAYS", retention.DEFAULT_HISTORY_DAYS),
+    }
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    storage = template("main.bicep")["modules"]["storage"]["config"]["params"]
+    for name, (azd, default) in defaults.items():
+        assert parameter_default("main.bicep", name) == default, name
+        assert decorator("main.bicep", name, "min_value") == 1, name
+        assert params[name]["value"] == f"${{{azd}={default}}}", name
+        if name != "durableHistoryDays":
+            assert storage[name] == name
+            assert parameter_default("core/storage.bicep", name) == default, name
+
+
+def test_durable_history_outlives_the_inbox() -> None:
+    """A run is known as done by its Durable history; a folder still in the inbox whose
+    history was purged would be started again by the schedule."""
+    kept = template("main.bicep")["variables"]["durableHistoryKept"]["value"]["function"]
+    assert kept["type"] == "max"
+    assert kept["parameters"]["arg_1"] == "durableHistoryDays"
+    floor = kept["parameters"]["arg_2"]["operator"]
+    assert floor["type"] == "add"
+    assert floor["operands"] == {"operand_1": "inboxRetentionDays", "operand_2": 2}
+    params = template("main.bicep")["modules"]["functionApp"]["config"]["params"]
+    assert params["durableHistoryDays"] == "durableHistoryKept"
+    setting = app_settings()[retention.HISTORY_DAYS_SETTING]
+    assert setting["function"] == {
+        "type": "string",
+        "parameters": {"value_to_convert": "durableHistoryDays"},
+    }
+    assert (
+        parameter_default("main.bicep", "durableHistoryDays")
+        >= parameter_default("main.bicep", "inboxRetentionDays") + 2
+    )
 
 
 # --- role assignments ------------------------------------------------------------------

@@ -83,6 +83,10 @@ param constantContactAuthBase string
 @description('NCRONTAB schedule of the scheduled export refresh.')
 param exportSchedule string
 
+@description('Days of Durable Functions history kept for ended runs; the daily purge timer deletes older ones (DURABLE_HISTORY_DAYS).')
+@minValue(1)
+param durableHistoryDays int = 30
+
 param inboxContainerName string
 param stagingContainerName string
 param reportsContainerName string
@@ -218,6 +222,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'EXPORTS_CONTAINER'
           value: exportsContainerName
+        }
+        {
+          name: 'DURABLE_HISTORY_DAYS'
+          value: string(durableHistoryDays)
         }
         // The tenant whose signed-in users the app trusts: the one App Service
         // authentication's issuer names (authsettingsV2 below).
