@@ -1099,3 +1099,12 @@ def test_preprovision_scripts_agree() -> None:
     azure_yaml = (ROOT / "azure.yaml").read_text()
     assert "run: ./infra/scripts/preprovision.sh" in azure_yaml
     assert "run: ./infra/scripts/preprovision.ps1" in azure_yaml
+
+
+def test_the_records_the_alerts_read_are_never_sampled_out() -> None:
+    """The alert rules read trace records (a run's `run finished`, a connection to
+    reconnect) and requests; Application Insights' adaptive sampling must keep every one."""
+    host = json.loads((ROOT / "host.json").read_text())
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    kept = set(str(sampling.get("excludedTypes", "")).split(";"))
+    assert {"Request", "Trace"} <= kept or sampling.get("isEnabled") is False
