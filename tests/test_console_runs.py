@@ -453,34 +453,23 @@ async def test_a_connection_user_reads_the_run_and_its_rejects_and_no_one_else(
     assert download.headers["Cache-Control"] == "no-store"
     assert download.get_body() == rejects_csv(30)
 
-    found = await visit(
-        pages.console_run_rejects,
-        "POST",
-        f"runs/{run_id}/rejects",
-        run_id,
-        headers=MARKETING,
-        form={"email": "PERSON.4@example.com", "reason": ""},
-    )
+    async def search(email: str, reason: str) -> Any:
+        return await visit(
+            pages.console_run_rejects,
+            "POST",
+            f"runs/{run_id}/rejects",
+            run_id,
+            headers=MARKETING,
+            form={"email": email, "reason": reason},
+        )
+
+    found = await search("PERSON.4@example.com", "")
     assert found.status_code == 200
     assert "Person.4@Example.com" in text(found)
     assert "1 match." in text(found)
-    several = await visit(
-        pages.console_run_rejects,
-        "POST",
-        f"runs/{run_id}/rejects",
-        run_id,
-        headers=MARKETING,
-        form={"email": "", "reason": "duplicate"},
-    )
+    several = await search("", "duplicate")
     assert "15 matches." in text(several)
-    empty = await visit(
-        pages.console_run_rejects,
-        "POST",
-        f"runs/{run_id}/rejects",
-        run_id,
-        headers=MARKETING,
-        form={"email": "", "reason": ""},
-    )
+    empty = await search("", "")
     assert empty.status_code == 400
     assert "Type an email address or choose a reason" in text(empty)
 
