@@ -401,3 +401,18 @@ def test_on_the_local_engine_a_slow_run_continues_as_new_and_delivers_every_cont
     assert polls == sorted(polls)  # the count goes on across generations
     assert seen[-1]["status"] == "completed"
     assert seen[-1]["polls"] == report["requests"]["status_polls"] > 2
+
+
+def test_the_command_line_waits_at_most_half_a_minute_between_checks_unless_told() -> None:
+    """Someone watches `ccexport run`: its checks space out to 30 s, not the function
+    app's 5 minutes; --max-poll-seconds says otherwise."""
+    from shared.workstation.run_command import parser  # noqa: PLC0415 - the command's own
+
+    args = parser().parse_args(["seg.csv", "--list-id", "x"])
+    assert (args.poll_seconds, args.max_poll_seconds) == (2.0, 30.0)
+    told = parser().parse_args(["seg.csv", "--poll-seconds", "5", "--max-poll-seconds", "120"])
+    assert (told.poll_seconds, told.max_poll_seconds) == (5.0, 120.0)
+    options = RunOptions(poll_seconds=2.0, max_poll_seconds=30.0)
+    gaps = [poll_delay(options, polls) for polls in range(12)]
+    assert gaps[0] == 2.0
+    assert max(gaps) == 30.0

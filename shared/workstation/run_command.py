@@ -178,7 +178,16 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         metavar="S",
-        help="seconds between two checks of the imports' progress",
+        help="seconds before the first check of the imports' progress; the checks then "
+        "space out, up to --max-poll-seconds",
+    )
+    add(
+        "--max-poll-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="the longest gap between two checks (default 30: someone is watching; the "
+        "function app's runs go up to 300 to spare the daily request quota)",
     )
     add(
         "--timeout",
@@ -229,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(
         max_body_bytes=args.max_body_bytes,
         poll_seconds=args.poll_seconds,
+        max_poll_seconds=max(args.max_poll_seconds, args.poll_seconds),
         full=args.full,
         confirm_removals=args.confirm_removals,
     )
