@@ -10,6 +10,10 @@ unchanged million-contact segment adds well under a second to reading it.
 
 The keys and digests of every contact are kept (16 bytes a contact) to become the
 next snapshot once the run has succeeded (shared/exports/state.py).
+
+When the last run did not deliver some contacts (the snapshot's retry set), the
+tracker counts, once every block is seen, how many of them this run sends again
+(``retried``): a lookup of that set alone, never a cost per block.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import orjson
 import xxhash
 
-from shared.exports.state import EMPTY, ExportState, Keys, as_keys, snapshot_arrays
+from shared.exports.state import EMPTY, ExportState, Keys, as_keys, contains, snapshot_arrays
 from shared.segments.blocks import part_blocks, part_byte_limit
 from shared.segments.layout import Segment
 
@@ -41,9 +45,12 @@ class ChangeCounts:
     unchanged: int
     left: int
     previous_contacts: int
+    retried: int = 0
+    """Contacts sent again because ``retried_from`` (the last run) did not deliver them."""
+    retried_from: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        counts: dict[str, Any] = {
             "incremental": self.incremental,
             "added": self.added,
             "updated": self.updated,
@@ -51,6 +58,9 @@ class ChangeCounts:
             "left": self.left,
             "previous_contacts": self.previous_contacts,
         }
+        if self.retried_from:  # only after a run that left contacts to retry
+            counts["retried"] = {"contacts": self.retried, "from_run": self.retried_from}
+        return counts
 
 
 class ChangeTracker:
@@ -60,6 +70,9 @@ class ChangeTracker:
         self.old_keys = previous.keys if previous is not None else EMPTY
         self.old_digests = previous.digests if previous is not None else EMPTY
         self.incremental = previous is not None and not full
+        # Counted only when comparing: a full run sends everyone whatever the last did.
+        self.retry = previous.retry if previous is not None and self.incremental else EMPTY
+        self.retry_from = previous.retry_from if previous is not None else ""
         self._seen_old = np.zeros(self.old_keys.size, dtype=bool)
         # Raw 8-byte values as they come: appending costs no per-block array, and the
         # sort at the end reads them in place (16 MB for a million contacts).
@@ -115,7 +128,25 @@ class ChangeTracker:
             unchanged=self.unchanged,
             left=left,
             previous_contacts=int(self.old_keys.size),
+            retried=self._retried(),
+            retried_from=self.retry_from if self.retry.size else "",
         )
+
+    def _retried(self) -> int:
+        """Contacts of the retry set that this run sends: in the segment, and new or
+        changed against the snapshot (one the segment carries back to its old entry is
+        unchanged, so not sent, so not retried)."""
+        if not self.retry.size or not self.keys.size:
+            return 0
+        retry = self.retry[contains(self.keys, self.retry)]
+        if not retry.size:
+            return 0
+        digests = self.digests[np.searchsorted(self.keys, retry)]
+        known = contains(self.old_keys, retry)
+        at = np.searchsorted(self.old_keys, retry[known])
+        same = np.zeros(retry.size, dtype=bool)
+        same[known] = self.old_digests[at] == digests[known]
+        return int((~same).sum())
 
     def snapshot(self) -> bytes:
         """The candidate snapshot (no managed sets: those are decided when the run ends)."""

@@ -15,7 +15,11 @@ never a mix::
 
 The arrays: the snapshot's email keys (sorted) and, in the same order, the contact
 digests; then, per list of the header, the keys of the members this export added
-(the "managed" set, sorted). 1,000,000 contacts take 16 MB on disk and in memory.
+(the "managed" set, sorted); last, the keys of the contacts the run that wrote the
+state did not deliver (the "retry" set, sorted; header ``retry_from`` names that run,
+``retry_count`` their number), which the next run counts as retried when it sends
+them. A reader that knows no retry set stops before it: the file is otherwise the
+same. 1,000,000 contacts take 16 MB on disk and in memory.
 
 Keys and digests are 64-bit XXH3 hashes: of the normalised email, and of the
 contact exactly as it is sent (its JSON). Two different emails with the same key (a
@@ -142,10 +146,18 @@ class ExportState:
     keys: Keys = field(default_factory=lambda: EMPTY)  # sorted
     digests: Keys = field(default_factory=lambda: EMPTY)  # aligned with keys
     managed: dict[str, Keys] = field(default_factory=dict)  # list id -> sorted keys
+    retry: Keys = field(default_factory=lambda: EMPTY)  # sorted; see retry_from
+    """Contacts the run named by ``retry_from`` did not deliver: its snapshot keeps their
+    old entries (or lacks them), so the next run sends them again and reports them."""
 
     @property
     def generation(self) -> str:
         return str(self.header.get("generation", ""))
+
+    @property
+    def retry_from(self) -> str:
+        """The run that left the retry set ("" when there is none)."""
+        return str(self.header.get("retry_from") or "") if self.retry.size else ""
 
     @property
     def contacts(self) -> int:
@@ -163,8 +175,11 @@ class ExportState:
         lists = sorted(self.managed)
         header["contacts"] = self.contacts
         header["lists"] = [{"list_id": i, "managed": int(self.managed[i].size)} for i in lists]
+        header["retry_count"] = int(self.retry.size)
+        if not self.retry.size:
+            header.pop("retry_from", None)
         head = orjson.dumps(header)
-        arrays = [self.keys, self.digests, *(self.managed[i] for i in lists)]
+        arrays = [self.keys, self.digests, *(self.managed[i] for i in lists), self.retry]
         # joined from the arrays' own buffers: one copy, the result
         views = [np.ascontiguousarray(a, dtype=_LE).data.cast("B") for a in arrays]
         return b"".join([MAGIC, struct.pack("<I", len(head)), head, *views])
@@ -187,7 +202,8 @@ class ExportState:
 
         keys, digests = take(count), take(count)
         managed = {str(e["list_id"]): take(int(e["managed"])) for e in header.get("lists", [])}
-        return cls(header, keys, digests, managed)
+        retry = take(int(header.get("retry_count") or 0))
+        return cls(header, keys, digests, managed, retry)
 
     @classmethod
     def new(cls, key: str) -> ExportState:
@@ -196,7 +212,7 @@ class ExportState:
     def successor(self, **header: Any) -> ExportState:
         """A copy with a fresh generation, the header fields given, the same arrays."""
         fresh = {**self.header, **header, "generation": secrets.token_hex(8)}
-        return ExportState(fresh, self.keys, self.digests, dict(self.managed))
+        return ExportState(fresh, self.keys, self.digests, dict(self.managed), self.retry)
 
 
 def read_header(data: bytes) -> dict[str, Any]:
@@ -235,6 +251,33 @@ def union(*sets: Keys) -> Keys:
 def difference(left: Keys, right: Keys) -> Keys:
     """Keys of sorted ``left`` that are not in sorted ``right``."""
     return left[~contains(right, left)] if left.size else EMPTY
+
+
+def delivered_snapshot(
+    old: ExportState | None, staged: ExportState, undelivered: Keys
+) -> tuple[Keys, Keys]:
+    """The snapshot a partly delivered run leaves: ``staged`` (the segment as this run
+    read it) except the ``undelivered`` keys (sorted), which keep ``old``'s entry, or
+    stay out when ``old`` has none. So the next run finds exactly those contacts new or
+    changed and sends them again, and not the ones Constant Contact took.
+
+    ``old`` must be a snapshot made under the same definition (else its digests mean
+    something else: pass None, and the undelivered contacts are all sent again).
+    Contacts of ``old`` that left the segment are dropped, as a completed run drops them.
+    Applying it twice with its own result as ``old`` gives the same snapshot (a retried
+    finish writes what the first attempt wrote).
+    """
+    sent = ~contains(undelivered, staged.keys)
+    keys, digests = staged.keys[sent], staged.digests[sent]
+    if old is None or not old.keys.size or not undelivered.size:
+        return keys, digests
+    kept = contains(undelivered, old.keys)
+    if not kept.any():
+        return keys, digests
+    keys = np.concatenate([keys, old.keys[kept]])
+    digests = np.concatenate([digests, old.digests[kept]])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], digests[order]
 
 
 # --- where states live ---------------------------------------------------------------

@@ -77,7 +77,13 @@ from shared.runs.mirror import (
     read_plan,
     write_plan,
 )
-from shared.runs.next_state import baseline, changes_json, finish_state, skip_unchanged
+from shared.runs.next_state import (
+    baseline,
+    changes_json,
+    finish_state,
+    retried,
+    skip_unchanged,
+)
 from shared.runs.outcome import log_run_finished
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.report import build_report
@@ -448,8 +454,11 @@ class RunActivities:
     def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
         request = FinishRequest.from_json(data)
         runs, run_id = self.services.runs, request.run.run_id
+        # A body counted short is deleted only once the state is written: the state
+        # reads its contacts' keys to leave them unrecorded (shared/runs/next_state.py).
+        short = [o for o in request.outcomes if o.fate is ChunkFate.IMPORTED and o.shortfall]
         for outcome in request.outcomes:
-            if outcome.fate is ChunkFate.IMPORTED:
+            if outcome.fate is ChunkFate.IMPORTED and not outcome.shortfall:
                 runs.delete_chunk(run_id, outcome.chunk.name)
             elif outcome.fate is ChunkFate.IMPORT_FAILED:
                 runs.forget_accepted(run_id, outcome.chunk.index)  # send it again next time
@@ -459,12 +468,15 @@ class RunActivities:
         except (StateError, OSError, AzureError) as exc:
             log.warning("run %s: the export state was not written (%s)", run_id, exc)
             state = {"written": False, "why": f"could not be written: {type(exc).__name__}"}
+        for outcome in short:
+            runs.delete_chunk(run_id, outcome.chunk.name)
         report = build_report(
             request,
             staging=runs.staging_location(run_id),
             rejects_file=rejects,
             resume_hint=resume_hint(run_id),
             state=state,
+            retried=retried(runs, run_id),
         )
         location = runs.write_report(run_id, report)
         log_run_finished(log, report)

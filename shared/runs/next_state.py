@@ -16,9 +16,19 @@ compared with at all (same lists, mapping and encoding; not a ``full`` run).
 
 - completed: the staged snapshot becomes the export's, and the managed sets follow
   the mirror plan (shared/runs/mirror.py);
-- completed with errors, or stopped by the quota, after something was sent in mirror
-  mode (the lists were looked at): the old snapshot stays (so the next run sends the
-  changes again) but the managed sets are updated, because the people this run added
+- completed with errors, stopped by the quota or stopped, after something was sent,
+  in add mode: the old snapshot updated with exactly the contacts of the chunks
+  Constant Contact imported and counted in full (``delivered_snapshot``). The contacts
+  of every other chunk (failed, unconfirmed, not sent, and one counted short: its
+  ``person_count`` says how many are missing, not which, so the whole chunk counts as
+  not delivered) keep their old entry, or stay out, so the next run sends them again;
+  their keys are the state's retry set, and its header names the run
+  (``retry_from``), for the next run's report. Their keys are read from the chunk
+  bodies still in staging (finish_run deletes a short chunk's body only after this);
+- the same in mirror mode (the lists were looked at): the old snapshot stays whole
+  (so the next run sends all the changes again: which contacts a partial mirror run
+  leaves pending removals for is the mirror plan's business, and it reads the old
+  snapshot) but the managed sets are updated, because the people this run added
   are on the lists now and must stay known as the export's;
 - anything else (failed, needs confirmation, nothing sent): the state is left as it was.
 
@@ -29,20 +39,27 @@ generation), nothing is written: the next run compares with what that run left.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from shared.exports.changes import SNAPSHOT_FILE, ChangeTracker, content_hash, segment_names
 from shared.exports.definitions import ExportDefinition
 from shared.exports.state import (
+    EMPTY,
     ExportState,
     Keys,
     StateError,
     StateStore,
     definition_hash,
+    delivered_snapshot,
     difference,
+    email_keys,
     load,
     state_key,
+    union,
 )
 from shared.prepare.outputs import PreparedOutput
 from shared.prepare.summary import PrepareSummary
@@ -50,6 +67,7 @@ from shared.runs.contract import FinishRequest, RunStatus
 from shared.runs.mirror import PLAN_FILE, next_managed, read_plan
 from shared.runs.prepared import Changes
 from shared.runs.store import RunStore
+from shared.runs.uploads import ChunkFate, ChunkOutcome
 from shared.segments.layout import Segment
 
 log = logging.getLogger(__name__)
@@ -213,9 +231,11 @@ def _write_state(
     base = current if current is not None else ExportState.new(key)
     plan_bytes = runs.read_staged(run_id, PLAN_FILE)
     plan = read_plan(plan_bytes) if plan_bytes is not None else None
+    export = request.run.definition()
+    if not completed and export.mode == "add":
+        return _write_partial(runs, states, request, key, base, ours=ours)
     if not completed and plan is None:
         raise _NotWritten(f"the run ended {request.status.value}")
-    export = request.run.definition()
     removed = request.removals is not None and request.removals.done
     managed = next_managed(base.managed, export.list_ids, plan, removed=removed)
     header: dict[str, Any] = {
@@ -250,3 +270,95 @@ def _write_state(
         "managed": {list_id: int(m.size) for list_id, m in managed.items()},
         "where": states.describe(key),
     }
+
+
+def not_fully_delivered(outcomes: Iterable[ChunkOutcome]) -> list[ChunkOutcome]:
+    """The chunks whose contacts a snapshot may not record as sent: every fate but
+    ``imported``, and an import Constant Contact counted short (which of its contacts
+    it left out is not said, so none of them counts)."""
+    return [o for o in outcomes if o.fate is not ChunkFate.IMPORTED or o.shortfall > 0]
+
+
+def chunk_keys(body: bytes) -> Keys:
+    """The email keys of an import body's contacts (the keys prepare made of them)."""
+    data = orjson.loads(body)
+    return email_keys(str(contact["email"]) for contact in data["import_data"])
+
+
+def _undelivered_keys(
+    runs: RunStore, run_id: str, outcomes: list[ChunkOutcome], *, ours: bool
+) -> Keys:
+    """The keys of the held chunks' contacts, from their staged bodies. A body that is
+    gone (or unreadable) leaves the state as it was: the next run then sends every
+    change again, which loses nothing; an earlier attempt of this finish that wrote
+    the state (and deleted a short body after it) already wrote what this one would."""
+    found: list[Keys] = []
+    for outcome in outcomes:
+        body = runs.read_staged(run_id, outcome.chunk.name)
+        if body is None and ours:
+            raise _NotWritten("an earlier attempt of this run wrote it")
+        try:
+            if body is None:
+                raise ValueError("gone")
+            found.append(chunk_keys(body))
+        except (ValueError, KeyError, TypeError) as exc:
+            name = outcome.chunk.name
+            raise _NotWritten(f"{name} is gone or unreadable ({type(exc).__name__})") from None
+    return union(*found) if found else EMPTY
+
+
+def _write_partial(
+    runs: RunStore,
+    states: StateStore,
+    request: FinishRequest,
+    key: str,
+    base: ExportState,
+    *,
+    ours: bool,
+) -> dict[str, Any]:
+    """Add mode, partly delivered: the staged snapshot but for the contacts that did
+    not go, which keep the old entry (or stay out) and form the retry set."""
+    run_id = request.run.run_id
+    staged = runs.read_staged(run_id, SNAPSHOT_FILE)
+    if staged is None:
+        raise _NotWritten("the staged snapshot is missing")
+    held = not_fully_delivered(request.outcomes)
+    undelivered = _undelivered_keys(runs, run_id, held, ours=ours)
+    export = request.run.definition()
+    hashed = definition_hash(export)
+    old = base if base.header.get("definition_hash") == hashed else None
+    keys, digests = delivered_snapshot(old, ExportState.from_bytes(staged), undelivered)
+    summary = PrepareSummary.from_json(runs.staged_summary(run_id) or {})
+    header: dict[str, Any] = {
+        "key": key,
+        "run_id": run_id,
+        "written_at": request.finished_at,
+        "mode": export.mode,
+        "list_ids": list(export.list_ids),
+        "definition_hash": hashed,
+        "content_hash": "",  # the next run must read the segment
+        "counts": summary.counts(),
+        "retry_from": run_id,
+    }
+    managed = next_managed(base.managed, export.list_ids, None, removed=False)
+    state = ExportState(base.header, keys, digests, managed, undelivered).successor(**header)
+    states.write(key, state.to_bytes())
+    return {
+        "key": key,
+        "written": True,
+        "snapshot": "updated with the delivered contacts (the others are sent again next run)",
+        "contacts": state.contacts,
+        "retry": {"contacts": int(undelivered.size), "chunks": len(held)},
+        "managed": {list_id: int(m.size) for list_id, m in managed.items()},
+        "where": states.describe(key),
+    }
+
+
+def retried(runs: RunStore, run_id: str) -> dict[str, Any] | None:
+    """What the run's prepare counted as sent again for an earlier run (its summary's
+    ``changes.retried``: ``{"contacts": N, "from_run": run id}``), None if nothing."""
+    summary = runs.staged_summary(run_id) or {}
+    found = (summary.get("changes") or {}).get("retried")
+    if not isinstance(found, dict) or not found.get("from_run"):
+        return None
+    return {"contacts": int(found.get("contacts", 0)), "from_run": str(found["from_run"])}

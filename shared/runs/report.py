@@ -31,8 +31,12 @@ Fields:
   mirror), ``incremental`` (compared with a snapshot), ``added`` (new contacts),
   ``updated`` (changed ones), ``unchanged`` (not sent again), ``left`` (in the last
   snapshot, not in this segment), ``removed`` (members taken off the lists),
-  ``content_unchanged`` (the same files as last time: nothing was read), and
-  ``state``: whether the export's state was written, and where.
+  ``content_unchanged`` (the same files as last time: nothing was read),
+  ``retried`` (``{"contacts": N, "from_run": run id}``, or None: contacts this run sent
+  again because that run, the last, did not deliver them; counted by prepare as those
+  of the last run's retry set that this run found new or changed), and ``state``:
+  whether the export's state was written, and where (after a partly delivered run:
+  ``retry``, how many contacts the next run will send again).
 - ``removals`` (mirror mode, when the lists were looked at): per list its members,
   the removals planned and those kept because another export still sends them; what
   was asked and how the membership activities ended; ``needs_confirmation``: why the
@@ -87,6 +91,7 @@ def build_report(
     rejects_file: str | None,
     resume_hint: str,
     state: dict[str, Any] | None = None,
+    retried: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report for a finished run (pure: the caller stores it)."""
     run, prepared, outcomes = request.run, request.prepared, request.outcomes
@@ -166,7 +171,7 @@ def build_report(
             "fewest_import_requests": len(outcomes),
         },
     }
-    report["changes"] = _changes(request, state)
+    report["changes"] = _changes(request, state, retried)
     report["removals"] = _removals(request)
     if request.status is RunStatus.QUOTA_EXHAUSTED:
         report["quota"] = {
@@ -177,7 +182,9 @@ def build_report(
     return report
 
 
-def _changes(request: FinishRequest, state: dict[str, Any] | None) -> dict[str, Any]:
+def _changes(
+    request: FinishRequest, state: dict[str, Any] | None, retried: Mapping[str, Any] | None
+) -> dict[str, Any]:
     prepared, removals = request.prepared, request.removals
     changes = prepared.changes if prepared else Changes()
     return {
@@ -189,6 +196,7 @@ def _changes(request: FinishRequest, state: dict[str, Any] | None) -> dict[str, 
         "left": changes.left,
         "removed": removals.asked if removals is not None and removals.done else 0,
         "content_unchanged": changes.content_unchanged,
+        "retried": dict(retried) if retried else None,
         "state": state,
     }
 
@@ -296,6 +304,12 @@ def render_changes(changes: Mapping[str, Any] | None, removals: dict[str, Any] |
         f"  updated         {changes['updated']:>10,}",
         f"  unchanged       {changes['unchanged']:>10,}  (not sent again)",
     ]
+    retried = changes.get("retried")
+    if retried:
+        lines.append(
+            f"  retried         {retried['contacts']:>10,}  "
+            f"(not delivered by run {retried['from_run']})"
+        )
     if changes.get("left"):
         lines.append(f"  left segment    {changes['left']:>10,}")
     if changes.get("mode") == "mirror":
