@@ -7,8 +7,9 @@ list ids) plus the Customer Insights export and segment (table) names, because o
 definition may match several tables and each is a segment of its own
 (:func:`state_key`).
 
-One state is one file, written whole after a successful run only (a failed or
-stopped run leaves the previous one), so a reader sees the old state or the new one,
+One state is one file, written whole when a run ends having delivered something (a
+failed run leaves the previous one; a partly delivered one records only what it
+delivered: shared/runs/next_state.py), so a reader sees the old state or the new one,
 never a mix::
 
     b"CCXSTATE2\\n" | u32 header length | header JSON | arrays (little-endian uint64)

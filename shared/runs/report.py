@@ -32,9 +32,10 @@ Fields:
   ``updated`` (changed ones), ``unchanged`` (not sent again), ``left`` (in the last
   snapshot, not in this segment), ``removed`` (members taken off the lists),
   ``content_unchanged`` (the same files as last time: nothing was read),
-  ``retried`` (``{"contacts": N, "from_run": run id}``, or None: contacts this run sent
-  again because that run, the last, did not deliver them; counted by prepare as those
-  of the last run's retry set that this run found new or changed), and ``state``:
+  ``retried`` (``{"contacts": N, "from_run": run id}``, present only after a run that
+  left contacts to send again: how many this run sent again because that run, the
+  last, did not deliver them; counted by prepare as those of the last run's retry set
+  that this run found new or changed), and ``state``:
   whether the export's state was written, and where (after a partly delivered run:
   ``retry``, how many contacts the next run will send again).
 - ``removals`` (mirror mode, when the lists were looked at): per list its members,
@@ -187,7 +188,7 @@ def _changes(
 ) -> dict[str, Any]:
     prepared, removals = request.prepared, request.removals
     changes = prepared.changes if prepared else Changes()
-    return {
+    found: dict[str, Any] = {
         "mode": changes.mode,
         "incremental": changes.incremental,
         "added": changes.added,
@@ -196,9 +197,11 @@ def _changes(
         "left": changes.left,
         "removed": removals.asked if removals is not None and removals.done else 0,
         "content_unchanged": changes.content_unchanged,
-        "retried": dict(retried) if retried else None,
-        "state": state,
     }
+    if retried:  # only after a run that left contacts to send again
+        found["retried"] = dict(retried)
+    found["state"] = state
+    return found
 
 
 def _removals(request: FinishRequest) -> dict[str, Any] | None:
