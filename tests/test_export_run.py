@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +23,25 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from functions import activities as bindings
-from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import tokens_secret
-from shared.exports.definitions import ExportDefinition
-from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus
-from shared.runs.ids import new_run_id
+from shared.runs.activities import RunActivities
+from shared.runs.contract import RunStatus
 from shared.runs.store import BlobRunStore, LocalRunStore
-from shared.secrets.store import LocalFileSecretStore
-from shared.wiring import clients
 from shared.workstation.local_run import run_locally
-from tests.support.ctct_support import FAST, run_cli
+from tests.support.ctct_support import run_cli
+from tests.support.export_runs import (
+    BODY_BYTES,
+    OPTIONS,
+    ROWS,
+    TIMEOUT,
+    connect,
+    env_for,
+    imports_accepted,
+    run_input,
+    services_for,
+)
 from tests.support.sample_emails import expected_emails
-from tests.support.sandbox_service import RunningSandbox, cli_env
-
-ROWS = 2_000
-BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks
-OPTIONS = RunOptions(max_body_bytes=BODY_BYTES, poll_seconds=0.2, retry_seconds=0.2)
-MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
-TIMEOUT = 60.0
+from tests.support.sandbox_service import RunningSandbox
 
 
 @pytest.fixture(scope="module")
@@ -69,49 +66,9 @@ def inbox(azurite: str, sample: Path) -> str:
     return f"az://inbox/{prefix}/{EXPORT}/{TABLE}/{RUN}"
 
 
-def connect(sandbox: RunningSandbox, home: Path, connection: str = "default") -> None:
-    """Store tokens as `ccexport connect` would, minted by the sandbox."""
-    bundle = TokenBundle.from_response(sandbox.tokens(), time.time())
-
-    async def store() -> None:
-        async with LocalFileSecretStore(home) as secrets:
-            await secrets.set(tokens_secret(connection), bundle.to_json())
-
-    asyncio.run(store())
-
-
-def env_for(sandbox: RunningSandbox, home: Path, storage: str | None) -> dict[str, str]:
-    env = cli_env(sandbox, home)
-    if storage is not None:
-        env["CCEXPORT_STORAGE_CONNECTION_STRING"] = storage
-    return env
-
-
-def services_for(env: dict[str, str]) -> RunServices:
-    return replace(clients.run_services_from(env), retry=FAST)
-
-
-def run_input(
-    source: str, list_id: str, run_id: str | None = None, options: RunOptions = OPTIONS
-) -> RunInput:
-    export = ExportDefinition(list_ids=(list_id,), mapping=MAPPING, name="e2e")
-    return RunInput.create(
-        run_id or new_run_id("e2e", datetime.now(UTC)),
-        export,
-        source,
-        trigger="cli",
-        requested_at=datetime.now(UTC),
-        options=options,
-    )
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
-
-
-def imports_accepted(sandbox: RunningSandbox) -> int:
-    return sandbox.requests("POST /v3/activities/contacts_json_import").get("201", 0)
 
 
 # --- in process, on the local engine ------------------------------------------------------

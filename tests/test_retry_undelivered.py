@@ -29,9 +29,7 @@ from shared.runs.prepared import ChunkRef
 from shared.runs.report import render
 from shared.runs.uploads import ChunkFate, ChunkOutcome, ImportState
 from shared.workstation.local_run import run_locally
-from tests.support.sample_emails import expected_emails
-from tests.support.sandbox_service import RunningSandbox
-from tests.test_export_run import (
+from tests.support.export_runs import (
     OPTIONS,
     ROWS,
     TIMEOUT,
@@ -41,6 +39,8 @@ from tests.test_export_run import (
     run_input,
     services_for,
 )
+from tests.support.sample_emails import expected_emails
+from tests.support.sandbox_service import RunningSandbox
 
 
 @pytest.fixture(scope="module")
