@@ -610,3 +610,12 @@ async def test_a_run_id_that_is_no_run_is_not_found(
         answer = await visit(pages.console_run, "GET", f"runs/{raw}", raw, durable_fake)
         assert answer.status_code in (403, 404), raw  # 403: an export no one may read
         assert "Traceback" not in text(answer)
+
+
+def test_contacts_an_earlier_run_did_not_deliver_are_said_to_be_sent_again() -> None:
+    earlier = "high-value.0123456789abcdef0123456789abcdef"
+    changes = {"mode": "add", "retried": {"contacts": 40, "from_run": earlier}}
+    facts = {f.label: f for f in report_view(report(changes=changes)).facts}
+    assert facts["Sent again"].value == "40"
+    assert facts["Sent again"].hint == f"not delivered by run {earlier}"
+    assert "Sent again" not in {f.label for f in report_view(report()).facts}

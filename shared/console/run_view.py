@@ -368,6 +368,15 @@ def report_view(report: Mapping[str, Any]) -> ReportView:
     ):
         if _count(counts, name):
             facts.append(Fact(label, f"{_count(counts, name):,}"))
+    retried = _mapping(changes.get("retried"))
+    if _count(retried, "contacts"):
+        facts.append(
+            Fact(
+                "Sent again",
+                f"{_count(retried, 'contacts'):,}",
+                f"not delivered by run {retried.get('from_run')}",
+            )
+        )
     removals = _mapping(report.get("removals"))
     facts.append(Fact("Requests used", _requests_text(requests, chunks, removals)))
     reasons = sorted(
