@@ -34,19 +34,18 @@ import pytest
 
 from bench.sample import EXPORT, RUN, TABLE, write_sample
 from shared.constant_contact.oauth import TokenBundle
-from shared.constant_contact.tokens import mark_needs_reauthorization, tokens_secret
+from shared.constant_contact.tokens import mark_needs_reauthorization
 from shared.exports.definitions import ExportDefinition
 from shared.runs import alerts
-from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions
+from shared.runs.activities import RunServices
+from shared.runs.contract import RunOptions
 from shared.runs.grants import RunScope
-from shared.runs.ids import new_run_id
 from shared.runs.outcome import RUN_FINISHED, run_finished
 from shared.runs.recheck import Cleared, RunGate, RunStopped
 from shared.secrets.store import LocalFileSecretStore, SecretStoreError
 from shared.wiring import clients
-from shared.workstation.local_run import run_locally
 from tests.support.ctct_support import FAST
+from tests.support.export_runs import run_export, store_bundle
 from tests.support.sandbox_service import RunningSandbox, cli_env, running_sandbox
 from tests.support.services import ROOT
 
@@ -115,16 +114,8 @@ class FailingStore(LocalFileSecretStore):
         raise SecretStoreError("the vault refused the write")
 
 
-def _store_tokens(home: Path, bundle: TokenBundle) -> None:
-    async def store() -> None:
-        async with LocalFileSecretStore(home) as secrets:
-            await secrets.set(tokens_secret("default"), bundle.to_json())
-
-    asyncio.run(store())
-
-
 def _connected(sandbox: RunningSandbox, home: Path) -> Path:
-    _store_tokens(home, TokenBundle.from_response(sandbox.tokens(), time.time()))
+    store_bundle(home, TokenBundle.from_response(sandbox.tokens(), time.time()))
     return home
 
 
@@ -158,14 +149,7 @@ def _run(
     run_id: str | None = None,
     **options: Any,
 ) -> None:
-    run_input = RunInput.create(
-        run_id or new_run_id(export.name, datetime.now(UTC)),
-        export,
-        source,
-        requested_at=datetime.now(UTC),
-        options=replace(OPTIONS, **options),
-    )
-    result = run_locally(run_input, RunActivities(services), timeout=TIMEOUT)
+    result = run_export(services, source, export, OPTIONS, run_id=run_id, **options)
     assert result.report is not None, scenario
     captured.runs[scenario] = result.outcome.run_id
     captured.outcomes[scenario] = result.report["status"]
@@ -203,7 +187,7 @@ def _capture(sandbox: RunningSandbox, root: Path, traces: Traces) -> Captured:
     # A connection whose refresh token Constant Contact refuses: the run cannot send.
     refused = root / "refused"
     now = time.time()
-    _store_tokens(refused, TokenBundle("expired", "not-a-refresh-token", now - 60, "", now - 3600))
+    store_bundle(refused, TokenBundle("expired", "not-a-refresh-token", now - 60, "", now - 3600))
     _run(captured, "reconnect", _services(sandbox, refused), _sample(root / "re"), export("re"))
 
     async def unrecorded() -> None:  # and one that could not even record it

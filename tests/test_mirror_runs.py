@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,14 @@ import orjson
 import pytest
 
 from shared.constant_contact.client import ConstantContactClient
-from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.pacing import Pacer
-from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
-from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunInput, RunOptions, RunStatus
-from shared.runs.ids import new_run_id
-from shared.secrets.store import LocalFileSecretStore
+from shared.runs.activities import RunServices
+from shared.runs.contract import RunOptions, RunStatus
 from shared.wiring import clients
-from shared.workstation.local_run import LocalRunResult, run_locally
+from shared.workstation.local_run import LocalRunResult
 from tests.support.ctct_support import FAST, SandboxTokens, run_cli
+from tests.support.export_runs import connect, run_export
 from tests.support.sandbox_service import RunningSandbox, cli_env
 
 OPTIONS = RunOptions(max_body_bytes=8_000, poll_seconds=0.1, retry_seconds=0.2)
@@ -67,16 +62,6 @@ class Inbox:
         return str(folder)
 
 
-def connect(sandbox: RunningSandbox, home: Path) -> None:
-    bundle = TokenBundle.from_response(sandbox.tokens(), time.time())
-
-    async def store() -> None:
-        async with LocalFileSecretStore(home) as secrets:
-            await secrets.set(tokens_secret("default"), bundle.to_json())
-
-    asyncio.run(store())
-
-
 @pytest.fixture
 def home(tmp_path: Path, sandbox: RunningSandbox) -> Path:
     folder = tmp_path / "home"
@@ -94,22 +79,8 @@ def inbox(tmp_path: Path) -> Inbox:
     return Inbox(tmp_path / "inbox")
 
 
-def run(
-    services: RunServices,
-    source: str,
-    export: ExportDefinition,
-    *,
-    run_id: str | None = None,
-    **options: Any,
-) -> LocalRunResult:
-    run_input = RunInput.create(
-        run_id or new_run_id(export.name, datetime.now(UTC)),
-        export,
-        source,
-        requested_at=datetime.now(UTC),
-        options=replace(OPTIONS, **options),
-    )
-    return run_locally(run_input, RunActivities(services), timeout=TIMEOUT)
+def run(services: RunServices, source: str, export: ExportDefinition, **options: Any) -> Any:
+    return run_export(services, source, export, OPTIONS, **options)
 
 
 def counted(sandbox: RunningSandbox, key: str) -> int:

@@ -9,15 +9,17 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
-from shared.runs.activities import RunServices
+from shared.runs.activities import RunActivities, RunServices
 from shared.runs.contract import RunInput, RunOptions
 from shared.runs.ids import new_run_id
 from shared.secrets.store import LocalFileSecretStore
 from shared.wiring import clients
+from shared.workstation.local_run import LocalRunResult, run_locally
 from tests.support.ctct_support import FAST
 from tests.support.sandbox_service import RunningSandbox, cli_env
 
@@ -28,15 +30,19 @@ MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
 TIMEOUT = 60.0
 
 
-def connect(sandbox: RunningSandbox, home: Path, connection: str = "default") -> None:
-    """Store tokens as `ccexport connect` would, minted by the sandbox."""
-    bundle = TokenBundle.from_response(sandbox.tokens(), time.time())
+def store_bundle(home: Path, bundle: TokenBundle, connection: str = "default") -> None:
+    """Store ``bundle`` as the connection's tokens in the file store under ``home``."""
 
     async def store() -> None:
         async with LocalFileSecretStore(home) as secrets:
             await secrets.set(tokens_secret(connection), bundle.to_json())
 
     asyncio.run(store())
+
+
+def connect(sandbox: RunningSandbox, home: Path, connection: str = "default") -> None:
+    """Store tokens as `ccexport connect` would, minted by the sandbox."""
+    store_bundle(home, TokenBundle.from_response(sandbox.tokens(), time.time()), connection)
 
 
 def env_for(sandbox: RunningSandbox, home: Path, storage: str | None) -> dict[str, str]:
@@ -66,3 +72,24 @@ def run_input(
 
 def imports_accepted(sandbox: RunningSandbox) -> int:
     return sandbox.requests("POST /v3/activities/contacts_json_import").get("201", 0)
+
+
+def run_export(
+    services: RunServices,
+    source: str,
+    export: ExportDefinition,
+    base: RunOptions,
+    *,
+    run_id: str | None = None,
+    **options: Any,
+) -> LocalRunResult:
+    """Run ``export`` on ``source`` to its end on the local engine, with ``base``'s
+    options changed by ``options``; a new run id unless one is given."""
+    run = RunInput.create(
+        run_id or new_run_id(export.name, datetime.now(UTC)),
+        export,
+        source,
+        requested_at=datetime.now(UTC),
+        options=replace(base, **options),
+    )
+    return run_locally(run, RunActivities(services), timeout=TIMEOUT)
