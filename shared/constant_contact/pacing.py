@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -44,6 +45,14 @@ def next_utc_midnight(now: float | None = None) -> datetime:
     return (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def key_label(api_key: str) -> str:
+    """A name for an API key fit for telemetry and pages: the first 8 hex digits of
+    its SHA-256. The key (the app's client id) is not a secret, but it is the app's
+    credential's half and has no business in every metric; the label still tells
+    two keys apart."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:8] if api_key else "none"
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -64,10 +73,13 @@ class Pacer:
         state_file: Path | None = None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        key: str = "none",
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
+        self.key = key
+        """The API key's label (:func:`key_label`) that telemetry names this budget by."""
         self._interval = 1.0 / rate
         self._file = state_file
         self._clock = clock or (wall_clock if state_file is not None else time.monotonic)
@@ -173,5 +185,5 @@ def process_pacer(api_key: str, rate: float = 4.0) -> Pacer:
     with _PROCESS_LOCK:
         pacer = _PROCESS_PACERS.get(api_key)
         if pacer is None:
-            pacer = _PROCESS_PACERS[api_key] = Pacer(rate)
+            pacer = _PROCESS_PACERS[api_key] = Pacer(rate, key=key_label(api_key))
         return pacer

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from shared.config import Config, Settings
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.oauth import OAuthClient
-from shared.constant_contact.pacing import PACING_MARGIN, Pacer, process_pacer
+from shared.constant_contact.pacing import PACING_MARGIN, Pacer, key_label, process_pacer
 from shared.exports.account import AccountAccess, ConnectionsFactory
 from shared.runs.activities import RunServices
 from shared.secrets.opening import open_secret_store
@@ -69,7 +69,11 @@ def shared_pacer(settings: Settings) -> Pacer:
     """The API key's budget shared by every command under one CCEXPORT_HOME, through a
     small state file (``connect``, ``check``, ``lists`` run side by side)."""
     name = storage_name(f"ctct-pace-{settings.client_id}")
-    return Pacer(settings.requests_per_second, state_file=settings.home / "pacing" / f"{name}.json")
+    return Pacer(
+        settings.requests_per_second,
+        state_file=settings.home / "pacing" / f"{name}.json",
+        key=key_label(settings.client_id),
+    )
 
 
 def account_access(config: Config, secrets: SecretStore, locks: Locks) -> AccountAccess:
