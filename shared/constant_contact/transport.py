@@ -38,6 +38,8 @@ from yarl import URL
 from shared.constant_contact.pacing import Pacer
 from shared.errors import RemoteError, ThrottledGiveUp
 from shared.storage.closing import AsyncClosing
+from shared.telemetry import meters
+from shared.telemetry.spans import request_span
 
 __all__ = [
     "Call",
@@ -195,22 +197,40 @@ class Transport(AsyncClosing):
     # -- the one retry loop ------------------------------------------------------------
 
     async def _request(self, call: Call) -> bytes:
-        """Send until success or a bounded give-up; returns the response body."""
-        tries = _Tries()
-        while True:
-            tries.attempt += 1
+        """Send until success or a bounded give-up; returns the response body.
+
+        The whole call is one span (shared/telemetry/spans.py), every attempt one
+        count of the key's requests."""
+        key = self._pacer.key
+        with request_span(call.template, server=self._api.host or "", api_key=key) as span:
+            tries = _Tries()
             try:
-                status, raw = await self._send(call)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                await self._transient(call, tries, f"connection error ({type(exc).__name__})")
-                continue
-            except aiohttp.ClientError as exc:
-                # Not transient (e.g. an invalid URL); its text may hold the URL's query.
-                raise RemoteError(f"{call.template}: {type(exc).__name__}") from None
-            log.debug("%s -> %d (attempt %d)", call.template, status, tries.attempt)
-            if 200 <= status < 300:
-                return raw
-            await self._after_refusal(call, tries, status, raw)
+                while True:
+                    tries.attempt += 1
+                    try:
+                        status, raw = await self._send(call)
+                    except (
+                        aiohttp.ClientConnectionError,
+                        aiohttp.ClientPayloadError,
+                        TimeoutError,
+                    ) as exc:
+                        meters.count_request(key, call.template, None)
+                        span.error = type(exc).__name__
+                        await self._transient(call, tries, f"connection error ({span.error})")
+                        continue
+                    except aiohttp.ClientError as exc:
+                        # Not transient (e.g. an invalid URL); its text may hold the query.
+                        span.error = type(exc).__name__
+                        raise RemoteError(f"{call.template}: {span.error}") from None
+                    meters.count_request(key, call.template, status)
+                    span.status, span.error = status, None
+                    log.debug("%s -> %d (attempt %d)", call.template, status, tries.attempt)
+                    if 200 <= status < 300:
+                        return raw
+                    span.error = refusal_kind(status, raw)
+                    await self._after_refusal(call, tries, status, raw)
+            finally:
+                span.resends, span.throttled = tries.attempt - 1, tries.throttled
 
     async def _send(self, call: Call) -> tuple[int, bytes]:
         await self._pacer.wait()
@@ -241,9 +261,11 @@ class Transport(AsyncClosing):
         if status == 429:
             if error_key(raw) == "quota_exceeded":
                 log.warning("%s -> 429 quota_exceeded; sending stops", call.template)
+                meters.count_quota_exhausted(self._pacer.key)
                 raise self._pacer.stop_for_the_day()
             tries.throttled += 1
             self.stats.throttled += 1
+            meters.count_throttled(self._pacer.key)
             if tries.throttled >= self._retry.throttled_attempts:
                 raise ThrottledGiveUp(
                     f"{call.template}: still throttled by Constant Contact (429 {message}) "
@@ -316,6 +338,13 @@ def _error_items(raw: bytes) -> list[dict[str, Any]]:
         return []
     items = doc if isinstance(doc, list) else [doc]
     return [item for item in items if isinstance(item, dict)]
+
+
+def refusal_kind(status: int, raw: bytes) -> str:
+    """What a refusal was, in a word fit for telemetry: the API's ``error_key`` for a
+    429 (``throttled``, ``quota_exceeded``), else ``http_<status>``."""
+    key = error_key(raw) if status == 429 else None
+    return key if key in ("throttled", "quota_exceeded") else f"http_{status}"
 
 
 def error_key(raw: bytes) -> str | None:

@@ -87,6 +87,7 @@ from shared.runs.next_state import (
 from shared.runs.outcome import log_run_finished
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
 from shared.runs.report import build_report
+from shared.runs.step_spans import traced
 from shared.runs.store import RunStore, state_store_for
 from shared.runs.uploads import (
     MAX_ACTIVITY_ERRORS,
@@ -102,6 +103,7 @@ from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
 from shared.storage import files
 from shared.storage.locks import Locks
+from shared.telemetry import meters
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -234,6 +236,7 @@ class RunActivities:
 
     # -- prepare_segment ----------------------------------------------------------------
 
+    @traced
     async def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
         run = RunInput.from_json(data)
         try:
@@ -290,6 +293,7 @@ class RunActivities:
 
     # -- find_members ---------------------------------------------------------------------
 
+    @traced
     async def find_members(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Who is on each list, and which of them this run would remove (mirror mode)."""
         run = RunInput.from_json(data)
@@ -358,6 +362,7 @@ class RunActivities:
 
     # -- apply_removals -------------------------------------------------------------------
 
+    @traced
     async def apply_removals(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Remove the planned members from their lists (membership only)."""
         run = RunInput.from_json(data)
@@ -395,6 +400,7 @@ class RunActivities:
 
     # -- upload_chunk ---------------------------------------------------------------------
 
+    @traced
     async def upload_chunk(self, data: Mapping[str, Any]) -> dict[str, Any]:
         request = UploadRequest.from_json(data)
         run_id, chunk, runs = request.run_id, request.chunk, self.services.runs
@@ -432,6 +438,7 @@ class RunActivities:
 
     # -- poll_imports ---------------------------------------------------------------------
 
+    @traced
     async def poll_imports(self, data: Mapping[str, Any]) -> dict[str, Any]:
         request = PollRequest.from_json(data)
         if not request.activity_ids:
@@ -451,6 +458,7 @@ class RunActivities:
 
     # -- finish_run -----------------------------------------------------------------------
 
+    @traced
     def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
         request = FinishRequest.from_json(data)
         runs, run_id = self.services.runs, request.run.run_id
@@ -479,7 +487,7 @@ class RunActivities:
             retried=retried(runs, run_id),
         )
         location = runs.write_report(run_id, report)
-        log_run_finished(log, report)
+        meters.record_run(log_run_finished(log, report))
         nothing_held = not report["not_delivered"]["chunks"]
         if request.status is RunStatus.COMPLETED or (
             nothing_held and request.status is RunStatus.FAILED

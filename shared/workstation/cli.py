@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from shared.workstation import logs
+from shared.workstation import logs, telemetry_file
 from shared.workstation.cli_help import EXIT_INPUT, Example, examples_text, fail
 
 Handler = Callable[[Sequence[str]], int]
@@ -159,6 +159,15 @@ def main_help(width: int | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logs.configure(os.environ)  # CCEXPORT_LOG_FORMAT=json: every record as a JSON line
+    close_telemetry = telemetry_file.install(os.environ)  # CCEXPORT_TELEMETRY_FILE
+    try:
+        return _main(args)
+    finally:
+        if close_telemetry is not None:
+            close_telemetry()
+
+
+def _main(args: list[str]) -> int:
     if not args:
         print(main_help(), file=sys.stderr)
         return EXIT_INPUT

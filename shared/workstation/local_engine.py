@@ -15,6 +15,13 @@ made it: with a loop per call a session shared between activities breaks on the
 second call. It is also how the Functions Python worker runs async functions: all on
 one loop. Resources made on that loop are closed by :meth:`LocalEngine.on_close`.
 
+Each run is one trace, as on Azure, where the Functions host links the trigger, the
+orchestration and its activities (Durable's distributed tracing): :meth:`LocalEngine.start`
+opens a span in whatever trace it is called in and every activity of that instance
+runs in it, so the steps' and requests' spans (shared/telemetry/) hang under the
+start. durabletask's own activity spans, which its in-memory backend leaves without
+a parent, stay beside.
+
 durabletask is a development dependency: nothing under ``functions/`` imports this.
 """
 
@@ -40,7 +47,10 @@ from durabletask.internal.orchestrator_service_pb2_grpc import (
     add_TaskHubSidecarServiceServicer_to_server,
 )
 from durabletask.testing import InMemoryOrchestrationBackend
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind
 
+from shared.telemetry.spans import tracer
 from shared.workstation.durable_context import Orchestrator, default_activity_name, run_orchestrator
 
 T = TypeVar("T")
@@ -48,6 +58,9 @@ T = TypeVar("T")
 DEFAULT_ACTIVITY_CONCURRENCY = 8
 """Activities in flight at once; the same bound host.json gives Durable Functions
 (``maxConcurrentActivityFunctions``), so local runs put the same load on the API."""
+
+_TRACES_KEPT = 1_000
+"""Runs whose trace context the engine remembers (the oldest are forgotten first)."""
 
 _LOG = logging.getLogger("ccexport.local_engine")
 logging.getLogger("durabletask.testing.in_memory_backend").setLevel(logging.WARNING)
@@ -224,6 +237,8 @@ class LocalEngine:
         self._loop: _EventLoopThread | None = None
         self._noise = _ShutdownNoise()
         self._log = _durabletask_logger(self._noise)
+        self._traces: dict[str, otel_context.Context] = {}
+        """Instance id -> the trace context its start made (see start())."""
         self.address: str | None = None
         """``127.0.0.1:<port>`` of the engine's gRPC sidecar while it is open."""
 
@@ -364,16 +379,24 @@ class LocalEngine:
         orchestrate.__name__ = name  # durabletask registers by __name__
         return orchestrate
 
-    @staticmethod
     def _activity_adapter(
-        name: str, activity: Callable[[Any], Any], loop: _EventLoopThread
+        self, name: str, activity: Callable[[Any], Any], loop: _EventLoopThread
     ) -> Callable[[task.ActivityContext, Any], Any]:
+        traces = self._traces
+
         def perform(context: task.ActivityContext, input_: Any) -> Any:
-            del context
-            result = activity(input_)
-            if inspect.isawaitable(result):
-                return loop.run(result)
-            return result
+            # In the trace the run was started in (see start()); the coroutine below
+            # runs on the loop's thread in a copy of this thread's context.
+            started_in = traces.get(context.orchestration_id)
+            token = otel_context.attach(started_in) if started_in is not None else None
+            try:
+                result = activity(input_)
+                if inspect.isawaitable(result):
+                    return loop.run(result)
+                return result
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
         perform.__name__ = name
         return perform
@@ -445,9 +468,16 @@ class LocalEngine:
                     if not replaceable:
                         return InstanceStart(instance_id, started=False, status=existing.status)
                     self.client.purge_orchestration(instance_id)
-            new_id = self.client.schedule_new_orchestration(
-                name, input=input_, instance_id=instance_id
-            )
+            with tracer().start_as_current_span(
+                f"start {name}", kind=SpanKind.PRODUCER, record_exception=False
+            ) as span:
+                new_id = self.client.schedule_new_orchestration(
+                    name, input=input_, instance_id=instance_id
+                )
+                span.set_attribute("ccexport.instance_id", new_id)
+                self._traces[new_id] = otel_context.get_current()
+                while len(self._traces) > _TRACES_KEPT:  # serve's engine lives for days
+                    del self._traces[next(iter(self._traces))]
         return InstanceStart(new_id, started=True, status=RuntimeStatus.PENDING)
 
     def status(self, instance_id: str) -> RunState | None:

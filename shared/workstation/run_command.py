@@ -48,6 +48,7 @@ from shared.runs.contract import RunInput, RunOptions, RunStatus
 from shared.runs.ids import check_run_id, new_run_id
 from shared.runs.report import render
 from shared.secrets.opening import open_secret_store
+from shared.telemetry.spans import step_span
 from shared.wiring import clients
 from shared.workstation.cli_help import EXIT_FAILED, add_connection_option, command_parser
 from shared.workstation.commands import export_from_args, guarded
@@ -243,26 +244,31 @@ def run(args: argparse.Namespace) -> int:
         confirm_removals=args.confirm_removals,
     )
     connection = check_connection(args.connection or export.connection or DEFAULT_CONNECTION)
-    services = clients.run_services(Config.from_mapping(os.environ))
-    export = asyncio.run(preflight(services, connection, export, create_fields=args.create_fields))
-    run_input = RunInput.create(
-        run_id,
-        export,
-        args.source,
-        connection=connection,
-        trigger="cli",
-        requested_at=now,
-        options=options,
-    )
-    bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty())
-    if bar.enabled:
-        print(f"run {run_id}", file=sys.stderr)
-    activities = RunActivities(services, on_rows=bar.rows)
-    timeout = args.timeout or options.max_wait_seconds + 3600
-    try:
-        result = run_locally(run_input, activities, timeout=timeout, on_progress=bar.status)
-    finally:
-        bar.close()
+    # The command is the run's trigger: its span is the root of the run's one trace
+    # (the list check, the start, every step and request: shared/telemetry/).
+    with step_span("run", run_id, trigger="cli", connection=connection):
+        services = clients.run_services(Config.from_mapping(os.environ))
+        export = asyncio.run(
+            preflight(services, connection, export, create_fields=args.create_fields)
+        )
+        run_input = RunInput.create(
+            run_id,
+            export,
+            args.source,
+            connection=connection,
+            trigger="cli",
+            requested_at=now,
+            options=options,
+        )
+        bar = ProgressBar(sys.stderr, enabled=sys.stderr.isatty())
+        if bar.enabled:
+            print(f"run {run_id}", file=sys.stderr)
+        activities = RunActivities(services, on_rows=bar.rows)
+        timeout = args.timeout or options.max_wait_seconds + 3600
+        try:
+            result = run_locally(run_input, activities, timeout=timeout, on_progress=bar.status)
+        finally:
+            bar.close()
     report = result.report
     if args.json:
         document = report if report is not None else result.outcome.to_json()
