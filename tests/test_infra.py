@@ -1103,8 +1103,39 @@ def test_preprovision_scripts_agree() -> None:
 
 def test_the_records_the_alerts_read_are_never_sampled_out() -> None:
     """The alert rules read trace records (a run's `run finished`, a connection to
-    reconnect) and requests; Application Insights' adaptive sampling must keep every one."""
+    reconnect) and requests; sampling must keep every one. The host's Application
+    Insights sampling is off for them here, should the app go back to that mode;
+    in OpenTelemetry mode nothing samples unless a sampler is set, which the test
+    below forbids."""
     host = json.loads((ROOT / "host.json").read_text())
     sampling = host["logging"]["applicationInsights"]["samplingSettings"]
     kept = set(str(sampling.get("excludedTypes", "")).split(";"))
     assert {"Request", "Trace"} <= kept or sampling.get("isEnabled") is False
+
+
+def test_telemetry_goes_out_through_opentelemetry_with_only_the_azure_sdk_instrumented() -> None:
+    """The worker configures the Azure Monitor distro (shared/telemetry/ uses only the
+    OpenTelemetry API), the host links a run's trigger, orchestration and activities into
+    one trace, and the distro instruments no client library but the Azure SDK: every
+    other it knows would record URLs of requests ccexport does not make, or, for one it
+    later makes, URLs that may hold a query. A distro that learns a new library fails
+    here until the setting names it."""
+    from azure.monitor.opentelemetry._constants import (  # noqa: PLC0415 - the installed distro
+        _AZURE_SDK_INSTRUMENTATION_NAME,
+        _FULLY_SUPPORTED_INSTRUMENTED_LIBRARIES,
+    )
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    tracing = host["extensions"]["durableTask"]["tracing"]
+    assert tracing == {"distributedTracingEnabled": True, "version": "V2"}
+    settings = app_settings()
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    disabled = set(settings["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"].split(","))
+    assert disabled == set(_FULLY_SUPPORTED_INSTRUMENTED_LIBRARIES) - {
+        _AZURE_SDK_INSTRUMENTATION_NAME
+    }
+    assert not [name for name in settings if name.startswith("OTEL_TRACES_SAMPLER")], (
+        "the alert rules read every record: nothing may be sampled out"
+    )
+    assert "azure-monitor-opentelemetry==" in (ROOT / "requirements.txt").read_text()

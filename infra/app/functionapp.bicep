@@ -241,6 +241,18 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
+        // The worker configures the Azure Monitor OpenTelemetry distro and parents each
+        // invocation on the host span, so the spans of the app join the one trace Durable
+        // distributed tracing makes of each run. Only the Azure SDK is instrumented: the
+        // Constant Contact calls have spans of their own, without URLs.
+        {
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+          value: 'true'
+        }
+        {
+          name: 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS'
+          value: 'django,fastapi,flask,httpx,httpx2,psycopg2,requests,urllib,urllib3'
+        }
         // One worker process per Flex instance; this many threads run sync functions,
         // matching durableTask maxConcurrentActivityFunctions in host.json.
         {
