@@ -78,7 +78,8 @@ class Services:
 
     async def connections(self) -> Connections:
         """The OAuth side: tokens in the secret store, one refresh at a time by lease."""
-        return await clients.connections(self.config.ctct, self.secrets, self.locks)()
+        tokens = clients.token_pacer(self.config)
+        return await clients.connections(self.config.ctct, self.secrets, self.locks, tokens)()
 
     def read_report(self, run_id: str) -> dict[str, Any] | None:
         """The finished run's report from the run store (blocking: call in a thread)."""

@@ -215,7 +215,12 @@ async def test_pacers_on_one_file_share_the_slots(clock: Time, tmp_path: Path) -
     await one.wait()
     assert clock.slept == [0.25, 0.25]
     doc = json.loads(state.read_text())
-    assert doc == {"next": pytest.approx(clock.mono + 0.25), "quota_until": 0.0}
+    assert doc == {
+        "next": pytest.approx(clock.mono + 0.25),
+        "quota_until": 0.0,
+        "day": "2026-03-01",
+        "used": 3,
+    }
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
     two.hold_off(3.0)
@@ -255,7 +260,15 @@ async def test_the_quota_stop_is_shared_through_the_file(clock: Time, tmp_path: 
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"{torn", b'{"next": 5}', b'{"next": null, "quota_until": 0}', b"[1, 2]"],
+    [
+        b"",
+        b"{torn",
+        b'{"next": 5}',
+        b'{"next": null, "quota_until": 0}',
+        b"[1, 2]",
+        b'{"next": 5, "quota_until": 0, "day": 3, "used": 9}',
+        b'{"next": 5, "quota_until": 0, "day": "2026-03-01", "used": "9"}',
+    ],
 )
 async def test_a_torn_or_strange_file_starts_afresh(
     clock: Time, tmp_path: Path, content: bytes
@@ -266,14 +279,24 @@ async def test_a_torn_or_strange_file_starts_afresh(
     pacer.check_quota()
     await pacer.wait()
     assert clock.slept == []
-    assert json.loads(state.read_text()) == {"next": clock.mono + 0.25, "quota_until": 0.0}
+    assert json.loads(state.read_text()) == {
+        "next": clock.mono + 0.25,
+        "quota_until": 0.0,
+        "day": "2026-03-01",
+        "used": 1,
+    }
 
 
 async def test_a_longer_old_file_is_replaced_whole(clock: Time, tmp_path: Path) -> None:
     state = tmp_path / "pacer.json"
     state.write_text(json.dumps({"next": 1.0, "quota_until": 0.0, "pad": "x" * 200}))
     await clock.pacer(state_file=state).wait()
-    assert json.loads(state.read_text()) == {"next": clock.mono + 0.25, "quota_until": 0.0}
+    assert json.loads(state.read_text()) == {
+        "next": clock.mono + 0.25,
+        "quota_until": 0.0,
+        "day": "2026-03-01",
+        "used": 1,
+    }
     assert os.path.getsize(state) < 100
 
 

@@ -17,17 +17,18 @@ send at 4/s instead of finding the limit by 429s.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import json
-import os
+import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import QuotaExhausted
+from shared.storage.records import FileRecord, MemoryRecord, Record
 
 QUOTA_MESSAGE = "daily quota exhausted, resumes after 00:00 UTC"
 
@@ -38,6 +39,12 @@ second where the requests arrive, and they arrive bunched by network and server
 delays: starts spaced exactly at the limit had imports answered 429 (and sent again),
 and at 90 % some still were. The little time a fifth under the limit costs is less
 than those resends cost."""
+
+
+RESERVE_AHEAD = 2.0
+"""Seconds ahead of now a shared pacer reserves slots: enough for every upload and
+poll of a busy process to hold a place (at 3.2/s, six or seven), little enough that
+a process killed with slots reserved leaves the others waiting at most this long."""
 
 
 def next_utc_midnight(now: float | None = None) -> datetime:
@@ -57,13 +64,76 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class PaceState:
+    """What every pacer of one API key shares: the next free slot, the end of a
+    quota stop, and how many requests were let through on the UTC day ``day``."""
+
+    next: float = 0.0
+    quota_until: float = 0.0
+    day: str = ""
+    used: int = 0
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> PaceState:
+        """The state a record holds; an empty, torn or strange one starts afresh."""
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            used = doc.get("used", 0)
+            day = doc.get("day", "")
+            if not isinstance(used, int) or not isinstance(day, str):
+                return cls()
+            return cls(float(doc["next"]), float(doc["quota_until"]), day, used)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return cls()
+
+    def encode(self) -> bytes:
+        fields = {"next": self.next, "quota_until": self.quota_until}
+        return json.dumps({**fields, "day": self.day, "used": self.used}).encode()
+
+    def used_on(self, day: str) -> int:
+        return self.used if self.day == day else 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An API key's day so far, as its pacers counted it."""
+
+    key: str
+    """The key's label (:func:`key_label`)."""
+    day: str
+    """The UTC day, YYYY-MM-DD."""
+    used: int
+    """Requests let through that day (a request sent again counts again)."""
+    stopped_until: str | None
+    """When a quota stop ends (ISO 8601, UTC), or None when sending is allowed."""
+
+
+def utc_day(wall: float) -> str:
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d")
+
+
+class _TooFarAhead(Exception):
+    """The next free slot is further ahead than a pacer reserves: try again later."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
 class Pacer:
     """At most ``rate`` request starts per second for all tasks that share it.
 
-    Reservations are taken under a thread lock (and the file's flock when shared),
-    so event loops in several threads, or several processes, share one budget.
-    Slots are kept on the wall clock when shared between processes, on the
-    monotonic clock otherwise.
+    The state lives in a ``Record``: in memory for one process, in a file for the
+    processes of one machine (``state_file``), or in a blob for every process and
+    instance (``record=BlobRecord(...)``). Reservations are one atomic change of that
+    record (and a thread lock within the process), so event loops in several threads,
+    several processes or several machines share one budget. Slots are kept on the
+    wall clock when shared, on the monotonic clock otherwise. Nobody holds anything
+    between requests: a process that dies leaves at most the slots it had reserved
+    unused.
     """
 
     def __init__(
@@ -71,119 +141,147 @@ class Pacer:
         rate: float = 4.0,
         *,
         state_file: Path | None = None,
+        record: Record | None = None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
         key: str = "none",
+        ahead: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        if ahead is not None and ahead < 0:
+            raise ValueError("ahead must not be negative")
         self.rate = rate
+        self.ahead = ahead
+        """How far ahead of now a slot may be taken (None: without bound). A caller
+        whose slot would lie further waits without one and asks again, so a process
+        that dies holds at most this much of the key's time, and the processes
+        sharing a record take the slots as they come free rather than in one queue."""
         self.key = key
         """The API key's label (:func:`key_label`) that telemetry names this budget by."""
         self._interval = 1.0 / rate
-        self._file = state_file
-        self._clock = clock or (wall_clock if state_file is not None else time.monotonic)
+        if record is None:
+            record = FileRecord(state_file) if state_file is not None else MemoryRecord()
+        self._record = record
+        shared = not isinstance(record, MemoryRecord)
+        self._clock = clock or (wall_clock if shared else time.monotonic)
         self._wall = wall_clock
         self._lock = threading.Lock()
-        self._next = 0.0  # in memory; the file holds it when shared
-        self._stopped_until = 0.0  # wall clock
         self.waits = 0  # how many starts had to wait for their slot
+
+    @property
+    def record(self) -> Record:
+        """Where the state lives: memory, a file or a blob."""
+        return self._record
 
     async def wait(self) -> None:
         """Wait for this request's slot; raises QuotaExhausted once the quota is gone."""
-        self.check_quota()
-        now = self._clock()
-        slot = self._update(lambda nxt, _q: (max(now, nxt) + self._interval, None))
-        slot -= self._interval
-        if slot > now:
+        while True:
+            try:
+                state = await self._change(self._reserve(self._clock(), self._wall()))
+                break
+            except _TooFarAhead as full:
+                self.waits += 1
+                await asyncio.sleep(full.seconds)
+        delay = state.next - self._interval - self._clock()
+        if delay > 0:
             self.waits += 1
-            await asyncio.sleep(slot - now)
-        self.check_quota()  # the quota may have run out while we waited
+            await asyncio.sleep(delay)
+            # The quota may have run out while we waited.
+            if self._record.remote:
+                await asyncio.to_thread(self.check_quota)
+            else:
+                self.check_quota()
+
+    def _reserve(self, now: float, wall: float) -> Callable[[PaceState], PaceState]:
+        today = utc_day(wall)
+
+        def reserve(state: PaceState) -> PaceState:
+            if state.quota_until and wall < state.quota_until:
+                raise self._exhausted(state.quota_until)
+            start = max(now, state.next)
+            if self.ahead is not None and start - now > self.ahead:
+                # Wait until the slot comes within reach, spread a little so the
+                # waiters of several processes do not all ask at the same instant.
+                spread = random.uniform(0, self._interval / 2)  # noqa: S311 - not a secret
+                raise _TooFarAhead(start - now - self.ahead + spread)
+            return PaceState(
+                start + self._interval, state.quota_until, today, state.used_on(today) + 1
+            )
+
+        return reserve
 
     def hold_off(self, seconds: float) -> None:
         """Push every later start back by at least ``seconds`` (after a 429 throttled)."""
         later = self._clock() + seconds
-        self._update(lambda nxt, _q: (max(nxt, later), None))
+        self._update(lambda s: replace(s, next=max(s.next, later)))
 
     def stop_for_the_day(self) -> QuotaExhausted:
         """Record that the daily quota is gone; returns the error every caller gets now."""
         midnight = next_utc_midnight(self._wall())
         until = midnight.timestamp()
-        self._update(lambda nxt, q: (nxt, max(q, until)))
+        self._update(lambda s: replace(s, quota_until=max(s.quota_until, until)))
         return QuotaExhausted(QUOTA_MESSAGE, resets_at=_iso(midnight))
 
     def check_quota(self) -> None:
-        until = self._quota_until()
+        until = self._read().quota_until
         if until and self._wall() < until:
-            midnight = datetime.fromtimestamp(until, tz=UTC)
-            raise QuotaExhausted(QUOTA_MESSAGE, resets_at=_iso(midnight))
+            raise self._exhausted(until)
 
-    # -- state: in memory, or in the shared file --------------------------------------
-
-    def _quota_until(self) -> float:
-        if self._file is None:
-            return self._stopped_until
-        return self._read_file()[1]
-
-    def _update(self, change: Callable[[float, float], tuple[float, float | None]]) -> float:
-        """Apply ``change(next, quota_until)`` atomically; returns the new next slot."""
-        with self._lock:
-            if self._file is None:
-                self._next, quota = change(self._next, self._stopped_until)
-                if quota is not None:
-                    self._stopped_until = quota
-                return self._next
-            return self._update_file(change)
-
-    def _open(self) -> int:
-        assert self._file is not None
-        self._file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return os.open(self._file, os.O_RDWR | os.O_CREAT, 0o600)
+    def usage(self) -> Usage:
+        """Today's count and any quota stop, as every pacer of this record sees them."""
+        state, wall = self._read(), self._wall()
+        today = utc_day(wall)
+        stopped = state.quota_until if state.quota_until and wall < state.quota_until else 0.0
+        until = _iso(datetime.fromtimestamp(stopped, tz=UTC)) if stopped else None
+        return Usage(self.key, today, state.used_on(today), until)
 
     @staticmethod
-    def _parse(raw: bytes) -> tuple[float, float]:
-        try:
-            doc = json.loads(raw)
-            return float(doc["next"]), float(doc["quota_until"])
-        except (ValueError, KeyError, TypeError):
-            return 0.0, 0.0  # empty or torn by a crash: start afresh
+    def _exhausted(until: float) -> QuotaExhausted:
+        midnight = datetime.fromtimestamp(until, tz=UTC)
+        return QuotaExhausted(QUOTA_MESSAGE, resets_at=_iso(midnight))
 
-    def _read_file(self) -> tuple[float, float]:
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # held for microseconds by any writer
-            return self._parse(os.pread(fd, 256, 0))
-        finally:
-            os.close(fd)  # closing releases the flock
+    # -- the shared state ---------------------------------------------------------------
 
-    def _update_file(self, change: Callable[[float, float], tuple[float, float | None]]) -> float:
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            nxt, quota = self._parse(os.pread(fd, 256, 0))
-            nxt, new_quota = change(nxt, quota)
-            data = json.dumps(
-                {"next": nxt, "quota_until": quota if new_quota is None else new_quota}
-            )
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data.encode(), 0)
-            return nxt
-        finally:
-            os.close(fd)
+    def _read(self) -> PaceState:
+        return PaceState.parse(self._record.read())
+
+    def _update(self, change: Callable[[PaceState], PaceState]) -> PaceState:
+        """Apply ``change`` to the state atomically; returns the new state."""
+        with self._lock:
+            raw = self._record.update(lambda old: change(PaceState.parse(old)).encode())
+        return PaceState.parse(raw)
+
+    async def _change(self, change: Callable[[PaceState], PaceState]) -> PaceState:
+        if self._record.remote:  # a storage round trip: off the event loop
+            return await asyncio.to_thread(self._update, change)
+        return self._update(change)
 
 
-_PROCESS_PACERS: dict[str, Pacer] = {}
+_PROCESS_PACERS: dict[tuple[str, str], Pacer] = {}
 _PROCESS_LOCK = threading.Lock()
 
 
-def process_pacer(api_key: str, rate: float = 4.0) -> Pacer:
-    """The one in-memory pacer of this process for an API key, made on first use.
+def process_pacer(
+    api_key: str,
+    rate: float = 4.0,
+    *,
+    place: str = "memory",
+    record: Callable[[], Record] | None = None,
+    ahead: float | None = None,
+) -> Pacer:
+    """The one pacer of this process for an API key and a place its state lives in
+    (``place`` names it: "memory", a file's path, a blob's address), made on first use
+    with ``record()`` (in memory without one).
 
     Every client of the process that sends with that key should use it: the limits
-    are per key, and a second pacer would double the rate.
+    are per key, and a second pacer would double the rate (or, on a shared record,
+    race its own process for every slot).
     """
     with _PROCESS_LOCK:
-        pacer = _PROCESS_PACERS.get(api_key)
+        pacer = _PROCESS_PACERS.get((api_key, place))
         if pacer is None:
-            pacer = _PROCESS_PACERS[api_key] = Pacer(rate, key=key_label(api_key))
+            made = record() if record is not None else None
+            pacer = Pacer(rate, record=made, key=key_label(api_key), ahead=ahead)
+            _PROCESS_PACERS[api_key, place] = pacer
         return pacer

@@ -3,13 +3,20 @@ documents, and the services every activity of a worker process shares."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from shared.config import Config, Settings
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.oauth import OAuthClient
-from shared.constant_contact.pacing import PACING_MARGIN, Pacer, key_label, process_pacer
+from shared.constant_contact.pacing import (
+    PACING_MARGIN,
+    RESERVE_AHEAD,
+    Pacer,
+    key_label,
+    process_pacer,
+)
 from shared.exports.account import AccountAccess, ConnectionsFactory
 from shared.runs.activities import RunServices
 from shared.secrets.opening import open_secret_store
@@ -17,6 +24,7 @@ from shared.secrets.store import SecretStore
 from shared.storage.files import BLOB_SCHEME
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
+from shared.storage.records import BlobRecord, FileRecord, Record
 from shared.wiring import stores
 
 if TYPE_CHECKING:
@@ -44,22 +52,75 @@ def token_locks(config: Config) -> Locks:
     return BlobLeaseLocks(service.get_container_client(config.app.exports_container))
 
 
+PACING_FOLDER = "pacing"
+"""Where an API key's pacing records live: a folder of the exports container, or of
+CCEXPORT_HOME."""
+
+TOKEN_RATE = 1.0
+"""The token endpoint's own limit: 1 request a second per API key."""
+
+
+def pacing_record(config: Config, name: str) -> tuple[str, Callable[[], Record]]:
+    """Where the pacing record ``name`` lives, and how to open it.
+
+    With a storage connection: a blob in the exports container, so every process and
+    instance of the app, and every ``ccexport`` command given the same storage,
+    shares it. Without: a file under CCEXPORT_HOME, shared by the commands of one
+    machine. The first value names the place (one pacer per place and key in a process).
+    """
+    file_name = f"{PACING_FOLDER}/{storage_name(name)}.json"
+    app = config.app
+    if not app.has_storage:
+        path = config.home / file_name
+        return str(path), lambda: FileRecord(path)
+    account = (
+        app.blob_service_uri
+        or hashlib.sha256((app.connection_string or "").encode()).hexdigest()[:16]
+    )
+    place = f"blob:{account}/{app.exports_container}/{file_name}"
+
+    def open_blob() -> Record:
+        service = stores.blob_service(config)  # lives as long as the process
+        assert service is not None  # has_storage
+        return BlobRecord(service.get_container_client(app.exports_container), file_name)
+
+    return place, open_blob
+
+
 def run_pacer(config: Config) -> Pacer:
     """The process's pacer for the API key, at the margin runs keep under the limit.
 
-    Constant Contact's limits are per key, so every client of the process shares it.
+    Constant Contact's limits are per key, so every client of the process shares it,
+    and through its record (a blob with a storage connection, else a file under
+    CCEXPORT_HOME) every other process that sends with the key.
     """
     rate = config.ctct.requests_per_second * PACING_MARGIN
-    return process_pacer(config.ctct.client_id, rate)
+    place, record = pacing_record(config, f"ctct-pace-{config.ctct.client_id}")
+    return process_pacer(
+        config.ctct.client_id, rate, place=place, record=record, ahead=RESERVE_AHEAD
+    )
 
 
-def connections(settings: Settings, secrets: SecretStore, locks: Locks) -> ConnectionsFactory:
+def token_pacer(config: Config) -> Pacer:
+    """The token endpoint's budget for the API key, shared as ``run_pacer``'s is."""
+    key = config.ctct.client_id
+    place, record = pacing_record(config, f"ctct-token-pace-{key}")
+    rate = TOKEN_RATE * PACING_MARGIN
+    return process_pacer(f"token:{key}", rate, place=place, record=record, ahead=RESERVE_AHEAD)
+
+
+def connections(
+    settings: Settings, secrets: SecretStore, locks: Locks, token_pace: Pacer | None = None
+) -> ConnectionsFactory:
     """Token managers for the connections, made on first use: the OAuth client needs
-    the app's client secret, which may be a Key Vault read."""
+    the app's client secret, which may be a Key Vault read. ``token_pace`` paces the
+    token endpoint (``token_pacer``; by default, this process alone)."""
 
     async def make() -> Connections:
         secret = await settings.resolve_client_secret(secrets)
-        oauth = OAuthClient(settings.auth_base, settings.require_client_id(), secret)
+        oauth = OAuthClient(
+            settings.auth_base, settings.require_client_id(), secret, pacer=token_pace
+        )
         return Connections(secrets, locks, oauth)
 
     return make
@@ -67,11 +128,12 @@ def connections(settings: Settings, secrets: SecretStore, locks: Locks) -> Conne
 
 def shared_pacer(settings: Settings) -> Pacer:
     """The API key's budget shared by every command under one CCEXPORT_HOME, through a
-    small state file (``connect``, ``check``, ``lists`` run side by side)."""
+    small state file (``connect``, ``check``, ``lists`` run side by side, and ``run``
+    without a storage connection)."""
     name = storage_name(f"ctct-pace-{settings.client_id}")
     return Pacer(
         settings.requests_per_second,
-        state_file=settings.home / "pacing" / f"{name}.json",
+        state_file=settings.home / PACING_FOLDER / f"{name}.json",
         key=key_label(settings.client_id),
     )
 
@@ -79,7 +141,8 @@ def shared_pacer(settings: Settings) -> Pacer:
 def account_access(config: Config, secrets: SecretStore, locks: Locks) -> AccountAccess:
     """Constant Contact clients for the connections' accounts (lists, custom fields,
     the look before a run starts), paced with the process's runs."""
-    return AccountAccess(config.ctct, connections(config.ctct, secrets, locks), run_pacer(config))
+    tokens = connections(config.ctct, secrets, locks, token_pacer(config))
+    return AccountAccess(config.ctct, tokens, run_pacer(config))
 
 
 def catalog_documents(config: Config, exports: ContainerClient | None = None) -> Documents:
@@ -125,7 +188,7 @@ def run_services(config: Config, *, confined: bool = False) -> RunServices:
         secrets=secrets,
         locks=locks,
         pacer=run_pacer(config),
-        connections=connections(config.ctct, secrets, locks),
+        connections=connections(config.ctct, secrets, locks, token_pacer(config)),
         gate=run_gate(config, secrets) if confined else None,
     )
 
