@@ -11,6 +11,7 @@ read the same variables:
 | CTCT_API_BASE      | https://api.cc.email/v3                              |
 | CTCT_AUTH_BASE     | https://authz.constantcontact.com/oauth2/default/v1  |
 | CTCT_REQUESTS_PER_SECOND | 4 (the per-API-key limit; lower it to share)   |
+| CTCT_DAILY_QUOTA   | 10000 (the API key's requests a day)                 |
 | CTCT_REDIRECT_URI  | the app's own ``/api/oauth/callback`` address         |
 | KEY_VAULT_URL      | unset: secrets live in files under CCEXPORT_HOME     |
 | CCEXPORT_HOME      | ~/.ccexport                                          |
@@ -51,6 +52,8 @@ class Settings:
     api_base: str = DEFAULT_API_BASE
     auth_base: str = DEFAULT_AUTH_BASE
     requests_per_second: float = 4.0
+    daily_quota: int = 10_000
+    """CTCT_DAILY_QUOTA: the API key's requests a day, as Constant Contact grants them."""
     key_vault_url: str | None = None
     home: Path = field(default_factory=lambda: Path.home() / ".ccexport")
     store_settings: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -75,6 +78,12 @@ class Settings:
             raise ConfigError(
                 f"CTCT_REQUESTS_PER_SECOND must be a number in (0, 4], not {rate_text!r}"
             )
+        quota_text = text("CTCT_DAILY_QUOTA") or "10000"
+        if not quota_text.isdigit() or int(quota_text) < 1:
+            raise ConfigError(
+                "CTCT_DAILY_QUOTA must be a whole number of requests, 1 or more, "
+                f"not {quota_text!r}"
+            )
         api_base = _base_url("CTCT_API_BASE", text("CTCT_API_BASE") or DEFAULT_API_BASE)
         auth_base = _base_url("CTCT_AUTH_BASE", text("CTCT_AUTH_BASE") or DEFAULT_AUTH_BASE)
         return cls(
@@ -83,6 +92,7 @@ class Settings:
             api_base=api_base,
             auth_base=auth_base,
             requests_per_second=rate,
+            daily_quota=int(quota_text),
             key_vault_url=text("KEY_VAULT_URL"),
             home=ccexport_home(env),
             store_settings={k: env[k] for k in _STORE_KEYS if k in env},

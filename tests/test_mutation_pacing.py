@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.constant_contact.pacing import QUOTA_MESSAGE, Pacer, next_utc_midnight, process_pacer
+from shared.constant_contact.pacing import (
+    QUOTA_MESSAGE,
+    Pacer,
+    Usage,
+    next_utc_midnight,
+    process_pacer,
+)
 from shared.errors import QuotaExhausted
 
 EVENING = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC).timestamp()
@@ -307,3 +313,60 @@ def test_one_pacer_per_api_key_in_a_process() -> None:
     other = process_pacer("mutation-key-b")
     assert other is not first
     assert other.rate == 4.0
+
+
+# --- the day's count and the reach ahead ----------------------------------------------------
+
+
+async def test_each_start_is_counted_on_its_utc_day(clock: Time) -> None:
+    """EVENING is 30 s before midnight: the count starts again at 00:00 UTC, and a
+    refused start (the quota stopped) or a push back counts nothing."""
+    pacer = clock.pacer(4.0)
+    for _ in range(3):
+        await pacer.wait()
+    pacer.hold_off(1.0)
+    assert pacer.usage() == Usage("none", "2026-03-01", 3, None)
+    clock.advance(30)
+    assert pacer.usage() == Usage("none", "2026-03-02", 0, None)
+    await pacer.wait()
+    assert pacer.usage().used == 1
+    error = pacer.stop_for_the_day()
+    with pytest.raises(QuotaExhausted):
+        await pacer.wait()
+    assert pacer.usage() == Usage("none", "2026-03-02", 1, error.resets_at)
+
+
+async def test_slots_within_reach_are_taken_at_once(clock: Time) -> None:
+    """With ahead=0.5 at 4/s a caller still takes the slot half a second ahead."""
+    pacer = Pacer(4.0, clock=lambda: clock.mono, wall_clock=lambda: clock.wall, ahead=0.5)
+    for _ in range(3):
+        await pacer.wait()
+    assert clock.slept == [0.25, 0.25]
+    assert pacer.waits == 2
+
+
+async def test_a_caller_beyond_the_reach_waits_and_asks_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t = Time()
+    pause = asyncio.sleep
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        t.advance(seconds)
+        await pause(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    pacer = Pacer(4.0, clock=lambda: t.mono, wall_clock=lambda: t.wall, ahead=0.5)
+    await asyncio.gather(*(pacer.wait() for _ in range(5)))
+    assert pacer.usage().used == 5
+    # Three took slots at once (now, +0.25, +0.5); the other two waited without one
+    # until theirs came within reach, then for it: 4/s all the same.
+    assert t.mono - 500.0 == pytest.approx(1.0, abs=0.25)
+    assert max(slept) <= 0.5 + 0.125  # never more than the reach and half a slot
+
+
+def test_a_negative_reach_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^ahead must not be negative$"):
+        Pacer(ahead=-1)

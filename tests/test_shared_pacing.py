@@ -19,14 +19,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from azure.storage.blob import ContainerClient
 
+from functions import http_api
 from shared.config import Config
-from shared.constant_contact.pacing import PACING_MARGIN, RESERVE_AHEAD, Pacer, PaceState
+from shared.constant_contact.pacing import (
+    PACING_MARGIN,
+    RESERVE_AHEAD,
+    Pacer,
+    PaceState,
+    key_label,
+)
 from shared.storage.records import BlobRecord, FileRecord
 from shared.wiring import clients
+from tests.support.function_harness import AppEnv, response_json
+from tests.support.http_calls import call
 from tests.support.sandbox_service import RunningSandbox
 from tests.support.services import ROOT
 
@@ -265,3 +275,66 @@ def test_with_storage_the_key_is_paced_through_a_blob(azurite: str, tmp_path: Pa
         assert clients.run_pacer(config).rate == RATE
         assert clients.token_pacer(config).rate == PACING_MARGIN
     assert clients.run_pacer(shared) is not clients.run_pacer(alone)
+
+
+# --- the day's use, read by people ------------------------------------------------------
+
+
+async def test_usage_is_answered_by_the_api_and_the_command_alike(
+    app_env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests paced by the app's pacer are what GET /api/usage and `ccexport usage`
+    report; neither names the key, only its label."""
+    key = f"usage-key-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("CTCT_CLIENT_ID", key)
+    monkeypatch.setenv("CTCT_DAILY_QUOTA", "500")
+    pacer = clients.run_pacer(Config.from_mapping(os.environ))
+    for _ in range(3):
+        await pacer.wait()
+    answer = await call(http_api.key_usage, "GET", "usage")
+    assert answer.status_code == 200
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    expected = {
+        "key": key_label(key),
+        "day": day,
+        "used": 3,
+        "limit": 500,
+        "left": 497,
+        "stopped_until": None,
+    }
+    assert response_json(answer) == {**expected, "resets_at": ANY}
+    command = subprocess.run(
+        [sys.executable, "-m", "shared.workstation.cli", "usage", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    )
+    assert json.loads(command.stdout) == response_json(answer)
+    assert key not in command.stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "shared.workstation.cli", "usage"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"{day} (UTC): 3 of 500 requests used, 497 left" in text
+    assert f"the storage account's {app_env.exports} container (pacing/)" in text
+    assert key not in text
+
+
+def test_usage_without_a_key_is_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CTCT_CLIENT_ID"}
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.workstation.cli", "usage"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0
+    assert "CTCT_CLIENT_ID is not set" in done.stderr

@@ -1,6 +1,6 @@
-"""The HTTP API: export definitions, runs and connections, one module each; every
-route has one shape (routes.py), and who may do what is decided in shared/
-(shared.exports.access, read from the caller's headers by functions/principal.py).
+"""The HTTP API: export definitions, runs, connections and the API key's usage, one
+module each; every route has one shape (routes.py), and who may do what is decided in
+shared/ (shared.exports.access, read from the caller's headers by functions/principal.py).
 
 Answers are JSON, but for the OAuth callback's page. An error is
 ``{"error": "<one sentence>"}`` with a status that says its kind (400 invalid input,
@@ -13,7 +13,7 @@ you read; a PUT without it only creates.
 
 # function_app.py registers each module's blueprint; the route functions are named
 # here too, as one API.
-from functions.http_api import connections, exports, runs
+from functions.http_api import connections, exports, runs, usage
 from functions.http_api.connections import (
     CALLBACK_ROUTE,
     connection_connect,
@@ -25,6 +25,7 @@ from functions.http_api.connections import (
 )
 from functions.http_api.exports import export_item, exports_list
 from functions.http_api.runs import export_runs, run_item, runs_list
+from functions.http_api.usage import key_usage
 
 __all__ = [
     "CALLBACK_ROUTE",
@@ -38,8 +39,10 @@ __all__ = [
     "export_runs",
     "exports",
     "exports_list",
+    "key_usage",
     "oauth_callback",
     "run_item",
     "runs",
     "runs_list",
+    "usage",
 ]

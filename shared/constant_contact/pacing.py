@@ -110,6 +110,24 @@ class Usage:
     stopped_until: str | None
     """When a quota stop ends (ISO 8601, UTC), or None when sending is allowed."""
 
+    @property
+    def resets_at(self) -> str:
+        """When the day's quota starts again: the next 00:00 UTC."""
+        start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=UTC)
+        return _iso(start + timedelta(days=1))
+
+    def to_json(self, limit: int) -> dict[str, object]:
+        """What ``ccexport usage --json`` and ``GET /api/usage`` answer."""
+        return {
+            "key": self.key,
+            "day": self.day,
+            "used": self.used,
+            "limit": limit,
+            "left": max(limit - self.used, 0),
+            "resets_at": self.resets_at,
+            "stopped_until": self.stopped_until,
+        }
+
 
 def utc_day(wall: float) -> str:
     return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d")

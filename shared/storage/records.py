@@ -94,6 +94,8 @@ class FileRecord:
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def read(self) -> bytes | None:
+        if not self.path.exists():
+            return None  # a look makes nothing
         fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)

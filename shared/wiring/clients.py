@@ -14,6 +14,7 @@ from shared.constant_contact.pacing import (
     PACING_MARGIN,
     RESERVE_AHEAD,
     Pacer,
+    Usage,
     key_label,
     process_pacer,
 )
@@ -99,6 +100,19 @@ def run_pacer(config: Config) -> Pacer:
     return process_pacer(
         config.ctct.client_id, rate, place=place, record=record, ahead=RESERVE_AHEAD
     )
+
+
+def pacing_place(config: Config) -> str:
+    """Where the key's day is counted, in words for people."""
+    if config.app.has_storage:
+        return f"the storage account's {config.app.exports_container} container ({PACING_FOLDER}/)"
+    return str(config.home / PACING_FOLDER)
+
+
+def key_usage(config: Config) -> Usage:
+    """The API key's requests today as every pacer sharing its record counted them, and
+    any quota stop (blocking: a blob read with a storage connection)."""
+    return run_pacer(config).usage()
 
 
 def token_pacer(config: Config) -> Pacer:

@@ -86,6 +86,11 @@ COMMANDS: dict[str, Command] = {
         EVERYDAY,
         "check that a connection works and its lists and fields exist",
     ),
+    "usage": Command(
+        lazy("shared.workstation.usage_command"),
+        EVERYDAY,
+        "the API key's requests today, of its daily quota",
+    ),
     "serve": Command(
         lazy("shared.workstation.serve.command"),
         EVERYDAY,
