@@ -6,12 +6,14 @@ it spaces request starts at most ``rate`` per second (a token bucket holding one
 token, so there is no burst the server could see as five in one second), lets a
 throttled caller push everyone back, and, once the daily quota is gone, refuses
 every further request until the quota resets instead of letting each task find out
-with a request of its own.
+with a request of its own. It counts the requests it lets through each UTC day.
 
-With a ``state_file`` the same budget holds across processes on one machine (every
-``ccexport`` command sharing a CCEXPORT_HOME): the next free slot and the quota stop
-live in a small file updated under ``flock``, so 24 commands started at once still
-send at 4/s instead of finding the limit by 429s.
+Its state is a ``Record`` (shared/storage/records.py), so the same budget holds for
+everyone who opens the same record: every process and instance of the function app
+(a blob in the exports container), or every ``ccexport`` command sharing a
+CCEXPORT_HOME (a file under ``flock``). Each request is one atomic change of the
+record; nothing is held between requests, so a process that dies stalls nobody
+beyond the slots it had reserved, at most ``ahead`` seconds of them.
 """
 
 from __future__ import annotations
