@@ -12,6 +12,10 @@ tests/test_infra.py checks those settings; nothing here can run the host.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +32,9 @@ from shared.telemetry.spans import API_KEY, RUN_ID, split_template
 from shared.workstation.telemetry_file import SETTING
 from tests.chaos.promises import store_tokens
 from tests.support.ctct_support import run_cli
+from tests.support.ingestion_fake import IngestionFake
 from tests.support.sandbox_service import RunningSandbox, cli_env, running_sandbox
+from tests.support.services import ROOT
 
 ROWS = 600
 BAD_EVERY = 100
@@ -117,7 +123,10 @@ def test_a_run_is_one_trace_from_its_start_to_each_request(traced_run: dict[str,
         assert span["attributes"]["http.request.method"] == method
         assert span["attributes"]["url.template"] == template
         assert template.startswith("/")
-        assert "?" not in template
+        assert "?" not in span["attributes"]["url.full"]
+        assert span["attributes"]["url.full"].endswith(
+            "/v3" + template
+        )  # the template, not the URL
         assert span["attributes"][API_KEY] == traced_run["key"]
         assert 200 <= span["attributes"]["http.response.status_code"] < 300
     imports = [s for s in requests if s["name"] == "POST /activities/contacts_json_import"]
@@ -179,3 +188,61 @@ def test_nothing_recorded_names_a_person_or_holds_a_secret(traced_run: dict[str,
 )
 def test_a_refusal_is_named_by_its_kind_only(status: int, body: bytes, kind: str) -> None:
     assert refusal_kind(status, body) == kind
+
+
+def _deployed_setting(name: str) -> str:
+    """An app setting's value as infra/app/functionapp.bicep writes it (a literal)."""
+    text = (ROOT / "infra" / "app" / "functionapp.bicep").read_text()
+    found = re.search(rf"name: '{name}'\s*\n\s*value: '([^']*)'", text)
+    assert found is not None, name
+    return found.group(1)
+
+
+def test_the_worker_s_exporter_sends_the_spans_metrics_and_record_and_reaches_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """The Azure Monitor distro, configured as the Functions worker configures it and
+    with the deployment's settings, pointed at a local ingestion endpoint: what the app
+    records arrives as Application Insights telemetry (a dependency per request, the
+    outcome record as a trace message whose text the alert rules parse, the counters),
+    and no connection goes anywhere but 127.0.0.1 (the metadata address, statsbeat)."""
+    out = tmp_path / "probe.json"
+    with IngestionFake() as ingestion:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATION"))},
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",  # a Microsoft address
+            "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": _deployed_setting(
+                "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
+            ),
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": _deployed_setting(
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+            ),
+            "OTEL_TRACES_SAMPLER": _deployed_setting("OTEL_TRACES_SAMPLER"),
+            # The exporter keeps what it could not send in the temporary folder, by
+            # instrumentation key: this test's own, or a later run would send it again.
+            "TMPDIR": str(tmp_path),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.support.distro_probe", str(out)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        envelopes = list(ingestion.envelopes)
+        bodies = b"".join(ingestion.bodies)
+    assert json.loads(out.read_text()) == {"refused": []}
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for envelope in envelopes:
+        kinds.setdefault(envelope["data"]["baseType"], []).append(envelope["data"]["baseData"])
+    dependencies = {d["name"]: d for d in kinds["RemoteDependencyData"]}
+    request = dependencies["POST /v3/activities/contacts_json_import"]
+    assert request["resultCode"] == "201"
+    assert request["data"] == "http://127.0.0.1:9/v3/activities/contacts_json_import"
+    assert request["properties"]["ccexport.api_key"] == "0badc0de"
+    assert "ccexport upload_chunk" in dependencies
+    messages = [m["message"] for m in kinds["MessageData"]]
+    finished = [fields_of(m) for m in messages if m.startswith(RUN_FINISHED)]
+    assert [f["run_id"] for f in finished if f] == ["probe-20261205t000000z-abc123"]
+    metric_names = {m["name"] for d in kinds["MetricData"] for m in d["metrics"]}
+    assert {"ccexport.cc.requests", "ccexport.run.contacts", "ccexport.runs"} <= metric_names
+    assert b"@" not in bodies

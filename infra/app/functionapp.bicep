@@ -253,6 +253,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS'
           value: 'django,fastapi,flask,httpx,httpx2,psycopg2,requests,urllib,urllib3'
         }
+        // Every span kept: the distro otherwise samples by rate and drops the first
+        // spans of a quiet app, and a run is a few hundred spans a day at most.
+        {
+          name: 'OTEL_TRACES_SAMPLER'
+          value: 'always_on'
+        }
         // One worker process per Flex instance; this many threads run sync functions,
         // matching durableTask maxConcurrentActivityFunctions in host.json.
         {

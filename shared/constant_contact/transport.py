@@ -202,7 +202,8 @@ class Transport(AsyncClosing):
         The whole call is one span (shared/telemetry/spans.py), every attempt one
         count of the key's requests."""
         key = self._pacer.key
-        with request_span(call.template, server=self._api.host or "", api_key=key) as span:
+        base = str(self._api.with_query(None).with_fragment(None))
+        with request_span(call.template, base=base, api_key=key) as span:
             tries = _Tries()
             try:
                 while True:

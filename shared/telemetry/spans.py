@@ -4,8 +4,8 @@ A request's span covers the whole call, retries included, so a trace shows one b
 per thing ccexport asked for, with how many times it had to ask
 (``http.request.resend_count``) and how many of those were throttled answers. It
 is named and described by the endpoint's template (``POST
-/activities/contacts_json_import``), never the URL: a query string or a path can
-hold an address or an id of a person. Its error, when it ends in one, is a kind
+/activities/contacts_json_import``), never the URL sent: a query string or a path
+can hold an address or an id of a person. Its error, when it ends in one, is a kind
 (``throttled``, ``quota_exceeded``, ``http_503``, ``ConnectionError``...), never
 the API's text.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -56,13 +57,18 @@ def split_template(template: str) -> tuple[str, str]:
 
 
 @contextmanager
-def request_span(template: str, *, server: str, api_key: str) -> Iterator[RequestSpan]:
-    """A client span for one call to Constant Contact, ended with its outcome."""
+def request_span(template: str, *, base: str, api_key: str) -> Iterator[RequestSpan]:
+    """A client span for one call to Constant Contact, ended with its outcome.
+
+    ``url.full`` is the API base joined to the template (``.../v3/activities/{activity_id}``):
+    Application Insights names an HTTP dependency by its URL's path, and the template,
+    unlike the URL sent, names no contact, activity or list and has no query."""
     method, path = split_template(template)
     attributes = {
         "http.request.method": method or "_OTHER",
         "url.template": path,
-        "server.address": server,
+        "url.full": base.rstrip("/") + path,
+        "server.address": urlsplit(base).hostname or "",
         API_KEY: api_key,
     }
     with tracer().start_as_current_span(
