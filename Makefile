@@ -59,8 +59,12 @@ typecheck: $(STAMP)
 
 # Tests start (and stop, by PID) the services they need: Azurite from node_modules,
 # the Constant Contact sandbox. A missing service fails the run; nothing is skipped.
+# Two pytest-xdist workers, each with services of its own on free ports: most of a
+# run is waiting (on services, child processes, timers), so two overlap it. Each
+# module stays in one worker, the browser tests together (groups: tests/conftest.py).
+PYTEST_WORKERS ?= 2
 pytest: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: install lint typecheck pytest
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache as challenges
 
 from functions.services import close_services
+from tests.chaos.figures import FIGURES
+from tests.chaos.scale import SCALE
 from tests.support import repository_guard, services
 from tests.support.function_harness import AppEnv, DurableFake, new_app_env
 from tests.support.keyvault_fake import KeyVaultFake
@@ -39,13 +42,55 @@ def _reads_stay_in_the_repository() -> Iterator[None]:
         pytest.fail(repository_guard.report(found, services.ROOT), pytrace=False)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``make pytest``'s two pytest-xdist workers (``--dist loadgroup``): each
+    module runs whole in one worker, its module-scoped set-up built once; the browser
+    modules all in one, so two Chromiums never compete for the machine's two cores.
+    Outside xdist the mark does nothing. (tryfirst: xdist reads the mark in this hook.)"""
+    tests = services.ROOT / "tests"
+    for item in items:
+        where = item.path.relative_to(tests)
+        group = "browser" if where.parts[0] == "browser" else where.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Reads outside any test (collection, session fixtures) fail the run too."""
+    """Reads outside any test (collection, session fixtures) fail the run too.
+
+    In a pytest-xdist worker the controller reports them, with the chaos figures: the
+    worker hands both over here (its own summary is never shown)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["outside_reads"] = list(OUTSIDE_READS.found)
+        workeroutput["chaos_figures"] = FIGURES.to_json()
+        return
     if OUTSIDE_READS.found:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(repository_guard.report(OUTSIDE_READS.found, services.ROOT))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: a worker's reads outside the repository and its chaos
+    figures, added to this process's before the session ends."""
+    handed = getattr(node, "workeroutput", {})
+    for path in handed.get("outside_reads", ()):
+        if path not in OUTSIDE_READS.found:
+            OUTSIDE_READS.found.append(path)
+    if "chaos_figures" in handed:
+        FIGURES.merge(handed["chaos_figures"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The chaos suite's figures (tests/chaos/figures.py), when it ran."""
+    if FIGURES.empty() or os.environ.get("CHAOS_FIGURES") == "driver":
+        return  # python -m tests.chaos prints them itself, last
+    terminalreporter.section("chaos figures")
+    for line in FIGURES.lines(SCALE.name):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,18 @@
 
 One Constant Contact sandbox serves the whole suite (each run imports into a list of
 its own); every test leaves it as it found it: faults cleared, settings restored.
-The figures (tests/chaos/figures.py) are printed at the end of the session.
+The figures (tests/chaos/figures.py) are printed at the end of the session by
+tests/conftest.py, which also adds up the figures of pytest-xdist's workers.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.chaos.figures import FIGURES
-from tests.chaos.scale import SCALE
 from tests.support import services
 from tests.support.sandbox_service import RunningSandbox, running_sandbox
 
@@ -56,11 +55,3 @@ def count_faults(sandbox: RunningSandbox, before: dict[str, Any]) -> None:
     for name, fired in after["faults"].items():
         FIGURES.fault(name, fired - before["faults"].get(name, 0))
     FIGURES.fault("throttled_429", after["throttled"] - before["throttled"])
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES.empty() or os.environ.get("CHAOS_FIGURES") == "driver":
-        return  # python -m tests.chaos prints them itself, last
-    terminalreporter.section("chaos figures")
-    for line in FIGURES.lines(SCALE.name):
-        terminalreporter.write_line(line)

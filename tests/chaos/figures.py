@@ -1,9 +1,11 @@
 """The figures the chaos suite ends with: what it did to the run and what the run lost.
 
-Tests add to one :data:`FIGURES` as they go; the suite's conftest prints them at the
-end of the session (``make chaos`` ends with them). ``contacts_lost`` is the sum, over
-every fault run, of valid contacts missing from (or extra in) the list at the end; the
-tests assert it is 0 run by run, the figure shows the suite looked.
+Tests add to one :data:`FIGURES` as they go; tests/conftest.py prints them at the end
+of the session (``make chaos`` ends with them). Under pytest-xdist each worker process
+fills its own and hands it to the controller, which adds them up (``to_json``/``merge``).
+``contacts_lost`` is the sum, over every fault run, of valid contacts missing from (or
+extra in) the list at the end; the tests assert it is 0 run by run, the figure shows
+the suite looked.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -54,6 +57,32 @@ class Figures:
         with self._lock:
             self.security_checks.append(name)
 
+    def to_json(self) -> dict[str, Any]:
+        """What a pytest-xdist worker hands the controller (plain JSON types)."""
+        with self._lock:
+            return {
+                "faults": dict(self.faults),
+                "counts": {name: getattr(self, name) for name in _COUNTS},
+                "most_sends_of_one_chunk": self.most_sends_of_one_chunk,
+                "bad_inputs": list(self.bad_inputs),
+                "security_checks": list(self.security_checks),
+                "covered_elsewhere": list(self.covered_elsewhere),
+            }
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add a worker's figures (``to_json``) to these, in the controller."""
+        with self._lock:
+            self.faults.update(other["faults"])
+            for name, value in other["counts"].items():
+                setattr(self, name, getattr(self, name) + value)
+            self.most_sends_of_one_chunk = max(
+                self.most_sends_of_one_chunk, other["most_sends_of_one_chunk"]
+            )
+            self.bad_inputs += other["bad_inputs"]
+            self.security_checks += other["security_checks"]
+            # The list of checks made in other test files, the same wherever it was read.
+            self.covered_elsewhere = other["covered_elsewhere"] or self.covered_elsewhere
+
     def empty(self) -> bool:
         return not (self.runs or self.bad_inputs or self.security_checks or self.faults)
 
@@ -84,5 +113,15 @@ class Figures:
             f"{len(self.covered_elsewhere):,} in other test files",
         ]
 
+
+_COUNTS = (
+    "runs",
+    "contacts_expected",
+    "contacts_lost",
+    "chunks",
+    "chunks_sent_twice",
+    "trigger_deliveries",
+    "trigger_runs_started",
+)
 
 FIGURES = Figures()
