@@ -33,6 +33,7 @@ RUN_TIMEOUT = 90.0
 CONNECTION = "crm"
 FIRST_RUN = f"{EXPORT}/{TABLE}/{RUN}"
 LATER_RUN = f"{EXPORT}/{TABLE}/2026/11/29/0930"
+FAST_POLLS = {"RUN_POLL_SECONDS": "0.5"}
 
 
 def sample(where: Path) -> SampleCounts:
@@ -51,7 +52,9 @@ def copy_run(sample_root: Path, inbox: Path, run_folder: str) -> None:
 
 
 def serve_env(sandbox: RunningSandbox, home: Path, **extra: str) -> dict[str, str]:
-    return cli_env(sandbox, home, **{"RUN_QUIET_SECONDS": "0", **extra})
+    """The sandbox's imports end in well under a second (or in ``activity_delay``), so
+    runs poll for them after half a second rather than the default 10 s."""
+    return cli_env(sandbox, home, **{"RUN_QUIET_SECONDS": "0", **FAST_POLLS, **extra})
 
 
 def forged_admin() -> str:
@@ -478,3 +481,28 @@ def test_unreachable_storage_is_one_line_and_quick(sandbox: RunningSandbox, tmp_
         "ccexport serve: error: the storage account (container 'inbox') cannot be reached"
     )
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_a_run_whose_imports_all_fail_shows_as_failed(
+    served: RunningServe, session: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> None:
+    """A run that delivered nothing is ``failed`` in the app's own status route (its
+    report, its custom status), whatever Durable's runtime status says of the
+    orchestration: the orchestrator ends normally after writing the report."""
+    api = Client(session, served)
+    await api.connect()
+    await api.define(sandbox.create_list())
+    sandbox.faults(import_failed={"rate": 1, "count": 1_000})  # every import fails
+    try:
+        started, links = await api.call("POST", "exports/high-value/runs", {"folder": FIRST_RUN})
+        assert started == 202, links
+        run = await api.wait_for(links["id"])
+    finally:
+        sandbox.faults(import_failed={"rate": 0, "count": 0})
+    assert run["status"] == "failed", run
+    assert run["runtime_status"] == "Completed"  # it ended, after writing its report
+    assert run["custom_status"]["status"] == run["report"]["status"] == "failed"
+    assert run["report"]["counts"]["contacts_delivered"] == 0
+    assert run["report"]["counts"]["contacts_not_delivered"] > 0
+    listed = {r["run_id"]: r for r in await api.runs()}
+    assert listed[links["id"]]["status"] == "failed"

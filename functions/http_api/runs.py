@@ -81,16 +81,36 @@ async def export_runs(call: Call) -> func.HttpResponse:
     return json_answer(202, {"runs": runs}, location)
 
 
+def run_outcome(runtime: str | None, custom: Any, output: Any) -> str | None:
+    """The run's own status: its output's once it ended, else its progress's, else what
+    Durable says (``pending``, ``running``; ``failed`` for a run that broke off). A run
+    that failed stays ``Completed`` to Durable (it ended, after its report), so this,
+    not ``runtime_status``, says whether it worked."""
+    for doc in (output, custom):
+        if isinstance(doc, dict) and isinstance(doc.get("status"), str):
+            return str(doc["status"])
+    if runtime is None:
+        return None
+    return "failed" if runtime in ("Failed", "Terminated") else runtime.lower()
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else None
 
 
 async def run_status(client: df.DurableOrchestrationClient, run_id: str) -> dict[str, Any]:
     """A run's Durable status as the API answers it (the console reads it the same way):
-    ``runtime_status`` (None: no such run), ``custom_status`` (its progress), times, output."""
+    ``status`` (the run's own, shared/runs/contract.py: what a script should read),
+    ``runtime_status`` (Durable's; None: no such run), ``custom_status`` (its progress),
+    times, output."""
     status = await client.get_status(run_id)
     runtime = status.runtime_status if status else None
     return {
+        "status": run_outcome(
+            runtime.value if runtime is not None else None,
+            status.custom_status if status else None,
+            status.output if status and runtime is not None else None,
+        ),
         "runtime_status": runtime.value if runtime is not None else None,
         "custom_status": status.custom_status if status else None,
         "created_time": _iso(status.created_time) if status else None,
