@@ -69,6 +69,7 @@ class Services:
             DurableEngine(client),
             quiet_seconds=self.config.app.quiet_seconds,
             preflight=self.accounts().preflight,
+            poll_seconds=self.config.app.poll_seconds,
         )
 
     def accounts(self) -> AccountAccess:

@@ -142,6 +142,7 @@ class AppSettings:
     | REPORTS_CONTAINER         | reports  |
     | EXPORTS_CONTAINER         | exports  |
     | RUN_QUIET_SECONDS         | 120: a run folder unchanged this long counts as complete |
+    | RUN_POLL_SECONDS          | unset (10): time before a run's first import status poll |
     | CCEXPORT_STORAGE          | a connection string (local); else the identity settings |
     | CCEXPORT_STORAGE__blobServiceUri, __clientId | identity-based connection (Azure) |
     | CCEXPORT_STORAGE_CONNECTION_STRING, AzureWebJobsStorage | fallback connection strings |
@@ -156,6 +157,10 @@ class AppSettings:
     reports_container: str = "reports"
     exports_container: str = "exports"
     quiet_seconds: float = DEFAULT_QUIET_SECONDS
+    poll_seconds: float | None = None
+    """The first status poll of the runs this app starts (RunOptions.poll_seconds); None
+    keeps the runs' default. A shorter one is for an account whose imports end in
+    seconds, such as the local sandbox the tests run against."""
     connection_string: str | None = field(default=None, repr=False)
     blob_service_uri: str | None = None
     identity_client_id: str | None = None
@@ -185,6 +190,16 @@ class AppSettings:
             raise ConfigError(
                 f"RUN_QUIET_SECONDS must be a number of seconds from 0 to 86400, not {quiet_text!r}"
             )
+        poll_text = text("RUN_POLL_SECONDS")
+        try:
+            poll = float(poll_text) if poll_text else None
+        except ValueError:
+            poll = -1.0
+        if poll is not None and not 0 < poll <= 3600:
+            raise ConfigError(
+                f"RUN_POLL_SECONDS must be a number of seconds above 0, at most 3600, "
+                f"not {poll_text!r}"
+            )
         direct = text(STORAGE_CONNECTION)
         uri = text(f"{STORAGE_CONNECTION}__blobServiceUri") or None
         fallback = next(
@@ -201,6 +216,7 @@ class AppSettings:
             reports_container=text("REPORTS_CONTAINER", "reports"),
             exports_container=text("EXPORTS_CONTAINER", "exports"),
             quiet_seconds=quiet,
+            poll_seconds=poll,
             connection_string=direct if "=" in direct else (None if uri else fallback),
             blob_service_uri=uri,
             identity_client_id=text(f"{STORAGE_CONNECTION}__clientId") or None,

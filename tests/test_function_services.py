@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from functions.services import close_services, services
-from tests.support.function_harness import AppEnv
+from tests.support.function_harness import AppEnv, DurableFake
 
 
 async def test_invocations_on_one_loop_share_their_clients_until_closed(app_env: AppEnv) -> None:
@@ -25,3 +25,12 @@ async def test_invocations_on_one_loop_share_their_clients_until_closed(app_env:
     await close_services()
     async with services() as reopened:
         assert reopened is not first
+
+
+async def test_the_launcher_starts_runs_with_the_app_s_poll_seconds(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    async with services({**os.environ, "RUN_POLL_SECONDS": "0.5"}) as fast:
+        assert fast.launcher(durable_fake.client()).poll_seconds == 0.5
+    async with services() as default:
+        assert default.launcher(durable_fake.client()).poll_seconds is None

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.config import AppSettings
 from shared.errors import ConfigError, InputError, ReauthorizationRequired
 from shared.exports.catalog import Catalog, Connection, ConnectionStatus, PrivacyConsent
 from shared.exports.definitions import ExportDefinition, SegmentMatch
@@ -369,6 +370,40 @@ async def test_input_to_fix_starts_nothing_for_events_but_other_errors_surface(
     await other.connect()
     started = await other.launcher._start_or_log(definition(), folder(), "blob")
     assert [r.outcome for r in started] == [Outcome.STARTED]
+
+
+async def test_the_app_s_poll_seconds_reach_every_run_it_starts_and_nothing_else_changes(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path)
+    await w.connect()
+    w.launcher.poll_seconds = 0.5
+    await w.launcher.start(definition(), folder(), "blob")
+    full = RunOptions(full=True)
+    await w.launcher.start(definition(), folder("2026/03/04/1200"), "http", options=full)
+    (_, plain), (_, asked) = w.engine.started
+    assert RunInput.from_json(plain).options == RunOptions(poll_seconds=0.5)
+    assert RunInput.from_json(asked).options == RunOptions(full=True, poll_seconds=0.5)
+    other = World(tmp_path / "b")  # unset: the runs' own default, carried as no options
+    await other.connect()
+    await other.launcher.start(definition(), folder(), "blob")
+    ((_, default),) = other.engine.started
+    assert "options" not in default
+    assert RunInput.from_json(default).options == RunOptions()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", None), (" ", None), ("0.5", 0.5), ("3600", 3600.0)]
+)
+def test_run_poll_seconds_is_read_from_the_settings(value: str, expected: float | None) -> None:
+    assert AppSettings.from_mapping({"RUN_POLL_SECONDS": value}).poll_seconds == expected
+    assert AppSettings.from_mapping({}).poll_seconds is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "ten", "nan"])
+def test_a_run_poll_seconds_out_of_range_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"RUN_POLL_SECONDS must be .* not '{value}'"):
+        AppSettings.from_mapping({"RUN_POLL_SECONDS": value})
 
 
 # --- Launcher.run_now ----------------------------------------------------------------------------

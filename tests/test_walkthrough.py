@@ -220,7 +220,9 @@ def test_the_readme_holds_one_walkthrough_in_the_steps_users_take() -> None:
 async def test_the_readme_walkthrough_puts_the_segment_into_the_list(
     app_env: AppEnv, sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    env = cli_env(sandbox, tmp_path / "home", **app_env.settings(RUN_QUIET_SECONDS="0"))
+    # The shared sandbox's imports end in well under a second: poll after 0.5 s, not 10.
+    settings = app_env.settings(RUN_QUIET_SECONDS="0", RUN_POLL_SECONDS="0.5")
+    env = cli_env(sandbox, tmp_path / "home", **settings)
     steps = walkthrough(README.read_text("utf-8"))
     workdir = tmp_path / "clone"
     workdir.mkdir()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -155,12 +155,16 @@ class Launcher:
         quiet_seconds: float,
         clock: Callable[[], datetime] = _utcnow,
         preflight: Preflight | None = None,
+        poll_seconds: float | None = None,
     ) -> None:
         self.catalog = catalog
         self.inbox = inbox
         self.runs = runs
         self.engine = engine
         self.quiet_seconds = quiet_seconds
+        self.poll_seconds = poll_seconds
+        """The first status poll of every run started here (the app's RUN_POLL_SECONDS);
+        None keeps RunOptions' default."""
         self._clock = clock
         self._preflight = preflight
 
@@ -237,6 +241,8 @@ class Launcher:
                 checked = await self._preflight(definition)
             except ReauthorizationRequired as exc:
                 raise NotReady(str(exc)) from None
+        if self.poll_seconds is not None:
+            options = replace(options or RunOptions(), poll_seconds=self.poll_seconds)
         payload = run_input(run_id, checked, folder, trigger, self._clock(), options, grant)
         try:
             await self.engine.start(run_id, payload)

@@ -66,10 +66,11 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture
 def console(sandbox: RunningSandbox, tmp_path: Path) -> Iterator[RunningServe]:
-    """``ccexport serve`` as an admin, an empty inbox, no timer."""
+    """``ccexport serve`` as an admin, an empty inbox, no timer; runs poll for their
+    imports (which end in well under a second in the shared sandbox) after 0.5 s, not 10."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    env = cli_env(sandbox, tmp_path / "home", RUN_QUIET_SECONDS="0")
+    env = cli_env(sandbox, tmp_path / "home", RUN_QUIET_SECONDS="0", RUN_POLL_SECONDS="0.5")
     try:
         with running_serve(
             env, "--inbox", str(inbox), "--no-timer", "--role", "admin",
