@@ -62,8 +62,11 @@ typecheck: $(STAMP)
 # Two pytest-xdist workers, each with services of its own on free ports: most of a
 # run is waiting (on services, child processes, timers), so two overlap it. Each
 # module stays in one worker, the browser tests together (groups: tests/conftest.py).
+# Byte-compiled first, as for bench: where PYTHONDONTWRITEBYTECODE is set, each child
+# process the tests start (sandboxes, serve, ccexport) would compile the project again.
 PYTEST_WORKERS ?= 2
 pytest: install
+	$(PY) -m compileall -q shared functions sandbox bench
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: install lint typecheck pytest
