@@ -9,6 +9,7 @@ says 50), as contract/constant-contact-v3.yaml does.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -81,7 +82,12 @@ async def contacts_json_import(request: web.Request) -> web.Response:
     if request.content_type != wire.JSON_TYPE:
         raise ApiError(415, "The payload must be JSON and Content-Type must be application/json.")
     body = await request.read()
-    batch = read_json_import(body, sandbox.store.lists, sandbox.store.custom_fields.by_name)
+    # Reading 20,000 contacts takes the loop ~0.1 s (more on a busy machine); in a thread,
+    # the loop goes on stamping arrivals on the rate window as a real front door would,
+    # instead of stamping the requests that queued meanwhile all at once.
+    batch = await asyncio.to_thread(
+        read_json_import, body, sandbox.store.lists, sandbox.store.custom_fields.by_name
+    )
     return _submit_import(sandbox, "contacts_json_import", batch, body)
 
 
@@ -114,7 +120,8 @@ async def contacts_file_import(request: web.Request) -> web.Response:
     if permission is not None and permission not in {"explicit", "not_set"}:
         raise ApiError(400, "sms_permission_to_send must be explicit or not_set.")
     try:
-        batch = read_csv_import(
+        batch = await asyncio.to_thread(  # off the loop, as the JSON import
+            read_csv_import,
             bytes(data),
             file_name,
             fields["list_ids"],

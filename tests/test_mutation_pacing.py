@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from shared.constant_contact.pacing import (
     QUOTA_MESSAGE,
+    RETAKES,
     Pacer,
     Usage,
     next_utc_midnight,
@@ -370,3 +372,51 @@ async def test_a_caller_beyond_the_reach_waits_and_asks_again(
 def test_a_negative_reach_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^ahead must not be negative$"):
         Pacer(ahead=-1)
+
+
+def oversleeping(
+    t: Time, monkeypatch: pytest.MonkeyPatch, late: Callable[[int], float]
+) -> list[float]:
+    """asyncio.sleep on the test's clock, waking ``late(n)`` seconds late on the n-th sleep."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        t.advance(seconds + late(len(slept)))
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return slept
+
+
+async def test_a_task_too_late_for_its_slot_takes_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Woken 0.2 s after its slot, a request would arrive close to the next one: it
+    takes the next free slot instead (and that slot counts, as the missed one did)."""
+    t = Time()
+    slept = oversleeping(t, monkeypatch, lambda n: 0.2 if n == 1 else 0.0)
+    pacer = Pacer(4.0, clock=lambda: t.mono, wall_clock=lambda: t.wall, late_after=0.05)
+    await pacer.wait()
+    await pacer.wait()
+    assert pacer.missed == 1
+    assert slept == [0.25, pytest.approx(0.05)]  # woke at +0.45; the slot at +0.5 was next
+    assert pacer.usage().used == 3
+    await pacer.wait()
+    assert slept[-1] == pytest.approx(0.25)
+
+
+async def test_a_task_always_late_goes_after_its_retakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = Time()
+    oversleeping(t, monkeypatch, lambda _n: 0.2)
+    pacer = Pacer(4.0, clock=lambda: t.mono, wall_clock=lambda: t.wall, late_after=0.05)
+    await pacer.wait()
+    await pacer.wait()
+    assert pacer.missed == RETAKES
+    assert pacer.usage().used == 2 + RETAKES
+
+
+async def test_without_late_after_a_late_task_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = Time()
+    oversleeping(t, monkeypatch, lambda _n: 5.0)
+    pacer = Pacer(4.0, clock=lambda: t.mono, wall_clock=lambda: t.wall)
+    await pacer.wait()
+    await pacer.wait()
+    assert (pacer.missed, pacer.usage().used) == (0, 2)

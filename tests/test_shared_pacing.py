@@ -27,6 +27,7 @@ from azure.storage.blob import ContainerClient
 from functions import http_api
 from shared.config import Config
 from shared.constant_contact.pacing import (
+    LATE_AFTER,
     PACING_MARGIN,
     RESERVE_AHEAD,
     Pacer,
@@ -56,6 +57,7 @@ class Worker:
     sent: list[float] = field(default_factory=list)
     ready: float | None = None
     figures: dict[str, Any] | None = None
+    output: list[str] = field(default_factory=list)  # anything else it printed
     reader: threading.Thread | None = None
 
     def read(self) -> None:
@@ -67,11 +69,25 @@ class Worker:
                 self.ready = time.time()
             elif line.startswith("{"):
                 self.figures = json.loads(line)
+            else:
+                self.output.append(line)
+
+    def wait_for_sends(self, count: int, timeout: float = 60) -> None:
+        """Until the worker has sent ``count`` requests; fails if it dies or takes longer."""
+        deadline = time.monotonic() + timeout
+        while len(self.sent) < count:
+            if self.proc.poll() is not None:
+                if self.reader is not None:
+                    self.reader.join(timeout=10)
+                pytest.fail(f"the worker exited: {''.join(self.output)[-2000:]}")
+            assert time.monotonic() < deadline, f"{len(self.sent)} of {count} sent"
+            time.sleep(0.05)
 
     def finish(self, timeout: float = 120) -> dict[str, Any]:
-        assert self.proc.wait(timeout=timeout) == 0
+        code = self.proc.wait(timeout=timeout)
         assert self.reader is not None
         self.reader.join(timeout=10)
+        assert code == 0, "".join(self.output)[-2000:]
         assert self.figures is not None
         return self.figures
 
@@ -86,7 +102,7 @@ def workers(count: int, settings: Callable[[int], dict[str, Any]]) -> Iterator[l
                 [sys.executable, "-m", "tests.support.pace_worker", json.dumps(settings(n))],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
                 text=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
@@ -132,6 +148,7 @@ def worker_settings(
         "requests": 10,
         "rate": RATE,
         "ahead": RESERVE_AHEAD,
+        "late_after": LATE_AFTER,
         "concurrency": 4,
         **overrides,
     }
@@ -208,9 +225,7 @@ def test_a_killed_process_holds_the_others_back_a_bounded_time(
     container = container_of(azurite)
     greedy = worker_settings(azurite, container, limited, requests=1000, concurrency=30)
     with workers(1, lambda _n: greedy) as (first,):
-        while len(first.sent) < 4:
-            assert first.proc.poll() is None
-            time.sleep(0.05)
+        first.wait_for_sends(4)
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=10)
         killed = time.time()
@@ -233,8 +248,7 @@ def test_without_a_bound_a_killed_process_would_hold_its_whole_queue(
     greedy = worker_settings(azurite, container, limited, requests=1000, concurrency=30)
     greedy["ahead"] = None
     with workers(1, lambda _n: greedy) as (first,):
-        while len(first.sent) < 2:
-            time.sleep(0.05)
+        first.wait_for_sends(2)
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=10)
         killed = time.time()
@@ -273,6 +287,7 @@ def test_with_storage_the_key_is_paced_through_a_blob(azurite: str, tmp_path: Pa
             assert pacer.ahead == RESERVE_AHEAD
         assert clients.run_pacer(config) is clients.run_pacer(config)
         assert clients.run_pacer(config).rate == RATE
+        assert clients.run_pacer(config).late_after == LATE_AFTER
         assert clients.token_pacer(config).rate == PACING_MARGIN
     assert clients.run_pacer(shared) is not clients.run_pacer(alone)
 

@@ -49,6 +49,16 @@ poll of a busy process to hold a place (at 3.2/s, six or seven), little enough t
 a process killed with slots reserved leaves the others waiting at most this long."""
 
 
+LATE_AFTER = 0.05
+"""Seconds a request may start after its slot. Requests to one key are spaced one
+interval apart (0.3125 s at 3.2/s); one that starts late arrives closer to the next,
+and five within one second are throttled. A task that finds itself later than this
+(its process was descheduled, its storage answered slowly) takes a new slot."""
+
+RETAKES = 3
+"""Slots a request gives up for being late before it goes late all the same."""
+
+
 def next_utc_midnight(now: float | None = None) -> datetime:
     moment = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
     return (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -166,6 +176,7 @@ class Pacer:
         wall_clock: Callable[[], float] = time.time,
         key: str = "none",
         ahead: float | None = None,
+        late_after: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -187,7 +198,11 @@ class Pacer:
         self._clock = clock or (wall_clock if shared else time.monotonic)
         self._wall = wall_clock
         self._lock = threading.Lock()
+        self.late_after = late_after
+        """How late a task may find itself for its slot and still send (None: however
+        late); later, it takes a new slot instead, at most RETAKES times."""
         self.waits = 0  # how many starts had to wait for their slot
+        self.missed = 0  # slots given up because their task ran too late for them
 
     @property
     def record(self) -> Record:
@@ -196,29 +211,41 @@ class Pacer:
 
     async def wait(self) -> None:
         """Wait for this request's slot; raises QuotaExhausted once the quota is gone."""
+        for attempt in range(RETAKES + 1):
+            slot = await self._take_slot()
+            delay = slot - self._clock()
+            if delay > 0:
+                self.waits += 1
+                await asyncio.sleep(delay)
+                # The quota may have run out while we waited.
+                if self._record.remote:
+                    await asyncio.to_thread(self.check_quota)
+                else:
+                    self.check_quota()
+            late = self._clock() - slot
+            if self.late_after is None or late <= self.late_after or attempt == RETAKES:
+                return
+            # This task ran too late for its slot (a busy machine, a slow storage
+            # answer): sent now, it could arrive together with the next slot's request.
+            self.missed += 1
+
+    async def _take_slot(self) -> float:
+        """Reserve the next free slot within reach; returns when it starts."""
         while True:
             try:
-                state = await self._change(self._reserve(self._clock(), self._wall()))
-                break
+                state = await self._change(self._reserve(self._wall()))
+                return state.next - self._interval
             except _TooFarAhead as full:
                 self.waits += 1
                 await asyncio.sleep(full.seconds)
-        delay = state.next - self._interval - self._clock()
-        if delay > 0:
-            self.waits += 1
-            await asyncio.sleep(delay)
-            # The quota may have run out while we waited.
-            if self._record.remote:
-                await asyncio.to_thread(self.check_quota)
-            else:
-                self.check_quota()
 
-    def _reserve(self, now: float, wall: float) -> Callable[[PaceState], PaceState]:
+    def _reserve(self, wall: float) -> Callable[[PaceState], PaceState]:
         today = utc_day(wall)
 
         def reserve(state: PaceState) -> PaceState:
             if state.quota_until and wall < state.quota_until:
                 raise self._exhausted(state.quota_until)
+            now = self._clock()  # read here, after the record was: its read is not late
             start = max(now, state.next)
             if self.ahead is not None and start - now > self.ahead:
                 # Wait until the slot comes within reach, spread a little so the
@@ -289,6 +316,7 @@ def process_pacer(
     place: str = "memory",
     record: Callable[[], Record] | None = None,
     ahead: float | None = None,
+    late_after: float | None = None,
 ) -> Pacer:
     """The one pacer of this process for an API key and a place its state lives in
     (``place`` names it: "memory", a file's path, a blob's address), made on first use
@@ -302,6 +330,8 @@ def process_pacer(
         pacer = _PROCESS_PACERS.get((api_key, place))
         if pacer is None:
             made = record() if record is not None else None
-            pacer = Pacer(rate, record=made, key=key_label(api_key), ahead=ahead)
+            pacer = Pacer(
+                rate, record=made, key=key_label(api_key), ahead=ahead, late_after=late_after
+            )
             _PROCESS_PACERS[api_key, place] = pacer
         return pacer

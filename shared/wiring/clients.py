@@ -11,6 +11,7 @@ from shared.config import Config, Settings
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.oauth import OAuthClient
 from shared.constant_contact.pacing import (
+    LATE_AFTER,
     PACING_MARGIN,
     RESERVE_AHEAD,
     Pacer,
@@ -98,7 +99,12 @@ def run_pacer(config: Config) -> Pacer:
     rate = config.ctct.requests_per_second * PACING_MARGIN
     place, record = pacing_record(config, f"ctct-pace-{config.ctct.client_id}")
     return process_pacer(
-        config.ctct.client_id, rate, place=place, record=record, ahead=RESERVE_AHEAD
+        config.ctct.client_id,
+        rate,
+        place=place,
+        record=record,
+        ahead=RESERVE_AHEAD,
+        late_after=LATE_AFTER,
     )
 
 

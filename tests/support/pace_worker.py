@@ -4,7 +4,8 @@ blob, as one instance of the function app does: the shared pacer's tests start s
     python -m tests.support.pace_worker SETTINGS_JSON
 
 SETTINGS_JSON: ``connection_string``, ``container``, ``blob``, ``api_base``, ``token``,
-``list_id``, ``requests``, ``rate``, ``ahead`` (null: without bound), ``concurrency``.
+``list_id``, ``requests``, ``rate``, ``ahead`` (null: without bound), ``late_after``
+(null: however late), ``concurrency``.
 It prints one line ``ready`` once its pacer is open, then one ``sent <wall time>`` line
 per request as it starts, and at the end one JSON line with its figures.
 """
@@ -29,7 +30,13 @@ async def main(settings: dict[str, Any]) -> dict[str, Any]:
         settings["connection_string"], settings["container"]
     )
     record = BlobRecord(container, settings["blob"])
-    pacer = Pacer(settings["rate"], record=record, ahead=settings["ahead"], key="worker")
+    pacer = Pacer(
+        settings["rate"],
+        record=record,
+        ahead=settings["ahead"],
+        late_after=settings["late_after"],
+        key="worker",
+    )
     left = settings["requests"]
     began = time.time()
     print("ready", flush=True)
@@ -52,6 +59,7 @@ async def main(settings: dict[str, Any]) -> dict[str, Any]:
         "throttled": stats.throttled,
         "seconds": time.time() - began,
         "waits": pacer.waits,
+        "missed": pacer.missed,
         "writes": record.writes,
         "conflicts": record.conflicts,
     }

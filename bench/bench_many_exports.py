@@ -1,0 +1,200 @@
+"""Benchmark: several exports at once on one API key, each `ccexport run` its own process.
+
+N processes start together, each with its own CCEXPORT_HOME (its own connection to the
+sandbox account, its own tokens) and its own list, all with the same storage (Azurite),
+so their pacers share the key's record (a blob in the exports container), as the
+function app's instances do. Each exports a Customer Insights sample of --rows
+profiles at its default limits. The sandbox keeps Constant Contact's real limits
+(4 requests/s and 1 token request/s per key, 10,000 a day) and imports at 200,000
+contacts/s after 0.5 s in the queue.
+
+Prints per export and in total: wall time, requests (as the sandbox counted them, per
+authorization), throttled answers, the key's used rate against its limit, and the time
+the limit alone would need (requests / 4 per second). Targets: 0 throttled, and the
+total wall within 1.25 x the limit's time plus one run's prepare (the longest).
+
+    .venv/bin/python -m bench.bench_many_exports [--exports N] [--rows R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.bench_end_to_end import MAPPING, SANDBOX_FLAGS, connect, sample_folder
+from shared.config import Config
+from shared.wiring import clients
+from tests.support.sandbox_service import RunningSandbox, cli_env, running_sandbox
+from tests.support.services import (
+    azurite_command,
+    azurite_connection_string,
+    free_port,
+    running,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 4.0  # Constant Contact's requests a second per API key (the sandbox's too)
+TARGET_SHARE = 1.25
+
+
+@dataclass
+class Export:
+    name: str
+    home: Path
+    list_id: str
+    token: str
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    wall: float = 0.0
+    report: dict[str, Any] | None = None
+    stderr: str = ""
+
+
+def start(export: Export, source: Path, env: dict[str, str], poll_seconds: float) -> None:
+    maps = [arg for pair in MAPPING for arg in ("--map", pair)]
+    cmd = [
+        sys.executable, "-m", "shared.workstation.cli", "run", str(source),
+        "--list-id", export.list_id, *maps, "--json", "--poll-seconds", str(poll_seconds),
+    ]  # fmt: skip
+    export.started = time.perf_counter()
+    export.proc = subprocess.Popen(  # the project's own command
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def finish(export: Export) -> None:
+    assert export.proc is not None
+    out, err = export.proc.communicate()
+    export.wall = time.perf_counter() - export.started
+    export.stderr = err.decode(errors="replace")
+    if export.proc.returncode in (0, 3) and out.strip():
+        export.report = json.loads(out)
+
+
+def figures_of(sandbox: RunningSandbox, export: Export) -> tuple[int, int]:
+    """Requests and throttled answers the sandbox saw from this export's authorization."""
+    seen = sandbox.control("GET", f"authorization?token={export.token}")
+    requests = sum(sum(codes.values()) for codes in seen["requests"].values())
+    return requests, int(seen["throttled"])
+
+
+def prepare_seconds(source: Path, env: dict[str, str]) -> float:
+    """One run's prepare on its own: `ccexport prepare` of the same sample (sends nothing)."""
+    maps = [arg for pair in MAPPING for arg in ("--map", pair)]
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [
+            sys.executable, "-m", "shared.workstation.cli", "prepare", str(source),
+            "--list-id", "00000000-0000-4000-8000-000000000000", *maps, "--out", out,
+        ]  # fmt: skip
+        began = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+        return time.perf_counter() - began
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exports", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=150_000)
+    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    args, _ = parser.parse_known_args(argv)  # bench/run.py passes every bench its flags
+    source = sample_folder(args.rows)
+    port = free_port()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running(azurite_command(port), port, cwd=Path(tmp)),
+        running_sandbox(**SANDBOX_FLAGS) as sandbox,
+    ):
+        storage = azurite_connection_string(port)
+        exports = []
+        for n in range(args.exports):
+            home = Path(tmp) / f"home-{n}"
+            tokens = sandbox.tokens()
+            connect(home, tokens)
+            name = f"bench-many-{n}"
+            exports.append(Export(name, home, sandbox.create_list(name), tokens["access_token"]))
+        shared = {
+            "CCEXPORT_STORAGE": storage,
+            "EXPORTS_CONTAINER": "exports",  # the key's pacing record: one for all
+        }
+        envs = [
+            cli_env(
+                sandbox,
+                export.home,
+                **shared,
+                STAGING_CONTAINER=f"staging-{n}",
+                REPORTS_CONTAINER=f"reports-{n}",
+            )
+            for n, export in enumerate(exports)
+        ]
+        prepare = prepare_seconds(source, cli_env(sandbox, Path(tmp) / "home-prepare"))
+        began = time.perf_counter()
+        for export, env in zip(exports, envs, strict=True):
+            start(export, source, env, args.poll_seconds)
+        for export in exports:
+            finish(export)
+        total_wall = time.perf_counter() - began
+        stats = sandbox.stats()
+        refused = {
+            key: codes["429"] for key, codes in stats["requests"].items() if "429" in codes
+        }
+        if refused:
+            print(f"throttled requests by template: {refused}")
+        counted = clients.key_usage(Config.from_mapping(envs[0])).used
+        per_export = [figures_of(sandbox, export) for export in exports]
+    return report(exports, per_export, stats, counted, total_wall, prepare)
+
+
+def report(  # noqa: PLR0917 - what the run gathered, printed in one place
+    exports: list[Export],
+    per_export: list[tuple[int, int]],
+    stats: dict[str, Any],
+    counted: int,
+    total_wall: float,
+    prepare: float,
+) -> int:
+    print(f"{'export':<14} {'status':<10} {'contacts':>9} {'wall s':>7} {'requests':>8} "
+          f"{'throttled':>9}")  # fmt: skip
+    ok = True
+    for export, (requests, throttled) in zip(exports, per_export, strict=True):
+        rep = export.report
+        if rep is None:
+            ok = False
+            print(f"{export.name:<14} FAILED: {export.stderr.strip()[-400:]}")
+            continue
+        ok = ok and rep["status"] == "completed"
+        print(
+            f"{export.name:<14} {rep['status']:<10} {rep['counts']['contacts_delivered']:>9,} "
+            f"{export.wall:>7.1f} {requests:>8} {throttled:>9}"
+        )
+    requests = sum(r for r, _ in per_export)
+    api_requests = sum(stats["daily_used"].values())
+    throttled = int(stats["throttled"])
+    limit_time = api_requests / LIMIT
+    allowed = TARGET_SHARE * limit_time + prepare
+    print(
+        f"\ntotal: {len(exports)} exports in {total_wall:.1f} s wall; {requests} requests "
+        f"({api_requests} to the API, counted against the day; ccexport's pacers counted "
+        f"{counted}); {throttled} throttled"
+    )
+    print(
+        f"key's rate: {api_requests / total_wall:.2f}/s used of {LIMIT:g}/s "
+        f"({api_requests / total_wall / LIMIT:.0%}); the limit alone would need "
+        f"{limit_time:.1f} s"
+    )
+    print(
+        f"target: 0 throttled ({'met' if throttled == 0 else 'MISSED'}); wall <= "
+        f"{TARGET_SHARE:g} x {limit_time:.1f} s + one prepare {prepare:.1f} s = {allowed:.1f} s "
+        f"({'met' if total_wall <= allowed else 'MISSED'})"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
