@@ -212,7 +212,7 @@ class Pacer:
     async def wait(self) -> None:
         """Wait for this request's slot; raises QuotaExhausted once the quota is gone."""
         for attempt in range(RETAKES + 1):
-            slot = await self._take_slot()
+            slot = await self._take_slot(count=attempt == 0)
             delay = slot - self._clock()
             if delay > 0:
                 self.waits += 1
@@ -229,18 +229,20 @@ class Pacer:
             # answer): sent now, it could arrive together with the next slot's request.
             self.missed += 1
 
-    async def _take_slot(self) -> float:
-        """Reserve the next free slot within reach; returns when it starts."""
+    async def _take_slot(self, *, count: bool) -> float:
+        """Reserve the next free slot within reach; returns when it starts. ``count``:
+        the day's count takes the request (a slot taken again for it does not)."""
         while True:
             try:
-                state = await self._change(self._reserve(self._wall()))
+                state = await self._change(self._reserve(self._wall(), count=count))
                 return state.next - self._interval
             except _TooFarAhead as full:
                 self.waits += 1
                 await asyncio.sleep(full.seconds)
 
-    def _reserve(self, wall: float) -> Callable[[PaceState], PaceState]:
+    def _reserve(self, wall: float, *, count: bool = True) -> Callable[[PaceState], PaceState]:
         today = utc_day(wall)
+        more = 1 if count else 0
 
         def reserve(state: PaceState) -> PaceState:
             if state.quota_until and wall < state.quota_until:
@@ -253,7 +255,7 @@ class Pacer:
                 spread = random.uniform(0, self._interval / 2)  # noqa: S311 - not a secret
                 raise _TooFarAhead(start - now - self.ahead + spread)
             return PaceState(
-                start + self._interval, state.quota_until, today, state.used_on(today) + 1
+                start + self._interval, state.quota_until, today, state.used_on(today) + more
             )
 
         return reserve
