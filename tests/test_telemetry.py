@@ -138,7 +138,9 @@ def test_a_run_is_one_trace_from_its_start_to_each_request(traced_run: dict[str,
     assert all("error.type" not in s["attributes"] for s in requests)  # each one recovered
 
 
-def test_counters_per_api_key_and_per_run_match_the_run(traced_run: dict[str, Any]) -> None:
+def test_counters_and_the_quota_per_api_key_and_per_run_match_the_run(
+    traced_run: dict[str, Any],
+) -> None:
     metrics, outcome, key = traced_run["metrics"], traced_run["outcome"], traced_run["key"]
     sent = _points(metrics, "ccexport.cc.requests")
     by_class = Counter[str]()
@@ -151,6 +153,11 @@ def test_counters_per_api_key_and_per_run_match_the_run(traced_run: dict[str, An
             at_sandbox[f"{code[0]}xx"] += times
     assert by_class["5xx"] == 1  # the one 503, counted: it was one of the key's requests
     assert by_class == at_sandbox, "every request the sandbox saw from the run, and no other"
+    # The day's quota, read from the key's shared pacing record: every attempt counted.
+    (used,) = (p["value"] for p in _points(metrics, "ccexport.cc.quota_used")[-1:])
+    (left,) = (p["value"] for p in _points(metrics, "ccexport.cc.quota_left")[-1:])
+    assert used == sum(by_class.values())
+    assert left == 10_000 - used
     contacts = {
         p["attributes"]["ccexport.fate"]: p["value"]
         for p in _points(metrics, "ccexport.run.contacts")

@@ -9,19 +9,26 @@ contacts by what became of them (``read``, ``delivered``, ``not_delivered``,
 is a dimension because a run is what an operator asks about; runs are few (one an
 export a day, mostly), so the series stay few.
 
-What is left out, and why: the quota remaining. Constant Contact does not say it (no
-rate-limit headers), and a count of one process's requests would be wrong as soon
-as two processes share a key.
+The day's quota per key (``ccexport.cc.quota_used``, ``ccexport.cc.quota_left``) is
+observed, not counted here: Constant Contact does not say it (no rate-limit headers),
+and one process's count would be wrong as soon as two share a key, so each reading
+asks the key's shared pacing record, which every process updates
+(shared/constant_contact/pacing.py), through the reader :func:`watch_quota` was given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from shared.telemetry.spans import API_KEY, EXPORT, RUN_ID, SCOPE
+
+log = logging.getLogger(__name__)
 
 _meter = metrics.get_meter(SCOPE)
 # Made once, on the API's proxy meter: they start recording when a provider is
@@ -92,3 +99,56 @@ def record_run(fields: Mapping[str, Any]) -> None:
     duration = fields.get("duration_seconds")
     if isinstance(duration, int | float) and duration >= 0:
         DURATION.record(float(duration), names)
+
+
+QuotaReader = Callable[[], tuple[int, int]]
+"""Returns the API key's requests so far today (UTC) and its daily limit."""
+
+_QUOTAS: dict[str, QuotaReader] = {}
+_QUOTAS_LOCK = threading.Lock()
+
+
+def watch_quota(api_key: str, read: QuotaReader) -> None:
+    """Report the day's quota of the key labelled ``api_key`` with ``read`` (the last
+    reader given for a key wins). It runs on the metrics exporter's thread, once an
+    export interval, and may block briefly (a blob read)."""
+    with _QUOTAS_LOCK:
+        _QUOTAS[api_key] = read
+
+
+def _readings() -> list[tuple[str, int, int]]:
+    with _QUOTAS_LOCK:
+        readers = list(_QUOTAS.items())
+    found = []
+    for key, read in readers:
+        try:
+            used, limit = read()
+        except Exception as exc:  # a reading missed is a gap in a chart, not an error
+            log.info("the quota of key %s could not be read (%s)", key, type(exc).__name__)
+            continue
+        found.append((key, used, limit))
+    return found
+
+
+def _used(options: CallbackOptions) -> Iterable[Observation]:
+    del options
+    return [Observation(used, {API_KEY: key}) for key, used, _ in _readings()]
+
+
+def _left(options: CallbackOptions) -> Iterable[Observation]:
+    del options
+    return [Observation(max(limit - used, 0), {API_KEY: key}) for key, used, limit in _readings()]
+
+
+_meter.create_observable_gauge(
+    "ccexport.cc.quota_used",
+    callbacks=[_used],
+    unit="{request}",
+    description="The API key's requests so far today (UTC), every process counted",
+)
+_meter.create_observable_gauge(
+    "ccexport.cc.quota_left",
+    callbacks=[_left],
+    unit="{request}",
+    description="The API key's requests left today (UTC) of its daily quota",
+)

@@ -27,6 +27,7 @@ from shared.storage.files import BLOB_SCHEME
 from shared.storage.locks import BlobLeaseLocks, FileLocks, Locks
 from shared.storage.names import storage_name
 from shared.storage.records import BlobRecord, FileRecord, Record
+from shared.telemetry import meters
 from shared.wiring import stores
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def run_pacer(config: Config) -> Pacer:
     """
     rate = config.ctct.requests_per_second * PACING_MARGIN
     place, record = pacing_record(config, f"ctct-pace-{config.ctct.client_id}")
-    return process_pacer(
+    pacer = process_pacer(
         config.ctct.client_id,
         rate,
         place=place,
@@ -106,6 +107,9 @@ def run_pacer(config: Config) -> Pacer:
         ahead=RESERVE_AHEAD,
         late_after=LATE_AFTER,
     )
+    limit = config.ctct.daily_quota
+    meters.watch_quota(pacer.key, lambda: (pacer.usage().used, limit))
+    return pacer
 
 
 def pacing_place(config: Config) -> str:
