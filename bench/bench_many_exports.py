@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             finish(export)
         total_wall = time.perf_counter() - began
         stats = sandbox.stats()
-        refused = {
-            key: codes["429"] for key, codes in stats["requests"].items() if "429" in codes
-        }
+        refused = {key: codes["429"] for key, codes in stats["requests"].items() if "429" in codes}
         if refused:
             print(f"throttled requests by template: {refused}")
         counted = clients.key_usage(Config.from_mapping(envs[0])).used
@@ -183,10 +181,14 @@ def report(  # noqa: PLR0917 - what the run gathered, printed in one place
         f"({api_requests} to the API, counted against the day; ccexport's pacers counted "
         f"{counted}); {throttled} throttled"
     )
+    spans = list(stats.get("busy_span", {}).values())
+    busy = spans[0]["last_at"] - spans[0]["first_at"] if spans else 0.0
+    busy_rate = (api_requests - 1) / busy if busy > 0 else 0.0
     print(
-        f"key's rate: {api_requests / total_wall:.2f}/s used of {LIMIT:g}/s "
-        f"({api_requests / total_wall / LIMIT:.0%}); the limit alone would need "
-        f"{limit_time:.1f} s"
+        f"key's rate: {api_requests / total_wall:.2f}/s used of {LIMIT:g}/s over the wall "
+        f"({api_requests / total_wall / LIMIT:.0%}), {busy_rate:.2f}/s "
+        f"({busy_rate / LIMIT:.0%}) from its first request to its last ({busy:.1f} s); "
+        f"the limit alone would need {limit_time:.1f} s"
     )
     print(
         f"target: 0 throttled ({'met' if throttled == 0 else 'MISSED'}); wall <= "

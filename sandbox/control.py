@@ -48,6 +48,10 @@ async def stats(request: web.Request) -> web.Response:
             "throttled": sandbox.limits.hits["throttled"],
             "quota_exceeded": sandbox.limits.hits["quota_exceeded"],
             "daily_used": dict(sandbox.limits.quota.used),
+            "busy_span": {
+                key: {"first_at": first, "last_at": last}
+                for key, (first, last) in sandbox.limits.span.items()
+            },
             "contacts": len(sandbox.store),
             "lists": len(sandbox.store.lists),
             "custom_fields": len(sandbox.store.custom_fields),
@@ -94,6 +98,7 @@ async def reset_stats(request: web.Request) -> web.Response:
     sandbox.stats.reset()
     sandbox.oauth.invalid_grant = 0
     sandbox.limits.hits.update(throttled=0, quota_exceeded=0)
+    sandbox.limits.span.clear()
     return wire.json_response({"reset": True})
 
 

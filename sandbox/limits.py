@@ -80,6 +80,9 @@ class Limits:
     quota: DailyQuota
     token: RateWindow
     hits: dict[str, int] = field(default_factory=lambda: {"throttled": 0, "quota_exceeded": 0})
+    span: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per key, when the first and the last request it let through arrived (wall clock):
+    a benchmark's busy span."""
 
     @classmethod
     def create(cls, per_second: float, daily: int, token_per_second: float) -> Limits:
@@ -93,6 +96,8 @@ class Limits:
         if not self.quota.take(client_id):
             self.hits["quota_exceeded"] += 1
             return wire.quota_exceeded()
+        now = time.time()
+        self.span[client_id] = (self.span.get(client_id, (now, now))[0], now)
         return None
 
     def check_token(self, client_id: str) -> web.Response | None:

@@ -37,6 +37,8 @@ async def test_more_than_four_requests_a_second_are_throttled(
     assert stats["throttled"] == 6
     assert stats["requests"]["GET /v3/contact_lists"] == {"200": 5, "429": 6}
     assert stats["daily_used"] == {sandbox.client_id: 5}  # throttled requests use no quota
+    span = stats["busy_span"][sandbox.client_id]  # from the first let through to the last
+    assert 1.0 <= span["last_at"] - span["first_at"] < 5.0
 
 
 async def test_daily_quota_is_answered_with_quota_exceeded(
