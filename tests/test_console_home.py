@@ -4,10 +4,14 @@ with its last run's status. Through the page's handler, as the host calls it."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 from functions import http_api
 from functions.console import home
+from shared.config import Config
+from shared.wiring import clients
 from tests.support.function_harness import AppEnv, DurableFake
 from tests.support.http_calls import (
     DEFINITION,
@@ -60,3 +64,25 @@ async def test_failed_runs_and_unready_connections_come_first(
     shown = text_of(theirs.get_body().decode())
     assert "high-value" not in shown  # another role: not their export, nor its run
     assert "Acme" not in shown
+
+
+async def test_the_home_says_the_keys_requests_today_and_a_used_up_quota(
+    app_env: AppEnv, durable_fake: DurableFake
+) -> None:
+    """The count every pacer of the key keeps (GET /api/usage's) is on the home page;
+    a quota stop is the first thing that needs attention."""
+    pacer = clients.run_pacer(Config.from_mapping(os.environ))
+    for _ in range(3):
+        await pacer.wait()
+    page = await call(home.console_home, "GET", "console", headers=MARKETING, durable=durable_fake)
+    shown = text_of(page.get_body().decode())
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert f"Constant Contact requests today ({day}, UTC): 3 of the daily 10,000, 9,997 left." in (
+        shown
+    )
+    assert "quota is used up" not in shown
+    pacer.stop_for_the_day()
+    page = await call(home.console_home, "GET", "console", headers=MARKETING, durable=durable_fake)
+    shown = text_of(page.get_body().decode())
+    attention = shown.split("Needs attention", 1)[1].split("Exports", 1)[0]
+    assert "daily request quota is used up: nothing is sent until 00:00 UTC" in attention
