@@ -21,10 +21,12 @@ from shared.constant_contact.pacing import (
     RETAKES,
     Pacer,
     Usage,
+    _TooFarAhead,
     next_utc_midnight,
     process_pacer,
 )
 from shared.errors import QuotaExhausted
+from shared.storage.records import Change, MemoryRecord
 
 EVENING = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC).timestamp()
 
@@ -420,3 +422,35 @@ async def test_without_late_after_a_late_task_goes(monkeypatch: pytest.MonkeyPat
     await pacer.wait()
     await pacer.wait()
     assert (pacer.missed, pacer.usage().used) == (0, 2)
+
+
+class CountingRecord(MemoryRecord):
+    """A record in memory that counts the changes asked of it (each a storage round trip
+    on a blob)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates = 0
+
+    def update(self, change: Change) -> bytes:
+        self.updates += 1
+        return super().update(change)
+
+
+async def test_waiters_out_of_reach_do_not_each_ask_the_record(clock: Time) -> None:
+    """Once a reservation found the next slot out of reach, the process's other
+    callers wait until it may be in reach without a storage round trip each."""
+    record = CountingRecord()
+    pacer = Pacer(
+        4.0, record=record, clock=lambda: clock.mono, wall_clock=lambda: clock.wall, ahead=0.0
+    )
+    await pacer.wait()  # at once; the next slot is 0.25 s away, beyond the reach
+    asked = record.updates
+    for _ in range(3):
+        with pytest.raises(_TooFarAhead) as held:
+            pacer._update(pacer._reserve(clock.wall), reserving=True)
+        assert 0.25 <= held.value.seconds <= 0.25 + 0.125  # the wait, a little spread
+    assert record.updates == asked + 1  # the first asked; the others knew
+    clock.advance(0.25)
+    await pacer.wait()
+    assert (pacer.usage().used, clock.slept) == (2, [])

@@ -201,6 +201,7 @@ class Pacer:
         self.late_after = late_after
         """How late a task may find itself for its slot and still send (None: however
         late); later, it takes a new slot instead, at most RETAKES times."""
+        self._not_before = 0.0  # no reservation within reach before this (self._clock)
         self.waits = 0  # how many starts had to wait for their slot
         self.missed = 0  # slots given up because their task ran too late for them
 
@@ -234,7 +235,7 @@ class Pacer:
         the day's count takes the request (a slot taken again for it does not)."""
         while True:
             try:
-                state = await self._change(self._reserve(self._wall(), count=count))
+                state = await self._reserve_slot(self._reserve(self._wall(), count=count))
                 return state.next - self._interval
             except _TooFarAhead as full:
                 self.waits += 1
@@ -250,15 +251,15 @@ class Pacer:
             now = self._clock()  # read here, after the record was: its read is not late
             start = max(now, state.next)
             if self.ahead is not None and start - now > self.ahead:
-                # Wait until the slot comes within reach, spread a little so the
-                # waiters of several processes do not all ask at the same instant.
-                spread = random.uniform(0, self._interval / 2)  # noqa: S311 - not a secret
-                raise _TooFarAhead(start - now - self.ahead + spread)
+                raise _TooFarAhead(start - now - self.ahead)
             return PaceState(
                 start + self._interval, state.quota_until, today, state.used_on(today) + more
             )
 
         return reserve
+
+    def _spread(self) -> float:
+        return random.uniform(0, self._interval / 2)  # noqa: S311 - not a secret
 
     def hold_off(self, seconds: float) -> None:
         """Push every later start back by at least ``seconds`` (after a 429 throttled)."""
@@ -295,16 +296,31 @@ class Pacer:
     def _read(self) -> PaceState:
         return PaceState.parse(self._record.read())
 
-    def _update(self, change: Callable[[PaceState], PaceState]) -> PaceState:
-        """Apply ``change`` to the state atomically; returns the new state."""
+    def _update(
+        self, change: Callable[[PaceState], PaceState], *, reserving: bool = False
+    ) -> PaceState:
+        """Apply ``change`` to the state atomically; returns the new state.
+
+        A reservation (``reserving``) that finds the next slot out of reach tells the
+        process's other waiters when to ask again (``_not_before``): until then they
+        wait without a storage round trip each. They wait a little spread, so that the
+        waiters of several processes do not all ask at the same instant.
+        """
         with self._lock:
-            raw = self._record.update(lambda old: change(PaceState.parse(old)).encode())
+            hold = self._not_before - self._clock()
+            if hold > 0 and reserving:
+                raise _TooFarAhead(hold + self._spread())
+            try:
+                raw = self._record.update(lambda old: change(PaceState.parse(old)).encode())
+            except _TooFarAhead as full:
+                self._not_before = self._clock() + full.seconds
+                raise _TooFarAhead(full.seconds + self._spread()) from None
         return PaceState.parse(raw)
 
-    async def _change(self, change: Callable[[PaceState], PaceState]) -> PaceState:
+    async def _reserve_slot(self, change: Callable[[PaceState], PaceState]) -> PaceState:
         if self._record.remote:  # a storage round trip: off the event loop
-            return await asyncio.to_thread(self._update, change)
-        return self._update(change)
+            return await asyncio.to_thread(self._update, change, reserving=True)
+        return self._update(change, reserving=True)
 
 
 _PROCESS_PACERS: dict[tuple[str, str], Pacer] = {}

@@ -132,10 +132,12 @@ class BlobRecord:
         self.conflicts = 0
         """Writes that found the record changed since it was read (for measurements)."""
         self.writes = 0
+        self.reads = 0
 
     def _get(self) -> tuple[bytes | None, str | None]:
         from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415 - Blob only
 
+        self.reads += 1
         try:
             download = self.blob.download_blob()
             return download.readall(), download.properties.etag

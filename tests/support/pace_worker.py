@@ -60,6 +60,7 @@ async def main(settings: dict[str, Any]) -> dict[str, Any]:
         "seconds": time.time() - began,
         "waits": pacer.waits,
         "missed": pacer.missed,
+        "reads": record.reads,
         "writes": record.writes,
         "conflicts": record.conflicts,
     }
