@@ -57,6 +57,10 @@ async def test_connect_then_check(sandbox: RunningSandbox, tmp_path: Path) -> No
     plain = run_cli(["check", "--list-id", list_id], env)
     assert plain.returncode == 0
     assert plain.stdout.startswith("ok: connection 'default' has a valid access token")
+    # Each check's requests are counted where the key's day is, as runs' are.
+    sent = sum(sum(codes.values()) for codes in sandbox.stats()["requests"].values())
+    usage = json.loads(run_cli(["usage", "--json"], env).stdout)
+    assert 2 <= usage["used"] <= sent
 
 
 async def test_check_fails_with_one_line_reasons(sandbox: RunningSandbox, tmp_path: Path) -> None:

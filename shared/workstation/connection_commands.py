@@ -39,6 +39,7 @@ from shared.constant_contact.connect import Connections
 from shared.constant_contact.connections import DEFAULT_CONNECTION, check_connection
 from shared.constant_contact.contacts import EMAIL, validate_mapping
 from shared.constant_contact.oauth import TokenBundle
+from shared.constant_contact.pacing import Pacer
 from shared.constant_contact.tokens import TokenManager, read_status
 from shared.errors import (
     AuthorizationError,
@@ -282,11 +283,13 @@ def run_connect(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 @asynccontextmanager
 async def account_client(
-    settings: Settings, connection: str
+    settings: Settings, connection: str, pacer: Pacer | None = None
 ) -> AsyncIterator[tuple[TokenManager, ConstantContactClient]]:
     """A usable access token of a connected account and a client with it: the token
     refreshed when needed (one refresh at a time across processes), requests paced
-    under the API key's budget shared by every command of this CCEXPORT_HOME."""
+    under the API key's budget: ``pacer`` (``clients.run_pacer``: shared with the app
+    through the storage account when one is set), else the file every command of this
+    CCEXPORT_HOME shares."""
     check_connection(connection)
     async with _connections(settings) as connections:
         marked = await read_status(connections.store, connection)
@@ -294,7 +297,7 @@ async def account_client(
             raise ReauthorizationRequired(connection, marked)
         manager = connections.tokens(connection)
         await manager.access_token()
-        pacer = clients.shared_pacer(settings)
+        pacer = pacer or clients.shared_pacer(settings)
         async with ConstantContactClient(settings.api_base, manager.access_token, pacer) as client:
             yield manager, client
 
@@ -306,10 +309,11 @@ async def check(
     custom_fields: Sequence[str] = (),
     *,
     create_fields: bool = False,
+    pacer: Pacer | None = None,
 ) -> dict[str, Any]:
     """A valid access token, existing lists (ids or names) and custom fields, or an
     error saying which is missing."""
-    async with account_client(settings, connection) as (manager, client):
+    async with account_client(settings, connection, pacer) as (manager, client):
         source = manager.source
         found = await check_account(
             client, list_ids, custom_fields, connection=connection, create_fields=create_fields
@@ -439,10 +443,10 @@ def run_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _logs(env)
     try:
         lists, fields, create = _check_targets(args)
+        config = Config.from_mapping(env)
+        pacer = clients.run_pacer(config)
         report = asyncio.run(
-            check(
-                Config.from_mapping(env).ctct, args.connection, lists, fields, create_fields=create
-            )
+            check(config.ctct, args.connection, lists, fields, create_fields=create, pacer=pacer)
         )
     except CcexportError as exc:
         if args.json:

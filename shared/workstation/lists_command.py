@@ -19,7 +19,9 @@ import orjson
 from shared.config import Config, Settings
 from shared.constant_contact.connections import DEFAULT_CONNECTION
 from shared.constant_contact.models import ContactList
+from shared.constant_contact.pacing import Pacer
 from shared.exports.account import account_lists, list_document, new_list_name
+from shared.wiring import clients
 from shared.workstation.cli_help import add_connection_option, command_parser
 from shared.workstation.commands import guarded
 from shared.workstation.connection_commands import _logs, account_client
@@ -63,13 +65,17 @@ def parser() -> argparse.ArgumentParser:
     return made
 
 
-async def show_lists(settings: Settings, connection: str) -> list[ContactList]:
-    async with account_client(settings, connection) as (_manager, client):
+async def show_lists(
+    settings: Settings, connection: str, pacer: Pacer | None = None
+) -> list[ContactList]:
+    async with account_client(settings, connection, pacer) as (_manager, client):
         return await account_lists(client)
 
 
-async def create_list(settings: Settings, connection: str, name: str) -> tuple[ContactList, bool]:
-    async with account_client(settings, connection) as (_manager, client):
+async def create_list(
+    settings: Settings, connection: str, name: str, pacer: Pacer | None = None
+) -> tuple[ContactList, bool]:
+    async with account_client(settings, connection, pacer) as (_manager, client):
         return await client.create_or_find_list(name)
 
 
@@ -95,10 +101,13 @@ def table(lists: Sequence[ContactList]) -> list[str]:
 @guarded
 def run(args: argparse.Namespace) -> int:
     _logs(os.environ)
-    settings = Config.from_mapping(os.environ).ctct
+    config = Config.from_mapping(os.environ)
+    settings, pacer = config.ctct, clients.run_pacer(config)
     connection: str = args.connection
     if args.create is not None:
-        lst, created = asyncio.run(create_list(settings, connection, new_list_name(args.create)))
+        lst, created = asyncio.run(
+            create_list(settings, connection, new_list_name(args.create), pacer)
+        )
         if args.json:
             doc: dict[str, Any] = {
                 "connection": connection,
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 "nothing was created"
             )
         return 0
-    lists = asyncio.run(show_lists(settings, connection))
+    lists = asyncio.run(show_lists(settings, connection, pacer))
     if args.json:
         doc = {"connection": connection, "lists": [list_document(lst) for lst in lists]}
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
