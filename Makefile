@@ -61,7 +61,7 @@ typecheck: $(STAMP)
 # the Constant Contact sandbox. A missing service fails the run; nothing is skipped.
 # Two pytest-xdist workers, each with services of its own on free ports: most of a
 # run is waiting (on services, child processes, timers), so two overlap it. Each
-# module stays in one worker, the browser tests together (groups: tests/conftest.py).
+# module stays in one worker, the browser tests together (tests/support/xdist_groups.py).
 # Byte-compiled first, as for bench: where PYTHONDONTWRITEBYTECODE is set, each child
 # process the tests start (sandboxes, serve, ccexport) would compile the project again.
 PYTEST_WORKERS ?= 2

@@ -18,6 +18,7 @@ from tests.support import repository_guard, services
 from tests.support.function_harness import AppEnv, DurableFake, new_app_env
 from tests.support.keyvault_fake import KeyVaultFake
 from tests.support.sandbox_service import RunningSandbox, running_sandbox
+from tests.support.xdist_groups import ModuleGroups
 
 # Nothing the tests run may read beside the repository (a fresh clone has nothing
 # there): every path this process opens or lists in the repository's parent folder,
@@ -42,17 +43,13 @@ def _reads_stay_in_the_repository() -> Iterator[None]:
         pytest.fail(repository_guard.report(found, services.ROOT), pytrace=False)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for ``make pytest``'s two pytest-xdist workers (``--dist loadgroup``): each
-    module runs whole in one worker, its module-scoped set-up built once; the browser
-    modules all in one, so two Chromiums never compete for the machine's two cores.
-    Outside xdist the mark does nothing. (tryfirst: xdist reads the mark in this hook.)"""
-    tests = services.ROOT / "tests"
-    for item in items:
-        where = item.path.relative_to(tests)
-        group = "browser" if where.parts[0] == "browser" else where.as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` (make pytest): whole modules, and the browser tests together,
+    per worker (tests/support/xdist_groups.py). tryfirst: xdist's own answers otherwise."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return ModuleGroups(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
