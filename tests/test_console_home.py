@@ -69,8 +69,9 @@ async def test_failed_runs_and_unready_connections_come_first(
 async def test_the_home_says_the_keys_requests_today_and_a_used_up_quota(
     app_env: AppEnv, durable_fake: DurableFake
 ) -> None:
-    """The count every pacer of the key keeps (GET /api/usage's) is on the home page;
-    a quota stop is the first thing that needs attention."""
+    """The count every pacer of the key keeps (GET /api/usage's) is on the home page of
+    admins and connection users; a quota stop is the first thing that needs attention."""
+    await put_connection({"display_name": "Acme", "roles": ["marketing"], **consent()})
     pacer = clients.run_pacer(Config.from_mapping(os.environ))
     for _ in range(3):
         await pacer.wait()
@@ -81,6 +82,8 @@ async def test_the_home_says_the_keys_requests_today_and_a_used_up_quota(
         shown
     )
     assert "quota is used up" not in shown
+    theirs = await call(home.console_home, "GET", "console", headers=SALES, durable=durable_fake)
+    assert "Constant Contact requests today" not in text_of(theirs.get_body().decode())
     pacer.stop_for_the_day()
     page = await call(home.console_home, "GET", "console", headers=MARKETING, durable=durable_fake)
     shown = text_of(page.get_body().decode())

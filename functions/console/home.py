@@ -26,17 +26,16 @@ async def console_home(visit: Visit) -> Page:
         visit.caller,
         lambda run_id: run_status(durable, run_id),
     )
-    config = visit.app.config
-    usage = await asyncio.to_thread(clients.key_usage, config)  # a blob read
-    quota = config.ctct.daily_quota
-    return Page(
-        "home.html",
-        {
-            "title": "Home",
-            "overview": found,
-            "usage": usage,
-            "used": f"{usage.used:,}",
-            "quota": f"{quota:,}",
-            "left": f"{max(quota - usage.used, 0):,}",
-        },
-    )
+    values: dict[str, object] = {"title": "Home", "overview": found, "usage": None}
+    # The key serves every connection: its use is for admins and connection users.
+    if visit.caller.is_admin or found.connections:
+        config = visit.app.config
+        usage = await asyncio.to_thread(clients.key_usage, config)  # a blob read
+        quota = config.ctct.daily_quota
+        values.update(
+            usage=usage,
+            used=f"{usage.used:,}",
+            quota=f"{quota:,}",
+            left=f"{max(quota - usage.used, 0):,}",
+        )
+    return Page("home.html", values)
