@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from bench.bench_end_to_end import MAPPING, SANDBOX_FLAGS, connect, sample_folder
 from shared.config import Config
+from shared.runs.contract import RunOptions
 from shared.wiring import clients
 from tests.support.sandbox_service import RunningSandbox, cli_env, running_sandbox
 from tests.support.services import (
@@ -42,6 +44,7 @@ from tests.support.services import (
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 4.0  # Constant Contact's requests a second per API key (the sandbox's too)
 TARGET_SHARE = 1.25
+UPLOAD_WINDOW = RunOptions().upload_window  # uploads a run sends at once
 
 
 @dataclass
@@ -78,11 +81,28 @@ def finish(export: Export) -> None:
         export.report = json.loads(out)
 
 
-def figures_of(sandbox: RunningSandbox, export: Export) -> tuple[int, int]:
-    """Requests and throttled answers the sandbox saw from this export's authorization."""
+@dataclass(frozen=True)
+class Seen:
+    """What the sandbox saw of one export's authorization."""
+
+    requests: int
+    throttled: int
+    first_at: float
+    last_at: float
+
+
+def figures_of(sandbox: RunningSandbox, export: Export) -> Seen:
+    """Requests, throttled answers and the span of this export's authorization."""
     seen = sandbox.control("GET", f"authorization?token={export.token}")
     requests = sum(sum(codes.values()) for codes in seen["requests"].values())
-    return requests, int(seen["throttled"])
+    return Seen(requests, int(seen["throttled"]), seen["first_at"], seen["last_at"])
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1.0 when every value is equal, 1/n when one has it all."""
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 1.0
 
 
 def prepare_seconds(source: Path, env: dict[str, str]) -> float:
@@ -137,13 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         for export, env in zip(exports, envs, strict=True):
             start(export, source, env, args.poll_seconds)
-        for export in exports:
-            finish(export)
+        waiting = [threading.Thread(target=finish, args=(export,)) for export in exports]
+        for thread in waiting:  # each export's wall ends when its own process does
+            thread.start()
+        for thread in waiting:
+            thread.join()
         total_wall = time.perf_counter() - began
         stats = sandbox.stats()
         refused = {key: codes["429"] for key, codes in stats["requests"].items() if "429" in codes}
         if refused:
             print(f"throttled requests by template: {refused}")
+        by_template = {key: sum(codes.values()) for key, codes in stats["requests"].items()}
+        print(f"requests by template, all exports: {by_template}")
         counted = clients.key_usage(Config.from_mapping(envs[0])).used
         per_export = [figures_of(sandbox, export) for export in exports]
     return report(exports, per_export, stats, counted, total_wall, prepare)
@@ -151,27 +176,32 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(  # noqa: PLR0917 - what the run gathered, printed in one place
     exports: list[Export],
-    per_export: list[tuple[int, int]],
+    per_export: list[Seen],
     stats: dict[str, Any],
     counted: int,
     total_wall: float,
     prepare: float,
 ) -> int:
+    requests = sum(seen.requests for seen in per_export)
+    spans = list(stats.get("busy_span", {}).values())
+    key_first = spans[0]["first_at"] if spans else 0.0
     print(f"{'export':<14} {'status':<10} {'contacts':>9} {'wall s':>7} {'requests':>8} "
-          f"{'throttled':>9}")  # fmt: skip
+          f"{'throttled':>9} {'share':>6} {'first s':>7} {'last s':>7}")  # fmt: skip
     ok = True
-    for export, (requests, throttled) in zip(exports, per_export, strict=True):
+    for export, seen in zip(exports, per_export, strict=True):
         rep = export.report
         if rep is None:
             ok = False
             print(f"{export.name:<14} FAILED: {export.stderr.strip()[-400:]}")
             continue
         ok = ok and rep["status"] == "completed"
+        share = seen.requests / requests if requests else 0.0
         print(
             f"{export.name:<14} {rep['status']:<10} {rep['counts']['contacts_delivered']:>9,} "
-            f"{export.wall:>7.1f} {requests:>8} {throttled:>9}"
+            f"{export.wall:>7.1f} {seen.requests:>8} {seen.throttled:>9} {share:>6.1%} "
+            f"{seen.first_at - key_first:>7.1f} {seen.last_at - key_first:>7.1f}"
         )
-    requests = sum(r for r, _ in per_export)
+    fairness(exports, per_export)
     api_requests = sum(stats["daily_used"].values())
     throttled = int(stats["throttled"])
     limit_time = api_requests / LIMIT
@@ -181,7 +211,6 @@ def report(  # noqa: PLR0917 - what the run gathered, printed in one place
         f"({api_requests} to the API, counted against the day; ccexport's pacers counted "
         f"{counted}); {throttled} throttled"
     )
-    spans = list(stats.get("busy_span", {}).values())
     busy = spans[0]["last_at"] - spans[0]["first_at"] if spans else 0.0
     busy_rate = (api_requests - 1) / busy if busy > 0 else 0.0
     print(
@@ -190,12 +219,57 @@ def report(  # noqa: PLR0917 - what the run gathered, printed in one place
         f"({busy_rate / LIMIT:.0%}) from its first request to its last ({busy:.1f} s); "
         f"the limit alone would need {limit_time:.1f} s"
     )
+    print(busiest(stats))
+    peaks = list(stats.get("in_flight_peak", {}).values())
+    print(
+        f"in flight at the key at once (the sandbox's high-water mark): at most "
+        f"{max(peaks, default=0)} requests; each run may have {UPLOAD_WINDOW} uploads "
+        f"waiting for a slot, {UPLOAD_WINDOW * len(exports)} across the runs"
+    )
     print(
         f"target: 0 throttled ({'met' if throttled == 0 else 'MISSED'}); wall <= "
         f"{TARGET_SHARE:g} x {limit_time:.1f} s + one prepare {prepare:.1f} s = {allowed:.1f} s "
         f"({'met' if total_wall <= allowed else 'MISSED'})"
     )
     return 0 if ok else 1
+
+
+def busiest(stats: dict[str, Any], windows: tuple[int, ...] = (10, 30, 60)) -> str:
+    """The key's rate in its busiest window of each length (whole wall-clock seconds):
+    its rate while every run had work, apart from the ramp up and the last waits."""
+    found = list(stats.get("per_second", {}).values())
+    if not found:
+        return "busiest windows: none"
+    seconds = {int(second): n for second, n in found[0].items()}
+    first, last = min(seconds), max(seconds)
+    parts = []
+    for width in windows:
+        if width > last - first + 1:
+            break
+        best = max(
+            sum(seconds.get(t, 0) for t in range(start, start + width))
+            for start in range(first, last - width + 2)
+        )
+        parts.append(f"{width} s: {best / width:.2f}/s ({best / width / LIMIT:.0%})")
+    return f"key's rate in its busiest window of {'; '.join(parts) or 'none (too short)'}"
+
+
+def fairness(exports: list[Export], per_export: list[Seen]) -> None:
+    """Whether every export got its share while they ran together: each one's requests
+    over its own span at the key (first request to last), their spread, and the walls."""
+    rates = [
+        (seen.requests - 1) / (seen.last_at - seen.first_at)
+        for seen in per_export
+        if seen.requests > 1 and seen.last_at > seen.first_at
+    ]
+    walls = sorted(export.wall for export in exports)
+    if not rates or not walls:
+        return
+    print(
+        f"\nper export over its own span at the key: {min(rates):.2f}-{max(rates):.2f} "
+        f"requests/s (Jain's fairness index {jain(rates):.3f}, 1 = all equal); "
+        f"walls {walls[0]:.1f}-{walls[-1]:.1f} s (median {walls[len(walls) // 2]:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     refused = sandbox.limits.check_api(sandbox.oauth.client_id)
     if refused is not None:
         return refused
-    return await handler(request)
+    sandbox.limits.enter(sandbox.oauth.client_id)
+    try:
+        return await handler(request)
+    finally:
+        sandbox.limits.leave(sandbox.oauth.client_id)
 
 
 async def authorize(request: web.Request) -> web.Response:

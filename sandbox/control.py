@@ -52,6 +52,12 @@ async def stats(request: web.Request) -> web.Response:
                 key: {"first_at": first, "last_at": last}
                 for key, (first, last) in sandbox.limits.span.items()
             },
+            "per_second": {
+                key: {str(second): n for second, n in sorted(seconds.items())}
+                for key, seconds in sandbox.limits.per_second.items()
+            },
+            "in_flight": {key: n for key, n in sandbox.limits.in_flight.items() if n},
+            "in_flight_peak": dict(sandbox.limits.in_flight_peak),
             "contacts": len(sandbox.store),
             "lists": len(sandbox.store.lists),
             "custom_fields": len(sandbox.store.custom_fields),
@@ -99,6 +105,8 @@ async def reset_stats(request: web.Request) -> web.Response:
     sandbox.oauth.invalid_grant = 0
     sandbox.limits.hits.update(throttled=0, quota_exceeded=0)
     sandbox.limits.span.clear()
+    sandbox.limits.per_second.clear()
+    sandbox.limits.reset_peaks()
     return wire.json_response({"reset": True})
 
 

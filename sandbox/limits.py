@@ -21,6 +21,10 @@ from aiohttp import web
 from sandbox import wire
 
 
+SECONDS_KEPT = 3600
+"""How many of the last seconds ``Limits.per_second`` keeps per key."""
+
+
 class RateWindow:
     """At most ``limit`` events per key in any sliding one-second window (0: unlimited)."""
 
@@ -83,6 +87,17 @@ class Limits:
     span: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per key, when the first and the last request it let through arrived (wall clock):
     a benchmark's busy span."""
+    per_second: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Per key, the requests let through in each second of the wall clock (the last
+    ``SECONDS_KEPT``): a benchmark's busiest window, whatever its ramp up and down."""
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """Per key, the requests let through and not yet answered: from the moment the
+    limits let one in (its headers read) until its handler returns, so an upload's
+    body arriving and its parse both count."""
+    in_flight_peak: dict[str, int] = field(default_factory=dict)
+    """Per key, the most requests it was handling at once (a high-water mark): what
+    the key's clients together had in flight, which the 4/s rate alone does not bound
+    when requests are slow."""
 
     @classmethod
     def create(cls, per_second: float, daily: int, token_per_second: float) -> Limits:
@@ -98,7 +113,27 @@ class Limits:
             return wire.quota_exceeded()
         now = time.time()
         self.span[client_id] = (self.span.get(client_id, (now, now))[0], now)
+        seconds = self.per_second.setdefault(client_id, {})
+        second = int(now)
+        seconds[second] = seconds.get(second, 0) + 1
+        if len(seconds) > SECONDS_KEPT:
+            for old in [s for s in seconds if s <= second - SECONDS_KEPT]:
+                del seconds[old]
         return None
+
+    def enter(self, client_id: str) -> None:
+        """A request of ``client_id`` let through starts being handled."""
+        now = self.in_flight.get(client_id, 0) + 1
+        self.in_flight[client_id] = now
+        self.in_flight_peak[client_id] = max(self.in_flight_peak.get(client_id, 0), now)
+
+    def leave(self, client_id: str) -> None:
+        """A request :meth:`enter` counted has its answer (or was cut off)."""
+        self.in_flight[client_id] = max(self.in_flight.get(client_id, 0) - 1, 0)
+
+    def reset_peaks(self) -> None:
+        """Start a new high-water mark from the requests in flight now."""
+        self.in_flight_peak = {key: n for key, n in self.in_flight.items() if n}
 
     def check_token(self, client_id: str) -> web.Response | None:
         if not self.token.allow(client_id):

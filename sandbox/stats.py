@@ -16,6 +16,7 @@ endpoint and ``/__sandbox/tokens`` answer, nothing else.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
@@ -56,6 +57,10 @@ class Authorization:
         self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.faults: Counter[str] = Counter()
         self.throttled = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
+        """When its first and last request arrived (wall clock; 0: none yet): its span
+        within the key's busy span, so a benchmark can tell a starved run."""
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,8 @@ class Authorization:
             "requests": {key: dict(codes) for key, codes in sorted(self.requests.items())},
             "faults": {name: self.faults[name] for name in NAMES},
             "throttled": self.throttled,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
         }
 
 
@@ -121,11 +128,19 @@ class RequestStats:
                 self.tokens[token] = authorization_id
 
     def _count(
-        self, request: web.Request, handling: Handling, status: str, throttled: bool = False
+        self,
+        request: web.Request,
+        handling: Handling,
+        status: str,
+        throttled: bool = False,
+        arrived: float = 0.0,
     ) -> None:
         if handling.authorization is None:
             return
         seen = self.authorizations[handling.authorization]
+        if arrived:
+            seen.first_at = seen.first_at or arrived
+            seen.last_at = max(seen.last_at, arrived)
         seen.requests[_template(request)][status] += 1
         seen.faults.update(handling.fired)
         seen.throttled += throttled
@@ -137,13 +152,14 @@ class RequestStats:
             if request.path == MINT_PATH:
                 self._learn(response, None)
             return response
+        arrived = time.time()
         handling = Handling(await self._authorization_of(request))
         context = HANDLING.set(handling)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             self.record(request, exc.status)
-            self._count(request, handling, str(exc.status))
+            self._count(request, handling, str(exc.status), arrived=arrived)
             raise
         except asyncio.CancelledError:
             if "reset" in handling.fired:  # cut off by a reset fault
@@ -156,7 +172,7 @@ class RequestStats:
         if response.status == 429:
             doc = _document(response)
             throttled = doc is not None and doc.get("error_key") == "throttled"
-        self._count(request, handling, str(response.status), throttled)
+        self._count(request, handling, str(response.status), throttled, arrived)
         if request.path.endswith(TOKEN_SUFFIX):
             self._learn(response, handling.authorization)
         return response

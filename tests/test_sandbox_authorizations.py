@@ -76,6 +76,10 @@ async def test_each_authorization_counts_apart_and_faults_aim_at_one(
         "POST /oauth2/default/v1/token": {"200": 1},
     }
     assert sandbox.stats()["faults"]["http_503"] == 2
+    # Each authorization's span: its first request to its last, as they arrived.
+    theirs_seen = seen(sandbox, theirs["access_token"])
+    assert 0 < theirs_seen["first_at"] < after["first_at"] <= after["last_at"]
+    assert theirs_seen["last_at"] < after["last_at"]  # their refresh came before my last
     with pytest.raises(ServiceError, match="404"):
         seen(sandbox, "no-such-token")
 

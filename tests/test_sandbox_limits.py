@@ -39,6 +39,9 @@ async def test_more_than_four_requests_a_second_are_throttled(
     assert stats["daily_used"] == {sandbox.client_id: 5}  # throttled requests use no quota
     span = stats["busy_span"][sandbox.client_id]  # from the first let through to the last
     assert 1.0 <= span["last_at"] - span["first_at"] < 5.0
+    seconds = stats["per_second"][sandbox.client_id]  # what each second let through
+    assert sum(seconds.values()) == 5
+    assert max(seconds.values()) <= 4
 
 
 async def test_daily_quota_is_answered_with_quota_exceeded(
@@ -98,3 +101,54 @@ async def test_at_most_max_queued_activities_wait(
     membership = {"source": {"contact_ids": []}, "list_ids": [list_id]}
     assert (await api.post("/activities/add_list_memberships", membership)).status == 429
     assert (await api.get("/activities")).status == 200  # reading is not limited by the queue
+
+
+async def _slow_import(api_base: str, token: str, session: aiohttp.ClientSession) -> int:
+    """One import whose body arrives over 0.4 s, as a 4 MB body on a slow link does."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"list_ids": [], "import_data": ['
+        await asyncio.sleep(0.4)
+        yield b'{"email": "slow@example.com"}]}'
+
+    async with session.post(
+        f"{api_base}/activities/contacts_json_import",
+        data=body(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    ) as response:
+        await response.read()
+        return response.status
+
+
+async def test_the_most_requests_in_flight_at_once_are_counted_per_key(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(rate_limit=0)
+    token = sandbox.access_token()
+    statuses = await asyncio.gather(
+        *(_slow_import(sandbox.api_base, token, session) for _ in range(3))
+    )
+    assert all(status in {201, 400} for status in statuses)  # answered, not throttled
+    api = api_for(sandbox, session, token)
+    for _ in range(4):  # quick ones one after another: one at a time
+        assert (await api.get("/contact_lists")).status == 200
+    stats = sandbox.stats()
+    assert stats["in_flight_peak"] == {sandbox.client_id: 3}
+    assert stats["in_flight"] == {}  # every one answered
+    sandbox.control("POST", "stats/reset")
+    assert (await api.get("/contact_lists")).status == 200
+    assert sandbox.stats()["in_flight_peak"] == {sandbox.client_id: 1}
+
+
+async def test_throttled_requests_are_not_in_flight(
+    sandbox_factory: Factory, session: aiohttp.ClientSession
+) -> None:
+    sandbox = sandbox_factory(rate_limit=2)
+    token = sandbox.access_token()
+    statuses = await asyncio.gather(
+        *(_slow_import(sandbox.api_base, token, session) for _ in range(5))
+    )
+    assert sorted(statuses).count(429) == 3  # answered at once, their bodies unread
+    stats = sandbox.stats()
+    assert stats["throttled"] == 3
+    assert stats["in_flight_peak"] == {sandbox.client_id: 2}
