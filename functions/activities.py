@@ -74,6 +74,10 @@ async def apply_removals(run: dict[str, Any]) -> dict[str, Any]:
     return await run_activities().apply_removals(run)
 
 
+async def quota_left(request: dict[str, Any]) -> dict[str, Any]:
+    return await run_activities().quota_left(request)
+
+
 def _activity(name: str, function: Any, input_name: str) -> Any:
     """Register ``function`` under the contract's name for it."""
     return bp.function_name(name)(bp.activity_trigger(input_name=input_name)(function))
@@ -85,6 +89,7 @@ POLL_IMPORTS = _activity(contract.POLL_IMPORTS, poll_imports, "request")
 FINISH_RUN = _activity(contract.FINISH_RUN, finish_run, "request")
 FIND_MEMBERS = _activity(contract.FIND_MEMBERS, find_members, "run")
 APPLY_REMOVALS = _activity(contract.APPLY_REMOVALS, apply_removals, "run")
+QUOTA_LEFT = _activity(contract.QUOTA_LEFT, quota_left, "request")
 
 ACTIVITIES: dict[str, Any] = {
     contract.PREPARE_SEGMENT: PREPARE_SEGMENT,
@@ -93,5 +98,6 @@ ACTIVITIES: dict[str, Any] = {
     contract.FINISH_RUN: FINISH_RUN,
     contract.FIND_MEMBERS: FIND_MEMBERS,
     contract.APPLY_REMOVALS: APPLY_REMOVALS,
+    contract.QUOTA_LEFT: QUOTA_LEFT,
 }
 """Activity name -> the decorated activity, as the function app registers it."""

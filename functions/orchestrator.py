@@ -12,10 +12,17 @@ activities and timers continues as new at its next upload window or poll, handin
 next generation its tally (``RunTally.carry``): that one goes on from the same stage,
 with its own short history, and what the run reports counts every generation.
 
+Before it sends, the run weighs its requests against the API key's day
+(shared/runs/quota_plan.py): it estimates them (shared/runs/estimate.py), asks
+``quota_left`` what is left of the daily quota, and when that cannot carry the
+estimate it sends nothing yet: its status says ``waiting_for_quota`` and when it
+resumes, a durable timer waits for the reset (00:00 UTC), and it asks again. One
+activity and one timer per reset waited for, so that history stays small.
+
 A chunk that fails does not stop the others: the run ends ``completed_with_errors``
-and the report names the contacts that did not go. An exhausted daily quota stops
-further uploads; the run ends ``quota_exhausted`` and can be started again with the
-same run id after 00:00 UTC.
+and the report names the contacts that did not go. A daily quota exhausted all the
+same (other traffic of the key, an estimate exceeded) stops further uploads; the run
+ends ``quota_exhausted`` and can be started again with the same run id after 00:00 UTC.
 
 Only new and changed contacts are in the chunks; an unchanged segment has none, and
 the run goes straight to its report. In mirror mode, when there are joiners or
@@ -40,6 +47,7 @@ from functions.activities import (
     FINISH_RUN,
     POLL_IMPORTS,
     PREPARE_SEGMENT,
+    QUOTA_LEFT,
     UPLOAD_CHUNK,
 )
 from shared.runs.bookkeeping import RunTally, Stage
@@ -47,6 +55,7 @@ from shared.runs.contract import Phase
 from shared.runs.ids import iso
 from shared.runs.membership import MembersResult, RemovalResult
 from shared.runs.prepared import ChunkRef, PreparedRun
+from shared.runs.quota_plan import KeyDay
 from shared.runs.uploads import PollRequest, PollResult, UploadRequest, UploadResult
 
 bp = Blueprint()
@@ -72,7 +81,13 @@ def segment_export(context: Any) -> Generator[Any, Any, dict[str, Any] | None]:
     if tally.stage is Stage.PREPARE:
         yield from _prepare(context, tally, retry)
         tally.advance()
-    for stage, steps in ((Stage.SEND, _upload), (Stage.WAIT, _wait), (Stage.REMOVE, _remove)):
+    stages = (
+        (Stage.QUOTA, _plan),
+        (Stage.SEND, _upload),
+        (Stage.WAIT, _wait),
+        (Stage.REMOVE, _remove),
+    )
+    for stage, steps in stages:
         if tally.stage is stage:
             if (yield from steps(context, tally, retry)):
                 # This generation's history has grown long: the next one goes on from
@@ -116,6 +131,32 @@ def _prepare(context: Any, tally: RunTally, retry: RetryOptions) -> Generator[An
         except Exception as exc:
             tally.fail(f"the lists' members could not be read: {failure_reason(exc)}")
     context.set_custom_status(tally.progress())
+
+
+def _plan(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
+    """Send only when the key's day can carry the run's estimate; else wait for the reset.
+
+    Asked again after every reset: runs that waited for the same midnight take the new
+    day in turn, and one the day cannot carry waits for the next. A run estimated at
+    more than a whole day's quota goes at once (no reset makes room for it).
+    """
+    if tally.plan_requests() is None:
+        return False  # nothing to send
+    while True:
+        if tally.history_full():
+            return True
+        try:
+            day = yield _activity(context, tally, QUOTA_LEFT, retry, {"run_id": tally.run.run_id})
+        except Exception as exc:
+            tally.quota_unknown(f"the API key's day could not be read: {failure_reason(exc)}")
+            break
+        resume = tally.quota_checked(KeyDay.from_json(day), context.current_utc_datetime)
+        if resume is None:
+            break
+        context.set_custom_status(tally.progress())
+        yield _timer(context, tally, resume)
+    context.set_custom_status(tally.progress())
+    return False
 
 
 def _upload_request(tally: RunTally, chunk: ChunkRef) -> dict[str, Any]:

@@ -276,8 +276,9 @@ def test_continue_as_new_hands_on_the_run_and_its_tally(five_hours: Played) -> N
     assert carry["requests"]["status_polls"] == polls_before
     assert carry["requests"]["import_requests"] == 5
     assert [o["fate"] for o in carry["outcomes"]] == ["accepted"] * 5
-    # the deadline set when the wait began: prepare and the one upload window took 2 s
-    assert carry["wait_deadline"] == (START + timedelta(seconds=2, hours=6)).isoformat()
+    # the deadline set when the wait began: prepare, the look at the key's day and the
+    # one upload window took a second each
+    assert carry["wait_deadline"] == (START + timedelta(seconds=3, hours=6)).isoformat()
     # the new generation's first episode shows the same progress the last one left
     assert run.generations[1].events[1]["EventType"] == EventType.EXECUTION_STARTED
 
@@ -308,7 +309,7 @@ def test_a_run_that_continued_as_new_ends_as_an_unbroken_one(
         assert restarted.final.output["contacts_unconfirmed"] == 500
         # the last poll at the deadline, then no more
         assert len(restarted_account.polls) == polls_within(THREE_HOURS, 3 * 3600) == 43
-        assert poll_timers(restarted)[-1][1] == START + timedelta(seconds=2, hours=3)
+        assert poll_timers(restarted)[-1][1] == START + timedelta(seconds=3, hours=3)
 
 
 def test_uploads_that_wait_for_the_budget_continue_as_new_without_sending_again() -> None:

@@ -206,8 +206,15 @@ def test_the_rest_of_the_report() -> None:
         "status_polls": 4,
         "poll_requests": 5,
         "polls_in_one_request": 3,
+        "member_requests": 0,
+        "removal_requests": 0,
+        "removal_poll_requests": 0,
         "fewest_import_requests": 7,
+        "total": 17,  # 12 imports and 5 poll requests
+        "estimated": None,  # no plan in this request: the quota planning tests have one
+        "estimate": None,
     }
+    assert r["quota_plan"] is None
     assert r["changes"] == {
         "mode": "mirror",
         "incremental": True,

@@ -115,6 +115,8 @@ def test_happy_path_uploads_in_windows_polls_everything_at_once_and_reports() ->
         "contacts_done": 500,
         "polls": 2,
         "started_at": run.final.custom_status["started_at"],
+        "requests_estimated": 81,  # 5 imports, 76 polls at most in a 6-hour wait
+        "resumes_at": None,
     }
     assert uploads(run) == [1, 2, 3, 4, 5]  # one request per chunk, none again
     # each poll asks about every pending import, in one activity call

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -121,6 +121,9 @@ class Usage:
     """Requests let through that day (a request sent again counts again)."""
     stopped_until: str | None
     """When a quota stop ends (ISO 8601, UTC), or None when sending is allowed."""
+    read_at: float = field(default=0.0, compare=False)
+    """The pacer's wall clock when this was read (seconds since the epoch): a run
+    waiting for the reset times its wait from it, not from a clock of its own."""
 
     @property
     def resets_at(self) -> str:
@@ -284,7 +287,7 @@ class Pacer:
         today = utc_day(wall)
         stopped = state.quota_until if state.quota_until and wall < state.quota_until else 0.0
         until = _iso(datetime.fromtimestamp(stopped, tz=UTC)) if stopped else None
-        return Usage(self.key, today, state.used_on(today), until)
+        return Usage(self.key, today, state.used_on(today), until, read_at=wall)
 
     @staticmethod
     def _exhausted(until: float) -> QuotaExhausted:

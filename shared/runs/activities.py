@@ -23,6 +23,9 @@ What each activity promises, so Durable's retries stay safe:
   removal plan (shared/runs/mirror.py); a retry decides again from the same inputs.
 - ``apply_removals`` sends the plan's membership removals and records the activity
   ids; a retry that finds the record sends nothing (removing twice would be harmless).
+- ``quota_left`` reads the API key's day from the pacer's shared record (no request to
+  Constant Contact): what is left of the daily quota and when it resets
+  (shared/runs/quota_plan.py). It changes nothing, so a retry is a read again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -41,7 +45,7 @@ from shared.config import Settings
 from shared.constant_contact.client import ConstantContactClient
 from shared.constant_contact.connect import Connections
 from shared.constant_contact.models import Activity
-from shared.constant_contact.pacing import Pacer
+from shared.constant_contact.pacing import Pacer, Usage
 from shared.constant_contact.tokens import TokenManager
 from shared.constant_contact.transport import RetryPolicy, scrub
 from shared.errors import (
@@ -86,6 +90,7 @@ from shared.runs.next_state import (
 )
 from shared.runs.outcome import log_run_finished
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
+from shared.runs.quota_plan import KeyDay
 from shared.runs.report import build_report
 from shared.runs.step_spans import traced
 from shared.runs.store import RunStore, state_store_for
@@ -204,6 +209,22 @@ def import_state(activity: Activity) -> ImportState:
         correctable_count=status.correctable_count,
         cannot_add_to_list_count=status.cannot_add_to_list_count,
         activity_errors=tuple(scrub(e)[:300] for e in activity.errors[:MAX_ACTIVITY_ERRORS]),
+    )
+
+
+def key_day(usage: Usage, limit: int) -> KeyDay:
+    """The key's day as a run weighs it: nothing is left while a quota stop holds (the
+    stop then says when sending starts again)."""
+    resets_at = usage.stopped_until or usage.resets_at
+    reset = datetime.fromisoformat(resets_at.replace("Z", "+00:00")).timestamp()
+    left = 0 if usage.stopped_until else max(limit - usage.used, 0)
+    return KeyDay(
+        day=usage.day,
+        used=usage.used,
+        limit=limit,
+        left=left,
+        resets_at=resets_at,
+        resets_in=max(reset - usage.read_at, 0.0),
     )
 
 
@@ -455,6 +476,14 @@ class RunActivities:
             ).to_json()
         states = tuple(import_state(activity) for activity in found.values())
         return PollResult(imports=states, requests=client.stats.requests).to_json()
+
+    # -- quota_left -----------------------------------------------------------------------
+
+    @traced
+    async def quota_left(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The API key's day, as every pacer sharing its record counted it."""
+        usage = await asyncio.to_thread(self.services.pacer.usage)
+        return key_day(usage, self.services.settings.daily_quota).to_json()
 
     # -- finish_run -----------------------------------------------------------------------
 

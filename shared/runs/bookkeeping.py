@@ -19,8 +19,11 @@ from enum import StrEnum
 from typing import Any
 
 from shared.runs.contract import CARRY, FinishRequest, Phase, RunInput, RunOutcome, RunStatus
+from shared.runs.estimate import estimate_requests
+from shared.runs.ids import iso
 from shared.runs.membership import ListPlan, MembersResult, RemovalResult, Removals
 from shared.runs.prepared import Changes, ChunkRef, PreparedRun
+from shared.runs.quota_plan import KeyDay, QuotaPlan
 from shared.runs.uploads import (
     TERMINAL_IMPORT_STATES,
     ChunkFate,
@@ -42,6 +45,8 @@ class Stage(StrEnum):
 
     PREPARE = "prepare"
     """Prepare the segment, and in mirror mode look at the lists."""
+    QUOTA = "quota"
+    """Weigh the run's requests against the key's day; wait for the reset if it is short."""
     SEND = "send"
     """Upload the chunks, polling while the pending-imports budget is full."""
     WAIT = "wait"
@@ -53,7 +58,8 @@ class Stage(StrEnum):
 
 
 _NEXT = {
-    Stage.PREPARE: Stage.SEND,
+    Stage.PREPARE: Stage.QUOTA,
+    Stage.QUOTA: Stage.SEND,
     Stage.SEND: Stage.WAIT,
     Stage.WAIT: Stage.REMOVE,
     Stage.REMOVE: Stage.FINISH,
@@ -96,6 +102,9 @@ class RunTally:
         """Removal polls in a row that failed (after their retries)."""
         self.removal_deadline: str | None = None
         """When waiting for the removals gives up (ISO 8601), set when that wait begins."""
+        self.plan: QuotaPlan | None = None
+        """The run's estimate of its requests and what it found of the key's day
+        (shared/runs/quota_plan.py); None until it has one to weigh."""
         self.tasks = 0
         """Activities and timers this generation scheduled: what its history grows with.
         Never carried: each generation starts from nothing."""
@@ -147,6 +156,7 @@ class RunTally:
             "removal_deadline": self.removal_deadline,
             "confirmation": self.confirmation,
             "stopped_because": self.stopped_because,
+            "plan": None if self.plan is None else self.plan.to_json(),
         }
 
     @classmethod
@@ -171,6 +181,7 @@ class RunTally:
         tally.removal_deadline = data["removal_deadline"]
         tally.confirmation = data["confirmation"]
         tally.stopped_because = data["stopped_because"]
+        tally.plan = QuotaPlan.from_json(data.get("plan"))
         return tally
 
     # -- waits -----------------------------------------------------------------------
@@ -195,6 +206,51 @@ class RunTally:
     def next_removal_poll(self, now: datetime, deadline: datetime) -> datetime:
         """When to ask about the removals next: backing off with every removal poll."""
         return next_poll(now, self.run.options, self.removal_polls, deadline)
+
+    # -- the daily quota --------------------------------------------------------------
+
+    def plan_requests(self) -> QuotaPlan | None:
+        """The run's estimate of its requests (shared/runs/estimate.py), told once when it
+        is about to send; None when it will send nothing (nothing to weigh)."""
+        if self.plan is None and (self.pending_chunks() or self.removals_due()):
+            members = self.members
+            self.plan = QuotaPlan(
+                estimate_requests(
+                    self.run.options,
+                    bodies=len(self.pending_chunks()),
+                    member_requests=members.requests if members else 0,
+                    removals=[p.remove for p in members.lists] if members else (),
+                )
+            )
+        return self.plan
+
+    def quota_checked(self, day: KeyDay, now: datetime) -> datetime | None:
+        """What the key's day is; returns when to ask again (the reset, on a timer of the
+        time the reader's clock had left to it) if it cannot carry the run, else None
+        and the run sends."""
+        plan = self.plan
+        assert plan is not None  # asked only once planned
+        plan = plan.checked(day)
+        if plan.carried_by(day):
+            self.plan = replace(plan, resumes_at=None)
+            self.phase = Phase.UPLOADING
+            return None
+        resume = _whole_second_after(now, max(day.resets_in, 1.0))
+        self.plan = replace(
+            plan,
+            waits=plan.waits + 1,
+            resumes_at=iso(resume),
+            waited_since=plan.waited_since or iso(now),
+        )
+        self.phase = Phase.WAITING_FOR_QUOTA
+        return resume
+
+    def quota_unknown(self, why: str) -> None:
+        """The key's day could not be read: the run sends without the check (the pacer
+        still stops every request once Constant Contact says the quota is gone)."""
+        if self.plan is not None:
+            self.plan = replace(self.plan, resumes_at=None, error=why)
+        self.phase = Phase.UPLOADING
 
     # -- steps ---------------------------------------------------------------------
 
@@ -241,6 +297,7 @@ class RunTally:
 
     def members_found(self, result: MembersResult) -> None:
         self.members = result
+        self._count(member_requests=result.requests)
         if result.resets_at is not None:
             self.quota_exhausted(result.resets_at)
             return
@@ -286,6 +343,7 @@ class RunTally:
             error=result.error,
         )
         self.removal_states = {a: "" for a in result.activity_ids}
+        self._count(removal_requests=result.requests)
         if result.resets_at is not None:
             self.quota_exhausted(result.resets_at)
 
@@ -299,6 +357,7 @@ class RunTally:
 
     def removals_polled(self, result: PollResult) -> None:
         self.removal_polls += 1
+        self._count(removal_poll_requests=result.requests)
         self.removal_poll_failures = 0
         if result.stopped:
             self.removals_unconfirmed(result.error or "the run was stopped")
@@ -363,6 +422,10 @@ class RunTally:
             self.outcomes[result.index] = replace(
                 outcome, fate=ChunkFate.UPLOAD_FAILED, upload_requests=requests, error=result.error
             )
+
+    def _count(self, **more: int) -> None:
+        counts = self.requests
+        self.requests = replace(counts, **{k: getattr(counts, k) + n for k, n in more.items()})
 
     def upload_failed(self, index: int, error: str) -> None:
         """The upload activity failed for good (after its retries)."""
@@ -493,6 +556,8 @@ class RunTally:
             "contacts_done": self._contacts(o for o in outcomes if o.fate.delivered),
             "polls": self.requests.status_polls,
             "started_at": self.started_at,
+            "requests_estimated": None if self.plan is None else self.plan.estimate.total,
+            "resumes_at": self.plan.resumes_at if self.plan is not None else None,
         }
 
     def finish_request(self, finished_at: str) -> FinishRequest:
@@ -516,6 +581,7 @@ class RunTally:
             members=self.members,
             removals=self.removals,
             confirmation=self.confirmation,
+            plan=self.plan,
         )
 
     def outcome(self, report: str | None) -> RunOutcome:
@@ -535,6 +601,14 @@ class RunTally:
             report=report,
             resume_after=self.resets_at if status is RunStatus.QUOTA_EXHAUSTED else None,
         )
+
+
+def _whole_second_after(now: datetime, seconds: float) -> datetime:
+    """``seconds`` after ``now``, rounded up to a whole second: never before the reset."""
+    moment = now + timedelta(seconds=seconds)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment
 
 
 def _later(now: datetime, seconds: float) -> str:

@@ -3,9 +3,10 @@ HTTP API exchange, as plain JSON (no contact data, no secrets).
 
 Names. The orchestrator ``segment_export`` calls the activities ``prepare_segment``,
 ``upload_chunk``, ``poll_imports`` and ``finish_run``, and in mirror mode
-``find_members`` (before any upload) and ``apply_removals`` (after the imports). What
-each activity gives back is in ``prepared``, ``uploads`` and ``membership``; the
-orchestrator's own tally is ``bookkeeping.RunTally``.
+``find_members`` (before any upload) and ``apply_removals`` (after the imports); before
+it sends, ``quota_left`` (the API key's day: shared/runs/quota_plan.py). What each
+activity gives back is in ``prepared``, ``uploads``, ``membership`` and
+``quota_plan``; the orchestrator's own tally is ``bookkeeping.RunTally``.
 
 Input (:class:`RunInput`; its ``run_id`` is also the instance id)::
 
@@ -30,11 +31,19 @@ writes and reads ``carry``.
 
 Custom status (``RunTally.progress``), set at every step::
 
-    {"phase": "preparing" | "uploading" | "waiting" | "finishing" | "done",
+    {"phase": "preparing" | "waiting_for_quota" | "uploading" | "waiting" | "finishing"
+              | "done",
      "run_id": ..., "status": null until done, then a RunStatus value,
      "chunks_total": n, "chunks_uploaded": n, "chunks_done": n, "chunks_failed": n,
      "contacts_total": n, "contacts_sent": n, "contacts_done": n, "polls": n,
-     "started_at": "<when the run's first generation started>"}
+     "started_at": "<when the run's first generation started>",
+     "requests_estimated": n | null, "resumes_at": "2026-11-29T00:00:01Z" | null}
+
+``requests_estimated`` is the run's estimate of its requests (shared/runs/estimate.py),
+told once it has prepared; ``resumes_at`` is set while the phase is
+``waiting_for_quota``: what is left of the API key's day cannot carry the estimate, so
+nothing is sent until the run's timer fires then, just after the next 00:00 UTC; it
+asks again and sends (or waits for the next reset, when other runs took the day).
 
 ``chunks_done`` counts chunks whose import reached a final state (imported or not);
 ``contacts_sent`` the contacts of chunks Constant Contact accepted;
@@ -84,6 +93,7 @@ from shared.runs.grants import RunGrant, RunScope
 from shared.runs.ids import check_run_id, iso
 from shared.runs.membership import MembersResult, Removals
 from shared.runs.prepared import PreparedRun
+from shared.runs.quota_plan import QuotaPlan
 from shared.runs.uploads import ChunkOutcome, RequestCounts
 
 ORCHESTRATOR = "segment_export"
@@ -93,7 +103,16 @@ POLL_IMPORTS = "poll_imports"
 FINISH_RUN = "finish_run"
 FIND_MEMBERS = "find_members"
 APPLY_REMOVALS = "apply_removals"
-ACTIVITIES = (PREPARE_SEGMENT, UPLOAD_CHUNK, POLL_IMPORTS, FINISH_RUN, FIND_MEMBERS, APPLY_REMOVALS)
+QUOTA_LEFT = "quota_left"
+ACTIVITIES = (
+    PREPARE_SEGMENT,
+    UPLOAD_CHUNK,
+    POLL_IMPORTS,
+    FINISH_RUN,
+    FIND_MEMBERS,
+    APPLY_REMOVALS,
+    QUOTA_LEFT,
+)
 
 TRIGGERS = frozenset({"blob", "timer", "http", "cli"})
 
@@ -112,6 +131,7 @@ class RunStatus(StrEnum):
 
 class Phase(StrEnum):
     PREPARING = "preparing"
+    WAITING_FOR_QUOTA = "waiting_for_quota"
     UPLOADING = "uploading"
     WAITING = "waiting"
     FINISHING = "finishing"
@@ -300,9 +320,12 @@ class FinishRequest:
     removals: Removals | None = None
     confirmation: str | None = None
     """Why a mirror run stopped to ask (status needs_confirmation)."""
+    plan: QuotaPlan | None = None
+    """The run's estimate of its requests and what it found of the key's day."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "plan": None if self.plan is None else self.plan.to_json(),
             "members": None if self.members is None else self.members.to_json(),
             "removals": None if self.removals is None else self.removals.to_json(),
             "confirmation": self.confirmation,
@@ -333,6 +356,7 @@ class FinishRequest:
             members=MembersResult.from_json(data["members"]) if data.get("members") else None,
             removals=Removals.from_json(data["removals"]) if data.get("removals") else None,
             confirmation=data.get("confirmation"),
+            plan=QuotaPlan.from_json(data.get("plan")),
         )
 
 

@@ -26,7 +26,15 @@ Fields:
 - ``rejects``: rows left out (invalid, duplicates) by reason, and where rejects.csv is.
 - ``quota``: set when the daily quota ran out: when it resets and how to resume.
 - ``requests``: import requests sent (against the chunks: the fewest possible is one
-  each), status polls and the requests they took.
+  each), status polls and the requests they took, in mirror mode the lists' reads,
+  the removals and their polls; ``total``, every request the run counted; and
+  ``estimated``, what the run estimated before it sent (shared/runs/estimate.py; null
+  when it had nothing to send), with ``estimate``, the same by kind: ``total`` against
+  ``estimated`` is how far off the estimate was.
+- ``quota_plan`` (null when nothing was to be sent): what the run found of the API
+  key's day before it sent (``key_day``: day, used, limit, left, resets_at), how many
+  resets it ``waits``-ed for, since when (``waited_since``), and ``error`` when the
+  day could not be read (the run then sent unchecked).
 - ``changes``: the segment against the export's last snapshot: ``mode`` (add or
   mirror), ``incremental`` (compared with a snapshot), ``added`` (new contacts),
   ``updated`` (changed ones), ``unchanged`` (not sent again), ``left`` (in the last
@@ -56,6 +64,7 @@ from typing import Any
 
 from shared.runs.contract import FinishRequest, RunStatus
 from shared.runs.prepared import Changes
+from shared.runs.quota_plan import QuotaPlan
 from shared.runs.uploads import ChunkFate, ChunkOutcome
 
 
@@ -95,7 +104,7 @@ def build_report(
     retried: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report for a finished run (pure: the caller stores it)."""
-    run, prepared, outcomes = request.run, request.prepared, request.outcomes
+    run, prepared, outcomes, plan = request.run, request.prepared, request.outcomes, request.plan
     export = run.export
     fates = Counter(o.fate for o in outcomes)
     imported = [o for o in outcomes if o.fate is ChunkFate.IMPORTED]
@@ -170,7 +179,11 @@ def build_report(
         "requests": {
             **asdict(request.requests),
             "fewest_import_requests": len(outcomes),
+            "total": request.requests.total,
+            "estimated": None if plan is None else plan.estimate.total,
+            "estimate": None if plan is None else plan.estimate.to_json(),
         },
+        "quota_plan": None if plan is None else _quota_plan(plan),
     }
     report["changes"] = _changes(request, state, retried)
     report["removals"] = _removals(request)
@@ -181,6 +194,18 @@ def build_report(
             "resume": f"after {request.resets_at}: {resume_hint}",
         }
     return report
+
+
+def _quota_plan(plan: QuotaPlan) -> dict[str, Any]:
+    day = plan.key_day
+    return {
+        "key_day": None
+        if day is None
+        else {k: v for k, v in asdict(day).items() if k != "resets_in"},
+        "waits": plan.waits,
+        "waited_since": plan.waited_since,
+        "error": plan.error,
+    }
 
 
 def _changes(
@@ -234,7 +259,7 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The report as a few lines for a terminal."""
-    counts, chunks, requests = report["counts"], report["chunks"], report["requests"]
+    counts, chunks = report["counts"], report["chunks"]
     reasons = counts_text(report["rejects"]["reasons"])
     lines = [
         f"run {report['run_id']}: {report['status'].replace('_', ' ')}",
@@ -257,12 +282,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"  not listed      {counts['cannot_add_to_list']:>10,}  (unsubscribed earlier)"
         )
-    lines.append(
-        f"  requests        {_plural(requests['import_requests'], 'import')} for "
-        f"{_plural(chunks['total'], 'chunk')} (fewest possible {chunks['fewest_possible']}); "
-        f"{_plural(requests['status_polls'], 'status poll')} in "
-        f"{_plural(requests['poll_requests'], 'request')}"
-    )
+    lines += _request_lines(report)
     for entry in report["chunk_outcomes"]:
         if entry["fate"] != ChunkFate.IMPORTED.value or entry["shortfall"]:
             why = entry["error"] or f"{entry['shortfall']:,} contacts not counted"
@@ -290,6 +310,29 @@ def render(report: dict[str, Any]) -> str:
     if report["rejects"]["file"]:
         lines.append(f"  rejects         {report['rejects']['file']}")
     return "\n".join(lines)
+
+
+def _request_lines(report: dict[str, Any]) -> list[str]:
+    """What the run asked of Constant Contact, against its estimate and any wait."""
+    chunks, requests = report["chunks"], report["requests"]
+    lines = [
+        f"  requests        {_plural(requests['import_requests'], 'import')} for "
+        f"{_plural(chunks['total'], 'chunk')} (fewest possible {chunks['fewest_possible']}); "
+        f"{_plural(requests['status_polls'], 'status poll')} in "
+        f"{_plural(requests['poll_requests'], 'request')}"
+    ]
+    if requests.get("estimated") is not None:
+        lines.append(
+            f"  requests made   {requests['total']:>10,}  "
+            f"(estimated {requests['estimated']:,} before sending)"
+        )
+    waited = (report.get("quota_plan") or {}).get("waits", 0)
+    if waited:
+        lines.append(
+            f"  waited          for {_plural(waited, 'daily quota reset')} before sending "
+            f"(since {report['quota_plan']['waited_since']})"
+        )
+    return lines
 
 
 def render_changes(changes: Mapping[str, Any] | None, removals: dict[str, Any] | None) -> list[str]:

@@ -245,3 +245,20 @@ class RequestCounts:
     poll_requests: int = 0
     """HTTP requests those polls made (equal to status_polls when each took one)."""
     polls_in_one_request: int = 0
+    member_requests: int = 0
+    """Mirror mode: requests that read the lists' members."""
+    removal_requests: int = 0
+    """Mirror mode: membership removal requests."""
+    removal_poll_requests: int = 0
+    """Mirror mode: requests of the removals' status polls."""
+
+    @property
+    def total(self) -> int:
+        """Every request the run's activities counted (what its estimate is told against)."""
+        return (
+            self.import_requests
+            + self.poll_requests
+            + self.member_requests
+            + self.removal_requests
+            + self.removal_poll_requests
+        )

@@ -22,6 +22,7 @@ timer on the context's clock.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from shared.runs.contract import RunOptions
@@ -55,3 +56,22 @@ def next_poll(
     """
     due = now + timedelta(seconds=poll_delay(options, polls))
     return due if deadline is None else min(due, deadline)
+
+
+def polls_within(options: RunOptions, seconds: float) -> int:
+    """The most polls a wait of ``seconds`` makes: the schedule of :func:`poll_delay`
+    from its first poll, the last held to the deadline (as :func:`next_poll` holds it).
+
+    Told in closed form once the delay reaches the cap, so a long wait with short
+    polls costs no loop per poll. What the daily quota plan (shared/runs/estimate.py)
+    counts a wait's polls by.
+    """
+    cap = max(options.poll_seconds, options.max_poll_seconds)
+    waited, polls = 0.0, 0
+    while waited < seconds:
+        delay = poll_delay(options, polls)
+        if delay >= cap:
+            return polls + math.ceil((seconds - waited) / cap)
+        waited = min(seconds, waited + delay)
+        polls += 1
+    return polls

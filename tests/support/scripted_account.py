@@ -2,17 +2,21 @@
 and tests/test_mirror_replay.py, which teaches it the mirror activities): the four
 activities answer as the real ones do (shared/runs/contract.py payloads), and each of
 its fields drives one branch of the orchestrator: a failed chunk, a failed import, the
-daily quota, slow imports, polls that fail."""
+daily quota (spent mid-run, or short before the run sends), slow imports, polls that
+fail."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.runs.contract import FinishRequest, RunInput
 from shared.runs.prepared import ChunkRef, PreparedRun
+from shared.runs.quota_plan import KeyDay
 from shared.runs.uploads import ImportState, PollResult, UploadRequest, UploadResult, UploadVerdict
+from tests.support.durable_history import Clock
 
 
 class UploadBroke(Exception):
@@ -38,6 +42,13 @@ class Account:
     polls: list[list[str]] = field(default_factory=list)
     poll_attempts: int = 0
     finished: list[FinishRequest] = field(default_factory=list)
+    daily_quota: int = 10_000
+    left: list[int] = field(default_factory=list)
+    """What ``quota_left`` answers is left of the key's day, in turn (the last again and
+    again); nothing scripted: the whole quota."""
+    clock: Clock = field(default_factory=Clock)
+    """The simulated time (run_by_replay's ``clock``): the day and its reset are told from it."""
+    key_days: list[KeyDay] = field(default_factory=list)
 
     def prepare_segment(self, data: Mapping[str, Any]) -> dict[str, Any]:
         run = RunInput.from_json(data)
@@ -101,6 +112,22 @@ class Account:
             counted = self.contacts_each - self.short.get(index, 0) if state == "completed" else 0
             states.append(ImportState(activity_id, state, person_count=counted))
         return PollResult(imports=tuple(states), requests=1).to_json()
+
+    def quota_left(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        now = self.clock.now.astimezone(UTC)
+        reset = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+        left = self.left[min(len(self.key_days), len(self.left) - 1)] if self.left else None
+        left = self.daily_quota if left is None else left
+        day = KeyDay(
+            day=now.strftime("%Y-%m-%d"),
+            used=self.daily_quota - left,
+            limit=self.daily_quota,
+            left=left,
+            resets_at=reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            resets_in=(reset - now).total_seconds(),
+        )
+        self.key_days.append(day)
+        return day.to_json()
 
     def finish_run(self, data: Mapping[str, Any]) -> dict[str, Any]:
         request = FinishRequest.from_json(data)
