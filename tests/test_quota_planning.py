@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from functions.orchestrator import segment_export
+from shared.console.run_view import RunState, progress_json, report_view, verdict
 from shared.constant_contact import client
 from shared.constant_contact.pacing import Usage
 from shared.exports.definitions import ExportDefinition
@@ -26,6 +27,7 @@ from shared.runs.activities import key_day
 from shared.runs.contract import CARRY, RunInput, RunOptions
 from shared.runs.estimate import IDS_PER_LISTING, IDS_PER_REMOVAL, estimate_requests, poll_requests
 from shared.runs.quota_plan import KeyDay, QuotaPlan, RequestEstimate
+from shared.runs.report import build_report, render
 from shared.runs.waits import poll_delay, polls_within
 from tests.support.durable_history import (
     START,
@@ -327,3 +329,44 @@ def test_a_long_wait_for_the_quota_continues_as_new_and_stays_small() -> None:
     # the custom status the waiting generation carried on, as it left it
     waiting = [h[CARRY] for h in run.continued if h[CARRY]["stage"] == "quota"]
     assert waiting[0]["phase"] == "waiting_for_quota"
+
+
+# --- what a person sees ----------------------------------------------------------------
+
+
+def test_the_run_page_says_the_wait_its_estimate_and_when_it_goes_on() -> None:
+    status = replay(segment_export, waiting_history(left=ESTIMATE - 1)).custom_status
+    state = RunState("Running", status, START)
+
+    shown = verdict(state)
+    assert shown.title == "Waiting for the daily quota to reset before sending"
+    assert shown.detail == (
+        f"what is left of the API key's daily request quota cannot carry its {ESTIMATE} "
+        "estimated requests, so nothing has been sent; it starts by itself at "
+        "2026-11-29 00:00 UTC, after the quota resets (to stop it instead, terminate the run)"
+    )
+    fields = progress_json(state, START + timedelta(minutes=5))["fields"]
+    assert fields["phase"] == shown.title
+    assert fields["sent"] == "0 of 500 (0 of 5 request bodies)"
+    assert fields["left"] == "not known yet: nothing is sent before 2026-11-29 00:00 UTC"
+
+
+def test_the_report_says_the_estimate_what_was_made_and_the_wait() -> None:
+    account = Account(chunks=5, polls_to_finish=2, left=[ESTIMATE - 1, 10_000])
+    play(account)
+    [finish] = account.finished
+
+    report = build_report(finish, staging="az://staging/x", rejects_file=None, resume_hint="-")
+
+    assert report["requests"]["estimated"] == ESTIMATE
+    assert report["requests"]["total"] == 7
+    assert report["requests"]["estimate"]["status_polls"] == 76
+    assert report["quota_plan"]["waits"] == 1
+    assert report["quota_plan"]["key_day"]["day"] == "2026-11-29"
+    facts = {fact.label: fact.value for fact in report_view(report).facts}
+    assert facts["Requests planned"] == (
+        f"7 made of {ESTIMATE} estimated before sending; waited for 1 daily quota reset "
+        "from 2026-11-28 09:30 UTC"
+    )
+    assert "estimated 81 before sending" in render(report)
+    assert "waited          for 1 daily quota reset" in render(report)

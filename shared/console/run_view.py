@@ -25,12 +25,13 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from shared.console.wording import REASONS, moment, when
+from shared.console.wording import REASONS, moment, quota_wait, when
 from shared.runs.access import TERMINAL
 
 PHASES: Mapping[str, str] = {
     "starting": "Waiting to start",
     "preparing": "Preparing: reading the export and checking its rows",
+    "waiting_for_quota": "Waiting for the daily quota to reset before sending",
     "uploading": "Sending the contacts to Constant Contact",
     "waiting": "Waiting for Constant Contact to finish the imports",
     "finishing": "Writing the report",
@@ -143,6 +144,8 @@ def verdict(state: RunState, report: Mapping[str, Any] | None = None) -> Verdict
     if not state.ended:
         if state.runtime_status == "Pending":
             return Verdict("pending", PHASES["starting"])
+        if state.phase == "waiting_for_quota":
+            return Verdict("running", PHASES[state.phase], quota_wait(state.custom_status))
         return Verdict("running", PHASES.get(state.phase, state.phase))
     status = _status_of(state, report)
     if status in STATUSES:
@@ -244,6 +247,9 @@ def progress_of(state: RunState, now: datetime) -> Progress:
         left = "not known yet: the run is still preparing"
     elif phase == "finishing":
         left = "less than a minute"
+    elif phase == "waiting_for_quota":
+        resumes = when((custom or {}).get("resumes_at"))
+        left = f"not known yet: nothing is sent before {resumes or 'the quota resets'}"
     elif prepared == 0:
         left = "none: nothing to send"
     else:
@@ -379,6 +385,9 @@ def report_view(report: Mapping[str, Any]) -> ReportView:
         )
     removals = _mapping(report.get("removals"))
     facts.append(Fact("Requests used", _requests_text(requests, chunks, removals)))
+    planned = _planned_text(requests, _mapping(report.get("quota_plan")))
+    if planned:
+        facts.append(Fact("Requests planned", planned))
     reasons = sorted(
         (Reason(str(code), n) for code, n in _mapping(rejects.get("reasons")).items() if n),
         key=lambda r: (-r.count, r.code),
@@ -406,6 +415,25 @@ def _requests_text(
     )
     if _count(removals, "activities"):
         text += f"; {_plural(_count(removals, 'activities'), 'membership removal request')}"
+    return text
+
+
+def _planned_text(requests: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+    """The estimate the run weighed against the key's day, against what it made, and
+    how long it waited for the quota."""
+    if not isinstance(requests.get("estimated"), int):
+        return ""
+    text = (
+        f"{_count(requests, 'total'):,} made of {_count(requests, 'estimated'):,} estimated "
+        "before sending"
+    )
+    if _count(plan, "waits"):
+        text += (
+            f"; waited for {_plural(_count(plan, 'waits'), 'daily quota reset')} "
+            f"from {when(plan.get('waited_since'))}"
+        )
+    elif plan.get("error"):
+        text += f"; sent without the check: {plan['error']}"
     return text
 
 

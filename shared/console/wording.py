@@ -86,3 +86,21 @@ def when(value: Any) -> str:
     """A time as people read it: ``2026-11-28 09:45 UTC``; empty when there is none."""
     found = moment(value)
     return found.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if found else ""
+
+
+def quota_wait(custom_status: Mapping[str, Any] | None) -> str:
+    """Why a run waiting for the daily quota sends nothing yet, and when it goes on.
+
+    The custom status says the run's estimate and when its timer fires
+    (shared/runs/contract.py); a person who does not want it to go then terminates it.
+    """
+    status = custom_status or {}
+    estimated = status.get("requests_estimated")
+    need = f"its {estimated:,} estimated requests" if isinstance(estimated, int) else "it"
+    resumes = when(status.get("resumes_at"))
+    return (
+        f"what is left of the API key's daily request quota cannot carry {need}, so "
+        "nothing has been sent; it starts by itself "
+        + (f"at {resumes}, after the quota resets" if resumes else "after the quota resets")
+        + " (to stop it instead, terminate the run)"
+    )
