@@ -30,9 +30,10 @@ from shared.config import Config
 from shared.constant_contact.pacing import PACING_MARGIN, Pacer, PaceState
 from shared.exports.definitions import ExportDefinition
 from shared.runs.activities import RunActivities, RunServices
-from shared.runs.contract import RunOptions, RunStatus
+from shared.runs.contract import ORCHESTRATOR, RunOptions, RunStatus
 from shared.wiring import clients
-from shared.workstation.local_run import LocalRunResult, run_locally
+from shared.workstation.local_engine import RunState, RuntimeStatus
+from shared.workstation.local_run import LocalRunResult, app_engine, run_locally
 from tests.support.export_runs import (
     BODY_BYTES,
     ROWS,
@@ -137,6 +138,40 @@ def test_a_run_the_day_cannot_carry_waits_for_the_reset_then_delivers_everything
     # the key's record counted the run's requests on the new day, as the run did
     day = PaceState.parse(key_record_path(env).read_bytes())
     assert (day.day, day.used) == (NEXT_DAY, requests["total"])
+
+
+def test_a_run_waiting_for_the_quota_can_be_terminated_and_sends_nothing(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    list_id = sandbox.create_list()
+    home = tmp_path / "home"
+    connect(sandbox, home)
+    env = env_for(sandbox, home, None)
+    services = replace(services_for(env), pacer=nearly_used(env, MidnightClock(DAY, before=3600)))
+    run = run_input(sample_folder(tmp_path / "sample"), list_id)
+    activities = RunActivities(services)
+    engine = app_engine(activity_concurrency=run.options.upload_window + 1, activities=activities)
+    engine.on_close(activities.aclose)
+    waited: list[dict[str, Any]] = []
+
+    with engine:
+        started = engine.start(ORCHESTRATOR, run.to_json(), instance_id=run.run_id)
+
+        def stop_when_waiting(state: RunState) -> None:
+            custom = state.custom_status or {}
+            if custom.get("phase") == "waiting_for_quota" and not waited:
+                waited.append(custom)
+                engine.client.terminate_orchestration(started.instance_id, output="cancelled")
+
+        state = engine.wait(started.instance_id, TIMEOUT, on_progress=stop_when_waiting)
+
+    assert state.status is RuntimeStatus.TERMINATED
+    [status] = waited
+    resumes_at = datetime.fromisoformat(status["resumes_at"].replace("Z", "+00:00"))
+    assert resumes_at.timestamp() - time.time() > 3000  # an hour's wait, cut short
+    assert sandbox.members(list_id) == []
+    assert sandbox.imports(list_id) == []
+    assert PaceState.parse(key_record_path(env).read_bytes()).used == USED  # nothing counted
 
 
 # --- the estimate against what runs sent --------------------------------------------
