@@ -20,7 +20,6 @@ from aiohttp import web
 
 from sandbox import wire
 
-
 SECONDS_KEPT = 3600
 """How many of the last seconds ``Limits.per_second`` keeps per key."""
 
