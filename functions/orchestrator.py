@@ -136,9 +136,10 @@ def _prepare(context: Any, tally: RunTally, retry: RetryOptions) -> Generator[An
 def _plan(context: Any, tally: RunTally, retry: RetryOptions) -> Steps:
     """Send only when the key's day can carry the run's estimate; else wait for the reset.
 
-    Asked again after every reset: runs that waited for the same midnight take the new
-    day in turn, and one the day cannot carry waits for the next. A run estimated at
-    more than a whole day's quota goes at once (no reset makes room for it).
+    Asked again after every reset: a run that finds the new day already taken by others
+    waits for the next. The record holds counts, not promises, so runs that ask at the
+    same moment may each find room that together they overrun. A run estimated at more
+    than a whole day's quota goes at once (no reset makes room for it).
     """
     if tally.plan_requests() is None:
         return False  # nothing to send
