@@ -30,7 +30,9 @@ Fields:
   the removals and their polls; ``total``, every request the run counted; and
   ``estimated``, what the run estimated before it sent (shared/runs/estimate.py; null
   when it had nothing to send), with ``estimate``, the same by kind: ``total`` against
-  ``estimated`` is how far off the estimate was.
+  ``estimated`` is how far off the estimate was. ``total`` counts what the activities
+  answered with; an attempt that failed for good and was tried again by Durable made
+  requests that only the API key's record counted (``ccexport usage``).
 - ``quota_plan`` (null when nothing was to be sent): what the run found of the API
   key's day before it sent (``key_day``: day, used, limit, left, resets_at), how many
   resets it ``waits``-ed for, since when (``waited_since``), and ``error`` when the
