@@ -13,7 +13,7 @@ authorization), throttled answers, the key's used rate against its limit, and th
 the limit alone would need (requests / 4 per second). Targets: 0 throttled, and the
 total wall within 1.25 x the limit's time plus one run's prepare (the longest).
 
-    .venv/bin/python -m bench.bench_many_exports [--exports N] [--rows R]
+    .venv/bin/python -m bench.bench_many_exports [--exports N] [--rows R] [--margin M]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.bench_end_to_end import MAPPING, SANDBOX_FLAGS, connect, sample_folder
 from shared.config import Config
+from shared.constant_contact.pacing import PACING_MARGIN
 from shared.runs.contract import RunOptions
 from shared.wiring import clients
 from tests.support.sandbox_service import RunningSandbox, cli_env, running_sandbox
@@ -61,10 +62,25 @@ class Export:
     stderr: str = ""
 
 
-def start(export: Export, source: Path, env: dict[str, str], poll_seconds: float) -> None:
+WITH_MARGIN = """
+import sys
+from shared.constant_contact import pacing
+pacing.PACING_MARGIN = float(sys.argv[1])
+from shared.workstation.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+"""`ccexport` with another pacing margin, for --margin: set before the pacers are made."""
+
+
+def start(
+    export: Export, source: Path, env: dict[str, str], poll_seconds: float, margin: float | None
+) -> None:
     maps = [arg for pair in MAPPING for arg in ("--map", pair)]
+    command = ["-m", "shared.workstation.cli"]
+    if margin is not None:
+        command = ["-c", WITH_MARGIN, str(margin)]
     cmd = [
-        sys.executable, "-m", "shared.workstation.cli", "run", str(source),
+        sys.executable, *command, "run", str(source),
         "--list-id", export.list_id, *maps, "--json", "--poll-seconds", str(poll_seconds),
     ]  # fmt: skip
     export.started = time.perf_counter()
@@ -125,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exports", type=int, default=4)
     parser.add_argument("--rows", type=int, default=150_000)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="an experiment: the runs pace at this share of the limit instead of "
+        "PACING_MARGIN (shared/constant_contact/pacing.py)",
+    )
     args, _ = parser.parse_known_args(argv)  # bench/run.py passes every bench its flags
     source = sample_folder(args.rows)
     port = free_port()
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.control("POST", "stats/reset")
         began = time.perf_counter()
         for export, env in zip(exports, envs, strict=True):
-            start(export, source, env, args.poll_seconds)
+            start(export, source, env, args.poll_seconds, args.margin)
         waiting = [threading.Thread(target=finish, args=(export,)) for export in exports]
         for thread in waiting:  # each export's wall ends when its own process does
             thread.start()
@@ -176,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"requests by template, all exports: {by_template}")
         counted = clients.key_usage(Config.from_mapping(envs[0])).used
         per_export = [figures_of(sandbox, export) for export in exports]
+    margin = PACING_MARGIN if args.margin is None else args.margin
+    print(f"runs pace at {margin:.0%} of {LIMIT:g}/s ({margin * LIMIT:.2f}/s)")
     return report(exports, per_export, stats, counted, total_wall, prepare)
 
 
