@@ -133,3 +133,20 @@ def test_no_terminal_no_bar_and_no_tqdm() -> None:
     result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, check=True)  # fmt: skip
     assert result.stdout == "'' False\n"
+
+
+def test_a_wait_for_the_daily_quota_says_when_it_starts_and_costs_no_rate() -> None:
+    clock = Clock()
+    bar = ProgressBar(io.StringIO(), enabled=True, clock=clock, columns=lambda: 100)
+    clock.now = 10.0
+    bar.status(
+        {**status("waiting_for_quota", 0, total=200_000), "resumes_at": "2026-12-06T00:00:00Z"}
+    )
+    assert bar.line() == (
+        "waiting for the API key's daily quota; starts by itself at 2026-12-06T00:00:00Z"
+    )
+    clock.now = 3_610.0  # an hour of waiting is not part of the import rate
+    bar.status(status("uploading", 0, total=200_000))
+    clock.now = 3_630.0
+    bar.status(status("waiting", 50_000, total=200_000))
+    assert "ETA 01:00" in bar.line()  # 50,000 in the 20 s since sending began

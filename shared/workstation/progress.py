@@ -23,6 +23,9 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 MIN_BAR = 10  # columns the bar keeps at least before detail is dropped
+QUOTA_WAIT = "waiting_for_quota"
+"""The phase of a run that waits for its key's day to turn (shared/runs/quota_plan.py)."""
+
 PHASE_WIDTH = 9  # "preparing", "uploading", "finishing": the bar does not jump
 DEFAULT_COLUMNS = 80
 
@@ -122,7 +125,10 @@ class ProgressBar:
     def status(self, status: dict[str, Any]) -> None:
         with self._lock:
             phase_changed = status.get("phase") != self._status.get("phase")
-            if self._sending_since is None and status.get("phase", "preparing") != "preparing":
+            if self._sending_since is None and status.get("phase", "preparing") not in (
+                "preparing",
+                QUOTA_WAIT,
+            ):
                 self._sending_since = self._clock()
             self._status = status
             self._draw(force=phase_changed)
@@ -134,6 +140,9 @@ class ProgressBar:
         elapsed = now - self._started
         phase = str(status.get("phase", "preparing"))
         desc = phase.ljust(PHASE_WIDTH)
+        if phase == QUOTA_WAIT:  # nothing is sent before the key's day turns
+            resumes = status.get("resumes_at") or "00:00 UTC"
+            return f"waiting for the API key's daily quota; starts by itself at {resumes}"[:width]
         if phase == "preparing":
             return _meter(
                 PREPARING_FORMATS, width, n=self._rows, total=0, elapsed=elapsed, rate=None,

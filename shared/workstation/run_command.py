@@ -195,8 +195,8 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="give up waiting for the run after S seconds (default: "
-        f"{(RunOptions.max_wait_seconds + 3600) / 3600:g} hours, the longest a run waits "
-        "for its imports plus one)",
+        f"{(RunOptions.max_wait_seconds + 3600 + QUOTA_WAIT_SECONDS) / 3600:g} hours: a day "
+        "for the API key's quota to turn, the longest a run waits for its imports, and one)",
     )
     add("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=argparse.SUPPRESS)
     return parser
@@ -223,6 +223,10 @@ async def preflight(
             )
     finally:
         await store.close()
+
+
+QUOTA_WAIT_SECONDS = 86_400
+"""The longest a run may wait for its API key's day to turn before it sends."""
 
 
 @guarded
@@ -264,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         if bar.enabled:
             print(f"run {run_id}", file=sys.stderr)
         activities = RunActivities(services, on_rows=bar.rows)
-        timeout = args.timeout or options.max_wait_seconds + 3600
+        timeout = args.timeout or options.max_wait_seconds + 3600 + QUOTA_WAIT_SECONDS
         try:
             result = run_locally(run_input, activities, timeout=timeout, on_progress=bar.status)
         finally:
