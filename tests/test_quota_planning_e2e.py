@@ -77,6 +77,14 @@ class MidnightClock:
             return now + self._offset
 
 
+def connected(sandbox: RunningSandbox, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A new list in the sandbox, and the environment of a home whose connection holds
+    the sandbox's tokens (local files, no storage connection)."""
+    home = tmp_path / "home"
+    connect(sandbox, home)
+    return sandbox.create_list(), env_for(sandbox, home, None)
+
+
 def sample_folder(root: Path) -> str:
     write_sample(root, ROWS, parts=2, bad_every=97, duplicate_every=101)
     return str(root / EXPORT / TABLE / RUN)
@@ -102,10 +110,7 @@ def nearly_used(env: dict[str, str], clock: Callable[[], float]) -> Pacer:
 def test_a_run_the_day_cannot_carry_waits_for_the_reset_then_delivers_everything(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    list_id = sandbox.create_list()
-    home = tmp_path / "home"
-    connect(sandbox, home)
-    env = env_for(sandbox, home, None)
+    list_id, env = connected(sandbox, tmp_path)
     clock = MidnightClock(DAY, before=3.0)
     services = replace(services_for(env), pacer=nearly_used(env, clock))
     source = sample_folder(tmp_path / "sample")
@@ -143,10 +148,7 @@ def test_a_run_the_day_cannot_carry_waits_for_the_reset_then_delivers_everything
 def test_a_run_waiting_for_the_quota_can_be_terminated_and_sends_nothing(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    list_id = sandbox.create_list()
-    home = tmp_path / "home"
-    connect(sandbox, home)
-    env = env_for(sandbox, home, None)
+    list_id, env = connected(sandbox, tmp_path)
     services = replace(services_for(env), pacer=nearly_used(env, MidnightClock(DAY, before=3600)))
     run = run_input(sample_folder(tmp_path / "sample"), list_id)
     activities = RunActivities(services)
@@ -200,10 +202,7 @@ def figures(
 def test_a_small_run_sends_no_more_than_its_estimate(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    list_id = sandbox.create_list()
-    home = tmp_path / "home"
-    connect(sandbox, home)
-    env = env_for(sandbox, home, None)
+    list_id, env = connected(sandbox, tmp_path)
     source = sample_folder(tmp_path / "sample")
 
     result = run_locally(
@@ -220,10 +219,7 @@ def test_a_503_answered_import_is_sent_again_beyond_the_estimate(
     sandbox_factory: Callable[..., RunningSandbox], tmp_path: Path
 ) -> None:
     sandbox = sandbox_factory(rate_limit=0, daily_quota=0, token_rate_limit=0, activity_delay=0)
-    list_id = sandbox.create_list()
-    home = tmp_path / "home"
-    connect(sandbox, home)
-    env = env_for(sandbox, home, None)
+    list_id, env = connected(sandbox, tmp_path)
     source = sample_folder(tmp_path / "sample")
     sandbox.faults(http_503={"rate": 1, "count": 1})  # the run's first request: an import
 
@@ -261,10 +257,7 @@ def drop(root: Path, people: Sequence[int]) -> str:
 def test_a_mirror_run_counts_its_reads_and_removals(
     sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    list_id = sandbox.create_list()
-    home = tmp_path / "home"
-    connect(sandbox, home)
-    env = env_for(sandbox, home, None)
+    list_id, env = connected(sandbox, tmp_path)
     services: RunServices = services_for(env)
     mirror = ExportDefinition(
         list_ids=(list_id,), mapping={"email": "Email", "first_name": "FirstName"},
