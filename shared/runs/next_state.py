@@ -238,17 +238,9 @@ def _write_state(
         raise _NotWritten(f"the run ended {request.status.value}")
     removed = request.removals is not None and request.removals.done
     managed = next_managed(base.managed, export.list_ids, plan, removed=removed)
-    header: dict[str, Any] = {
-        "key": key,
-        "run_id": run_id,
-        "written_at": request.finished_at,
-        "mode": export.mode,
-        "list_ids": list(export.list_ids),
-    }
+    header = _written_by(key, request, export)
     if completed:
-        staged = runs.read_staged(run_id, SNAPSHOT_FILE)
-        if staged is None:
-            raise _NotWritten("the staged snapshot is missing")
+        staged = _staged_snapshot(runs, run_id)
         summary = PrepareSummary.from_json(runs.staged_summary(run_id) or {})
         candidate = ExportState.from_bytes(staged)
         keys, digests = candidate.keys, candidate.digests
@@ -307,6 +299,25 @@ def _undelivered_keys(
     return union(*found) if found else EMPTY
 
 
+def _written_by(key: str, request: FinishRequest, export: ExportDefinition) -> dict[str, Any]:
+    """The header fields every state a run writes has: which export, which run, when,
+    and what the export was then."""
+    return {
+        "key": key,
+        "run_id": request.run.run_id,
+        "written_at": request.finished_at,
+        "mode": export.mode,
+        "list_ids": list(export.list_ids),
+    }
+
+
+def _staged_snapshot(runs: RunStore, run_id: str) -> bytes:
+    staged = runs.read_staged(run_id, SNAPSHOT_FILE)
+    if staged is None:
+        raise _NotWritten("the staged snapshot is missing")
+    return staged
+
+
 def _write_partial(
     runs: RunStore,
     states: StateStore,
@@ -319,9 +330,7 @@ def _write_partial(
     """Add mode, partly delivered: the staged snapshot but for the contacts that did
     not go, which keep the old entry (or stay out) and form the retry set."""
     run_id = request.run.run_id
-    staged = runs.read_staged(run_id, SNAPSHOT_FILE)
-    if staged is None:
-        raise _NotWritten("the staged snapshot is missing")
+    staged = _staged_snapshot(runs, run_id)
     held = not_fully_delivered(request.outcomes)
     undelivered = _undelivered_keys(runs, run_id, held, ours=ours)
     export = request.run.definition()
@@ -329,12 +338,8 @@ def _write_partial(
     old = base if base.header.get("definition_hash") == hashed else None
     keys, digests = delivered_snapshot(old, ExportState.from_bytes(staged), undelivered)
     summary = PrepareSummary.from_json(runs.staged_summary(run_id) or {})
-    header: dict[str, Any] = {
-        "key": key,
-        "run_id": run_id,
-        "written_at": request.finished_at,
-        "mode": export.mode,
-        "list_ids": list(export.list_ids),
+    header = {
+        **_written_by(key, request, export),
         "definition_hash": hashed,
         "content_hash": "",  # the next run must read the segment
         "counts": summary.counts(),
