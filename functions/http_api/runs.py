@@ -27,6 +27,7 @@ from shared.runs.access import (
     runs_limit,
     visible_runs,
 )
+from shared.runs.contract import status_in
 from shared.runs.launcher import Outcome, RunStart
 from shared.segments.inbox import export_of_run
 
@@ -86,9 +87,9 @@ def run_outcome(runtime: str | None, custom: Any, output: Any) -> str | None:
     Durable says (``pending``, ``running``; ``failed`` for a run that broke off). A run
     that failed stays ``Completed`` to Durable (it ended, after its report), so this,
     not ``runtime_status``, says whether it worked."""
-    for doc in (output, custom):
-        if isinstance(doc, dict) and isinstance(doc.get("status"), str):
-            return str(doc["status"])
+    found = status_in(output, custom)
+    if found is not None:
+        return found
     if runtime is None:
         return None
     return "failed" if runtime in ("Failed", "Terminated") else runtime.lower()

@@ -27,6 +27,7 @@ from typing import Any
 
 from shared.console.wording import REASONS, moment, quota_wait, when
 from shared.runs.access import TERMINAL
+from shared.runs.contract import Phase, status_in
 
 PHASES: Mapping[str, str] = {
     "starting": "Waiting to start",
@@ -144,7 +145,7 @@ def verdict(state: RunState, report: Mapping[str, Any] | None = None) -> Verdict
     if not state.ended:
         if state.runtime_status == "Pending":
             return Verdict("pending", PHASES["starting"])
-        if state.phase == "waiting_for_quota":
+        if state.phase == Phase.WAITING_FOR_QUOTA:
             return Verdict("running", PHASES[state.phase], quota_wait(state.custom_status))
         return Verdict("running", PHASES.get(state.phase, state.phase))
     status = _status_of(state, report)
@@ -159,10 +160,7 @@ def verdict(state: RunState, report: Mapping[str, Any] | None = None) -> Verdict
 
 
 def _status_of(state: RunState, report: Mapping[str, Any] | None) -> str:
-    for source in (report, state.output, state.custom_status):
-        if source and isinstance(source.get("status"), str):
-            return str(source["status"])
-    return ""
+    return status_in(report, state.output, state.custom_status) or ""
 
 
 def about(run_id: str, state: RunState, report: Mapping[str, Any] | None) -> tuple[Fact, ...]:

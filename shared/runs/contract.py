@@ -129,6 +129,15 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+def status_in(*documents: object) -> str | None:
+    """The run status the first of ``documents`` that says one says (a report, the
+    orchestrator's output, its custom status: each carries ``status``), or None."""
+    for document in documents:
+        if isinstance(document, Mapping) and isinstance(document.get("status"), str):
+            return str(document["status"])
+    return None
+
+
 class Phase(StrEnum):
     PREPARING = "preparing"
     WAITING_FOR_QUOTA = "waiting_for_quota"

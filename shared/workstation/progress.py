@@ -22,10 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-MIN_BAR = 10  # columns the bar keeps at least before detail is dropped
-QUOTA_WAIT = "waiting_for_quota"
-"""The phase of a run that waits for its key's day to turn (shared/runs/quota_plan.py)."""
+from shared.runs.contract import Phase
 
+MIN_BAR = 10  # columns the bar keeps at least before detail is dropped
 PHASE_WIDTH = 9  # "preparing", "uploading", "finishing": the bar does not jump
 DEFAULT_COLUMNS = 80
 
@@ -127,7 +126,7 @@ class ProgressBar:
             phase_changed = status.get("phase") != self._status.get("phase")
             if self._sending_since is None and status.get("phase", "preparing") not in (
                 "preparing",
-                QUOTA_WAIT,
+                Phase.WAITING_FOR_QUOTA,
             ):
                 self._sending_since = self._clock()
             self._status = status
@@ -140,7 +139,7 @@ class ProgressBar:
         elapsed = now - self._started
         phase = str(status.get("phase", "preparing"))
         desc = phase.ljust(PHASE_WIDTH)
-        if phase == QUOTA_WAIT:  # nothing is sent before the key's day turns
+        if phase == Phase.WAITING_FOR_QUOTA:  # nothing is sent before the key's day turns
             resumes = status.get("resumes_at") or "00:00 UTC"
             return f"waiting for the API key's daily quota; starts by itself at {resumes}"[:width]
         if phase == "preparing":
