@@ -139,6 +139,8 @@ class Transport(AsyncClosing):
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._api = URL(api_base.rstrip("/"))
+        self._span_base = str(self._api.with_query(None).with_fragment(None))
+        """What a request's span names the API by: no query, whatever the setting held."""
         self._tokens = tokens
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
@@ -202,8 +204,7 @@ class Transport(AsyncClosing):
         The whole call is one span (shared/telemetry/spans.py), every attempt one
         count of the key's requests."""
         key = self._pacer.key
-        base = str(self._api.with_query(None).with_fragment(None))
-        with request_span(call.template, base=base, api_key=key) as span:
+        with request_span(call.template, base=self._span_base, api_key=key) as span:
             tries = _Tries()
             try:
                 while True:
