@@ -8,7 +8,6 @@ contributor of another role sees; and refusals in words."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -45,8 +44,7 @@ def connect(page: Page, serve: RunningServe, roles: list[str]) -> None:
     body = {"display_name": "CRM", "roles": roles, "privacy_consent": {"accepted": True}}
     made = page.request.put(
         f"{serve.api}/connections/{CONNECTION}",
-        data=json.dumps(body),
-        headers={"Content-Type": "application/json"},
+        data=body,
     )
     assert made.status == 201, made.text()
     page.goto(f"{serve.api}/connections/{CONNECTION}/connect")
@@ -285,8 +283,8 @@ def stale_save_refused(scene: Scene) -> None:
     read = page.request.get(f"{scene.serve.api}/exports/{NAME}")
     answer = page.request.put(
         f"{scene.serve.api}/exports/{NAME}",
-        data=json.dumps({**read.json(), "enabled": False}),
-        headers={"Content-Type": "application/json", "If-Match": read.headers["etag"]},
+        data={**read.json(), "enabled": False},
+        headers={"If-Match": read.headers["etag"]},
     )
     assert answer.status == 200, answer.text()
     page.get_by_role("button", name="Save").click()
@@ -357,8 +355,7 @@ def test_run_now_without_a_connected_account_says_so_with_the_fix(
     body = {"display_name": "CRM", "roles": [], "privacy_consent": {"accepted": True}}
     made = page.request.put(
         f"{console.api}/connections/{CONNECTION}",
-        data=json.dumps(body),
-        headers={"Content-Type": "application/json"},
+        data=body,
     )
     assert made.status == 201
     base = console_url(console)
@@ -379,8 +376,7 @@ def test_run_now_without_a_connected_account_says_so_with_the_fix(
     }
     saved = page.request.put(
         f"{console.api}/exports/{NAME}",
-        data=json.dumps(definition),
-        headers={"Content-Type": "application/json"},
+        data=definition,
     )
     assert saved.status == 201, saved.text()
     page.goto(f"{base}exports/{NAME}")
