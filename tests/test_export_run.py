@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from bench.sample import EXPORT, RUN, TABLE, write_sample
+from bench.sample import EXPORT, RUN, TABLE
 from functions import activities as bindings
 from shared.constant_contact.pacing import Pacer
 from shared.runs.activities import RunActivities
@@ -39,6 +39,7 @@ from tests.support.export_runs import (
     imports_accepted,
     run_input,
     services_for,
+    write_export_sample,
 )
 from tests.support.sample_emails import expected_emails
 from tests.support.sandbox_service import RunningSandbox
@@ -47,7 +48,7 @@ from tests.support.sandbox_service import RunningSandbox
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample")
-    write_sample(out, ROWS, parts=2, bad_every=97, duplicate_every=101)
+    write_export_sample(out)
     return out
 
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.sample import EXPORT, RUN, TABLE, write_sample
+from bench.sample import EXPORT, RUN, TABLE
 from shared.config import Config
 from shared.constant_contact.pacing import PACING_MARGIN, Pacer, PaceState
 from shared.exports.definitions import ExportDefinition
@@ -36,13 +36,13 @@ from shared.workstation.local_engine import RunState, RuntimeStatus
 from shared.workstation.local_run import LocalRunResult, app_engine, run_locally
 from tests.support.export_runs import (
     BODY_BYTES,
-    ROWS,
     TIMEOUT,
     connect,
     env_for,
     run_export,
     run_input,
     services_for,
+    write_export_sample,
 )
 from tests.support.sample_emails import expected_emails
 from tests.support.sandbox_service import RunningSandbox
@@ -86,7 +86,7 @@ def connected(sandbox: RunningSandbox, tmp_path: Path) -> tuple[str, dict[str, s
 
 
 def sample_folder(root: Path) -> str:
-    write_sample(root, ROWS, parts=2, bad_every=97, duplicate_every=101)
+    write_export_sample(root)
     return str(root / EXPORT / TABLE / RUN)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.sample import EXPORT, RUN, TABLE, write_sample
+from bench.sample import EXPORT, RUN, TABLE
 from shared.exports.changes import ChangeTracker
 from shared.exports.state import ExportState, delivered_snapshot, email_keys, load
 from shared.runs.activities import RunActivities
@@ -31,13 +31,13 @@ from shared.runs.uploads import ChunkFate, ChunkOutcome, ImportState
 from shared.workstation.local_run import run_locally
 from tests.support.export_runs import (
     OPTIONS,
-    ROWS,
     TIMEOUT,
     connect,
     env_for,
     imports_accepted,
     run_input,
     services_for,
+    write_export_sample,
 )
 from tests.support.sample_emails import expected_emails
 from tests.support.sandbox_service import RunningSandbox
@@ -47,7 +47,7 @@ from tests.support.sandbox_service import RunningSandbox
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/test_export_run.py's sample: 1,961 contacts, four chunks of about 500."""
     out = tmp_path_factory.mktemp("sample")
-    write_sample(out, ROWS, parts=2, bad_every=97, duplicate_every=101)
+    write_export_sample(out)
     return out
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.sample import write_sample
 from shared.constant_contact.oauth import TokenBundle
 from shared.constant_contact.tokens import tokens_secret
 from shared.exports.definitions import ExportDefinition
@@ -28,6 +29,12 @@ BODY_BYTES = 40_000  # about 500 contacts a body: 4 chunks
 OPTIONS = RunOptions(max_body_bytes=BODY_BYTES, poll_seconds=0.2, retry_seconds=0.2)
 MAPPING = {"email": "PrimaryEmail", "first_name": "FirstName", "city": "City"}
 TIMEOUT = 60.0
+
+
+def write_export_sample(out: Path) -> None:
+    """The export-run tests' sample under ``out``: ROWS rows in two parts, every 97th
+    address broken and every 101st row a duplicate (1,961 contacts, about four chunks)."""
+    write_sample(out, ROWS, parts=2, bad_every=97, duplicate_every=101)
 
 
 def store_bundle(home: Path, bundle: TokenBundle, connection: str = "default") -> None:
