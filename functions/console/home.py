@@ -36,6 +36,6 @@ async def console_home(visit: Visit) -> Page:
             usage=usage,
             used=f"{usage.used:,}",
             quota=f"{quota:,}",
-            left=f"{max(quota - usage.used, 0):,}",
+            left=f"{usage.left(quota):,}",
         )
     return Page("home.html", values)

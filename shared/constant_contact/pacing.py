@@ -131,6 +131,10 @@ class Usage:
         start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=UTC)
         return _iso(start + timedelta(days=1))
 
+    def left(self, limit: int) -> int:
+        """Requests left today of a daily quota of ``limit``."""
+        return max(limit - self.used, 0)
+
     def to_json(self, limit: int) -> dict[str, object]:
         """What ``ccexport usage --json`` and ``GET /api/usage`` answer."""
         return {
@@ -138,7 +142,7 @@ class Usage:
             "day": self.day,
             "used": self.used,
             "limit": limit,
-            "left": max(limit - self.used, 0),
+            "left": self.left(limit),
             "resets_at": self.resets_at,
             "stopped_until": self.stopped_until,
         }

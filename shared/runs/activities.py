@@ -217,7 +217,7 @@ def key_day(usage: Usage, limit: int) -> KeyDay:
     stop then says when sending starts again)."""
     resets_at = usage.stopped_until or usage.resets_at
     reset = datetime.fromisoformat(resets_at.replace("Z", "+00:00")).timestamp()
-    left = 0 if usage.stopped_until else max(limit - usage.used, 0)
+    left = 0 if usage.stopped_until else usage.left(limit)
     return KeyDay(
         day=usage.day,
         used=usage.used,

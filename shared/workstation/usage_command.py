@@ -56,7 +56,7 @@ def _usage(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(usage.to_json(limit)).decode() + "\n")
         return 0
-    left = max(limit - usage.used, 0)
+    left = usage.left(limit)
     print(
         f"API key {usage.key}, {usage.day} (UTC): {usage.used:,} of {limit:,} requests used, "
         f"{left:,} left"
