@@ -46,6 +46,7 @@ async def stats(request: web.Request) -> web.Response:
             "invalid_grant": sandbox.oauth.invalid_grant,
             "tokens_issued": sandbox.oauth.tokens_issued,
             "throttled": sandbox.limits.hits["throttled"],
+            "throttled_windows": sandbox.limits.refusals,
             "quota_exceeded": sandbox.limits.hits["quota_exceeded"],
             "daily_used": dict(sandbox.limits.quota.used),
             "busy_span": {
@@ -106,6 +107,7 @@ async def reset_stats(request: web.Request) -> web.Response:
     sandbox.limits.hits.update(throttled=0, quota_exceeded=0)
     sandbox.limits.span.clear()
     sandbox.limits.per_second.clear()
+    sandbox.limits.refusals.clear()
     sandbox.limits.reset_peaks()
     return wire.json_response({"reset": True})
 

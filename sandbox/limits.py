@@ -24,6 +24,10 @@ SECONDS_KEPT = 3600
 """How many of the last seconds ``Limits.per_second`` keeps per key."""
 
 
+REFUSALS_KEPT = 100
+"""How many throttled requests' windows ``Limits.refusals`` keeps."""
+
+
 class RateWindow:
     """At most ``limit`` events per key in any sliding one-second window (0: unlimited)."""
 
@@ -43,6 +47,11 @@ class RateWindow:
             return False
         events.append(now)
         return True
+
+    def ages(self, key: str) -> list[float]:
+        """How long ago (seconds) each event still in ``key``'s window happened."""
+        now = self.clock()
+        return [round(now - t, 3) for t in self._events.get(key, ())]
 
     def reset(self) -> None:
         self._events.clear()
@@ -98,6 +107,10 @@ class Limits:
     the key's clients together had in flight, which the 4/s rate alone does not bound
     when requests are slow."""
 
+    refusals: list[list[float]] = field(default_factory=list)
+    """For each request throttled (the last ``REFUSALS_KEPT``), how long before it the
+    requests in its window arrived: how closely the requests it came after bunched."""
+
     @classmethod
     def create(cls, per_second: float, daily: int, token_per_second: float) -> Limits:
         return cls(RateWindow(per_second), DailyQuota(daily), RateWindow(token_per_second))
@@ -106,6 +119,7 @@ class Limits:
         """None when the request may proceed, else the 429 to answer."""
         if not self.api.allow(client_id):
             self.hits["throttled"] += 1
+            self.refusals = [*self.refusals[-REFUSALS_KEPT + 1 :], self.api.ages(client_id)]
             return wire.throttled()
         if not self.quota.take(client_id):
             self.hits["quota_exceeded"] += 1
