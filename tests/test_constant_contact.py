@@ -436,7 +436,7 @@ def test_one_process_pacer_per_api_key() -> None:
 # --- the production defaults, pinned ------------------------------------------------------------
 
 LIMIT = 4.0  # Constant Contact: 4 requests per second per API key
-MARGIN = 0.8  # README, "Limits and retries": runs pace themselves at 80 % of the limit
+MARGIN = 0.9  # README, "Limits and retries": runs pace themselves at 90 % of the limit
 
 
 async def test_runs_pace_under_the_limit_by_the_documented_margin(
@@ -466,7 +466,7 @@ async def test_runs_pace_under_the_limit_by_the_documented_margin(
     # Not one request refused as too fast: the margin absorbs arrival bunching.
     assert sandbox.stats()["throttled"] == 0
     assert sandbox.requests("GET /v3/contact_lists/{list_id}") == {"200": burst}
-    # The last of N starts (N-1)/rate after the first: 5 s at 3.2/s, 4 s at 4/s, 3.2 s at 5/s.
+    # The last of N starts (N-1)/rate after the first: 4.4 s at 3.6/s, 4 s at 4/s, 3.2 s at 5/s.
     # A loaded machine only makes it slower, never faster.
     assert elapsed >= (burst - 1) / (LIMIT * MARGIN) - 0.05
     assert (burst - 1) / elapsed < LIMIT

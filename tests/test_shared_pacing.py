@@ -223,6 +223,30 @@ def test_processes_started_together_stay_under_the_limit(
     assert pacer.usage().used == 40
 
 
+def test_a_process_with_one_request_is_not_outvoted_by_busy_ones(
+    azurite: str, limited: RunningSandbox
+) -> None:
+    """Two processes with 24 requests waiting each keep the key busy; a third, started
+    meanwhile with one request, sends it within a few of the key's intervals after the
+    slots the others hold (RESERVE_AHEAD). Were every waiting request to ask for the
+    next slot, it would be one voice against 48 and wait about 48 intervals more (13 s);
+    each process asks with one voice instead."""
+    container = container_of(azurite)
+    busy = worker_settings(azurite, container, limited, requests=1000, concurrency=24)
+    polite = {**busy, "requests": 1, "concurrency": 1}
+    waits = []
+    with workers(2, lambda _n: busy) as running:
+        for worker in running:
+            worker.wait_for_sends(3)
+        for _ in range(2):
+            with workers(1, lambda _n: polite) as (late,):
+                late.finish()
+            assert late.ready is not None
+            waits.append(late.sent[0] - late.ready)
+    assert max(waits) < RESERVE_AHEAD + 5 / RATE, waits
+    assert limited.stats()["throttled"] == 0
+
+
 def test_a_killed_process_holds_the_others_back_a_bounded_time(
     azurite: str, limited: RunningSandbox
 ) -> None:

@@ -235,8 +235,10 @@ class Transport(AsyncClosing):
                 span.resends, span.throttled = tries.attempt - 1, tries.throttled
 
     async def _send(self, call: Call) -> tuple[int, bytes]:
-        await self._pacer.wait()
+        # The token first: a refresh (or a read of the store) after the slot would make
+        # the request late for it, and bunch it with the next slot's.
         token = await self._tokens(False)
+        await self._pacer.wait()
         headers = {"Authorization": f"Bearer {token}", "Accept": call.accept}
         data: Any = None
         if call.body is not None:

@@ -276,7 +276,7 @@ def check_throttled(run: FaultRun, bursts: Bursts) -> None:
 def test_throttling_bursts_lose_nothing(
     chaos_sandbox: RunningSandbox, azurite: str, segment: Segment, tmp_path: Path, bursts: Bursts
 ) -> None:
-    # The run paces itself as in production (80 % of 4/s); the bursts take the rest.
+    # The run paces itself as in production (90 % of 4/s); the bursts take the rest.
     pacer = Pacer(4 * PACING_MARGIN)
     run = _run_with(
         chaos_sandbox, azurite, segment, tmp_path / "home", pacer, faults={},
