@@ -108,11 +108,13 @@ from shared.secrets.store import SecretStore
 from shared.segments import layout as segments
 from shared.storage import files
 from shared.storage.locks import Locks
+from shared.storage.slots import MachineSlots, machine_cores
 from shared.telemetry import meters
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
 
+    from shared.exports.definitions import ExportDefinition
     from shared.runs.recheck import RunGate
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,12 @@ class RunServices:
     """The function app's check before each step (shared/runs/recheck.py); None on the
     command line, where the person names the folder and holds the tokens."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prepare_slots: MachineSlots = field(
+        default_factory=lambda: MachineSlots("prepare", max(1, machine_cores() - 1))
+    )
+    """How many prepares this machine runs at once, whatever their processes: one a
+    core. Prepare is bound by the CPU, so more side by side only makes all of them late
+    (and none sends before it ends) and adds their memory up."""
 
 
 def _prepared(run_id: str, summary: PrepareSummary, staging: str, reused: bool) -> PreparedRun:
@@ -269,7 +277,6 @@ class RunActivities:
     def _prepare(self, run: RunInput) -> dict[str, Any]:
         """Prepare the run's segment (blocking: reads, parses and stages it)."""
         runs = self.services.runs
-        staging = runs.staging_location(run.run_id)
         try:
             export = run.definition()
             unresolved = list_names(export.list_ids)
@@ -282,35 +289,46 @@ class RunActivities:
             earlier = None if staged is None else PrepareSummary.from_json(staged)
             if earlier is not None and earlier.list_ids == export.list_ids:
                 log.info("run %s: using the segment an earlier attempt prepared", run.run_id)
+                staging = runs.staging_location(run.run_id)
                 return _prepared(run.run_id, earlier, staging, reused=True).to_json()
-            store, name = files.resolve(run.source, self.services.blob_service)
-            segment = segments.locate(store, name, encoding=export.encoding)
-            base = baseline(self.states, export, segment, full=run.options.full)
-            same = skip_unchanged(base, segment, runs.staging_output(run.run_id))
-            if same is not None:
-                log.info("run %s: the segment is the one last sent; nothing to send", run.run_id)
-                return _prepared(run.run_id, same, staging, reused=False).to_json()
-            progress = None
-            if self.on_rows is not None:
-                on_rows, run_id = self.on_rows, run.run_id
-                progress = lambda rows: on_rows(run_id, rows)  # noqa: E731
-            tracker = base.tracker()
-            result = prepare(
-                segment,
-                export,
-                runs.staging_output(run.run_id),
-                max_body_bytes=run.options.max_body_bytes,
-                progress=progress,
-                # The columnar path: clean blocks are mapped in threads of this process,
-                # sharing one copy of Arrow, so a run holds no worker processes (faster
-                # and lighter than the row path in two processes: docs/DEVELOPING.md).
-                fast=True,
-                changes=tracker,
-                describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
-            )
+            with self.services.prepare_slots.hold() as waited:
+                if waited >= 1.0:
+                    log.info("run %s: waited %.0f s for the machine's cores", run.run_id, waited)
+                result = self._prepare_segment(run, export)
         except InputError as exc:
             return PreparedRun(run.run_id, source=run.source, error=str(exc)).to_json()
-        return _prepared(run.run_id, result.prepared, staging, reused=False).to_json()
+        return result.to_json()
+
+    def _prepare_segment(self, run: RunInput, export: ExportDefinition) -> PreparedRun:
+        """Read, parse and stage the run's segment, or find it the one last sent."""
+        runs = self.services.runs
+        staging = runs.staging_location(run.run_id)
+        store, name = files.resolve(run.source, self.services.blob_service)
+        segment = segments.locate(store, name, encoding=export.encoding)
+        base = baseline(self.states, export, segment, full=run.options.full)
+        same = skip_unchanged(base, segment, runs.staging_output(run.run_id))
+        if same is not None:
+            log.info("run %s: the segment is the one last sent; nothing to send", run.run_id)
+            return _prepared(run.run_id, same, staging, reused=False)
+        progress = None
+        if self.on_rows is not None:
+            on_rows, run_id = self.on_rows, run.run_id
+            progress = lambda rows: on_rows(run_id, rows)  # noqa: E731
+        tracker = base.tracker()
+        result = prepare(
+            segment,
+            export,
+            runs.staging_output(run.run_id),
+            max_body_bytes=run.options.max_body_bytes,
+            progress=progress,
+            # The columnar path: clean blocks are mapped in threads of this process,
+            # sharing one copy of Arrow, so a run holds no worker processes (faster
+            # and lighter than the row path in two processes: docs/DEVELOPING.md).
+            fast=True,
+            changes=tracker,
+            describe_changes=lambda counts: changes_json(base, counts, tracker.keys),
+        )
+        return _prepared(run.run_id, result.prepared, staging, reused=False)
 
     # -- find_members ---------------------------------------------------------------------
 
