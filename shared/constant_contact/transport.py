@@ -235,10 +235,11 @@ class Transport(AsyncClosing):
                 span.resends, span.throttled = tries.attempt - 1, tries.throttled
 
     async def _send(self, call: Call) -> tuple[int, bytes]:
-        # The token first: a refresh (or a read of the store) after the slot would make
-        # the request late for it, and bunch it with the next slot's.
-        token = await self._tokens(False)
         await self._pacer.wait()
+        # The token after the slot, not before: a wait for a slot can last seconds, in
+        # which another process may refresh the connection and make a token read before
+        # it stale (24 processes checking at once after expiry were refused with 401).
+        token = await self._tokens(False)
         headers = {"Authorization": f"Bearer {token}", "Accept": call.accept}
         data: Any = None
         if call.body is not None:
