@@ -23,7 +23,9 @@ from sandbox.wire import iso
 
 TERMINAL = frozenset({"completed", "cancelled", "failed", "timed_out"})
 STATES = frozenset({"initialized", "processing"}) | TERMINAL
-BATCH = 2000  # items applied between two yields to the event loop
+BATCH = 2000  # the most items applied between two yields to the event loop
+FIRST_STEP = 200  # items applied in the first slice, before its cost is known
+HOLD = 0.005  # seconds of the loop's time one slice should take
 
 # The status counters each kind reports, as the spec's response schemas name them.
 IMPORT_KINDS = frozenset({"contacts_json_import", "contacts_file_import"})
@@ -165,14 +167,20 @@ class ActivityQueue:
         activity.state = "processing"
         activity.started_at = activity.updated_at = began
         total = activity.work.total
-        # Slices of ~1/20 s of work (at most BATCH items), so that a slow pace shows
-        # percent_done moving and a fast one does not yield to the loop needlessly.
-        step = max(1, min(BATCH, int(self.pace.items_per_second / 20)))
+        # Slices of ~1/20 s of pace (at most BATCH items), so that a slow pace shows
+        # percent_done moving, and of at most HOLD seconds of the loop's time: the loop
+        # stamps arrivals on the rate window, and held up longer it would stamp requests
+        # sent a third of a second apart as arriving together.
+        most = max(1, min(BATCH, int(self.pace.items_per_second / 20)))
+        step = min(most, FIRST_STEP)
         done = 0
         while done < total:
             end = min(total, done + step)
             if activity.fault is None:
+                began_step = time.perf_counter()
                 activity.work.apply(activity, done, end)
+                spent = time.perf_counter() - began_step
+                step = max(1, min(most, int((end - done) * HOLD / spent))) if spent else most
             done = end
             activity.items_completed = done
             activity.percent_done = done * 100 // total

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -27,6 +28,17 @@ from sandbox.store import IMPLICIT, UNSUBSCRIBED
 from sandbox.wire import ApiError
 
 routes = web.RouteTableDef()
+
+PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-parse")
+"""Where import bodies are read: off the loop, one at a time. Each parser thread is
+Python through and through and takes the GIL in turn with the loop, so with six
+parsing at once the loop waited behind all six at every turn and was held up for up
+to 0.3 s, stamping requests sent apart as arriving together."""
+
+
+async def _parse(read: Callable[..., ImportBatch], *args: Any) -> ImportBatch:
+    return await asyncio.get_running_loop().run_in_executor(PARSER, read, *args)
+
 
 QUEUE_FULL = "Too many requests. You exceeded 1,000 queued activities for this user account."
 MAX_CONTACT_IDS = 500
@@ -85,7 +97,7 @@ async def contacts_json_import(request: web.Request) -> web.Response:
     # Reading 20,000 contacts takes the loop ~0.1 s (more on a busy machine); in a thread,
     # the loop goes on stamping arrivals on the rate window as a real front door would,
     # instead of stamping the requests that queued meanwhile all at once.
-    batch = await asyncio.to_thread(
+    batch = await _parse(
         read_json_import, body, sandbox.store.lists, sandbox.store.custom_fields.by_name
     )
     return _submit_import(sandbox, "contacts_json_import", batch, body)
@@ -120,7 +132,7 @@ async def contacts_file_import(request: web.Request) -> web.Response:
     if permission is not None and permission not in {"explicit", "not_set"}:
         raise ApiError(400, "sms_permission_to_send must be explicit or not_set.")
     try:
-        batch = await asyncio.to_thread(  # off the loop, as the JSON import
+        batch = await _parse(  # off the loop, as the JSON import
             read_csv_import,
             bytes(data),
             file_name,

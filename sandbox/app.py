@@ -145,8 +145,10 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
 
     async def start_worker(_app: web.Application) -> None:
         sandbox.activities.start()
+        sandbox.loop_lag.start()
 
     async def stop_worker(_app: web.Application) -> None:
+        await sandbox.loop_lag.stop()
         await sandbox.activities.stop()
 
     app.on_startup.append(start_worker)

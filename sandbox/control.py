@@ -47,6 +47,10 @@ async def stats(request: web.Request) -> web.Response:
             "tokens_issued": sandbox.oauth.tokens_issued,
             "throttled": sandbox.limits.hits["throttled"],
             "throttled_windows": sandbox.limits.refusals,
+            "loop_lag": {
+                "worst": round(sandbox.loop_lag.worst, 3),
+                "stalls": sandbox.loop_lag.stalls,
+            },
             "quota_exceeded": sandbox.limits.hits["quota_exceeded"],
             "daily_used": dict(sandbox.limits.quota.used),
             "busy_span": {
@@ -108,6 +112,7 @@ async def reset_stats(request: web.Request) -> web.Response:
     sandbox.limits.span.clear()
     sandbox.limits.per_second.clear()
     sandbox.limits.refusals.clear()
+    sandbox.loop_lag.reset()
     sandbox.limits.reset_peaks()
     return wire.json_response({"reset": True})
 

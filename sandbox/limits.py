@@ -107,9 +107,10 @@ class Limits:
     the key's clients together had in flight, which the 4/s rate alone does not bound
     when requests are slow."""
 
-    refusals: list[list[float]] = field(default_factory=list)
-    """For each request throttled (the last ``REFUSALS_KEPT``), how long before it the
-    requests in its window arrived: how closely the requests it came after bunched."""
+    refusals: list[dict[str, object]] = field(default_factory=list)
+    """For each request throttled (the last ``REFUSALS_KEPT``), when (``at``, wall
+    clock) and how long before it the requests in its window arrived (``window``): how
+    closely the requests it came after bunched."""
 
     @classmethod
     def create(cls, per_second: float, daily: int, token_per_second: float) -> Limits:
@@ -119,7 +120,8 @@ class Limits:
         """None when the request may proceed, else the 429 to answer."""
         if not self.api.allow(client_id):
             self.hits["throttled"] += 1
-            self.refusals = [*self.refusals[-REFUSALS_KEPT + 1 :], self.api.ages(client_id)]
+            refusal = {"at": time.time(), "window": self.api.ages(client_id)}
+            self.refusals = [*self.refusals[-REFUSALS_KEPT + 1 :], refusal]
             return wire.throttled()
         if not self.quota.take(client_id):
             self.hits["quota_exceeded"] += 1

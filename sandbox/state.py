@@ -17,6 +17,7 @@ from sandbox.activities import ActivityQueue, Pace
 from sandbox.config import SandboxConfig
 from sandbox.faults import Faults
 from sandbox.limits import Limits
+from sandbox.loop_lag import LoopLag
 from sandbox.oauth import OAuthServer
 from sandbox.stats import RequestStats
 from sandbox.store import Store
@@ -35,6 +36,8 @@ class Sandbox:
     counters: dict[str, int] = field(default_factory=lambda: {"dropped_contacts": 0})
     imports: dict[str, ImportedBody] = field(default_factory=dict)
     """Every accepted import request body by its SHA-256: how often the same bytes came."""
+    loop_lag: LoopLag = field(default_factory=LoopLag)
+    """How long its event loop, which stamps arrivals on the rate window, was held up."""
 
     @classmethod
     def create(cls, config: SandboxConfig) -> Sandbox:

@@ -138,8 +138,8 @@ class Store:
                 index = self._append(key, props, now)
                 result.created += 1
             else:
-                if props:
-                    raw = self.attrs[index]
+                raw = self.attrs[index]
+                if props and props != raw:  # the same properties again change nothing
                     merged = {**orjson.loads(raw), **orjson.loads(props)} if raw else None
                     self.attrs[index] = compact_json(merged) if merged else props
                 self.updated[index] = now

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 
+from sandbox.loop_lag import LoopLag
 from tests.support.sandbox_api import api_for, people
 from tests.support.sandbox_service import RunningSandbox
 
@@ -37,6 +39,12 @@ async def test_more_than_four_requests_a_second_are_throttled(
     assert stats["throttled"] == 6
     assert stats["requests"]["GET /v3/contact_lists"] == {"200": 5, "429": 6}
     assert stats["daily_used"] == {sandbox.client_id: 5}  # throttled requests use no quota
+    # Each throttled request's window: when, and how long before it the four it came
+    # after arrived (all within the second, or it would not have been throttled).
+    windows = stats["throttled_windows"]
+    assert len(windows) == 6
+    assert all(len(w["window"]) == 4 and max(w["window"]) < 1.0 for w in windows)
+    assert all(abs(w["at"] - time.time()) < 10 for w in windows)
     span = stats["busy_span"][sandbox.client_id]  # from the first let through to the last
     assert 1.0 <= span["last_at"] - span["first_at"] < 5.0
     seconds = stats["per_second"][sandbox.client_id]  # what each second let through
@@ -152,3 +160,19 @@ async def test_throttled_requests_are_not_in_flight(
     stats = sandbox.stats()
     assert stats["throttled"] == 3
     assert stats["in_flight_peak"] == {sandbox.client_id: 2}
+
+
+async def test_the_loop_lag_watch_sees_a_held_up_loop() -> None:
+    """The sandbox's loop, held up 0.12 s (as a long parse or a busy machine would): the
+    watch records the stall and its length, which a benchmark reads beside a throttled
+    request's window."""
+    lag = LoopLag()
+    lag.start()
+    await asyncio.sleep(0.05)
+    time.sleep(0.12)  # the hold-up under test
+    await asyncio.sleep(0.05)
+    await lag.stop()
+    assert lag.worst >= 0.1
+    assert any(seconds >= 0.1 for _end, seconds in lag.stalls)
+    lag.reset()
+    assert (lag.worst, lag.stalls) == (0.0, [])
