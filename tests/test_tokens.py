@@ -143,7 +143,9 @@ async def test_connect_stores_one_bundle_and_its_state_is_single_use(
         sandbox.api_base, manager.access_token, Pacer(100), retry=FAST
     ) as client:
         assert await client.check_lists([sandbox.create_list()]) == []
-    assert manager.source == "store"
+    # Read from the store before the request's slot, then from memory after it: the
+    # stored bundle was used, and nothing was refreshed.
+    assert (manager.source, manager.refreshes) == ("cache", 0)
 
 
 async def test_forged_state_is_refused_and_the_real_one_still_completes(

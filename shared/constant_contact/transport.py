@@ -235,10 +235,15 @@ class Transport(AsyncClosing):
                 span.resends, span.throttled = tries.attempt - 1, tries.throttled
 
     async def _send(self, call: Call) -> tuple[int, bytes]:
+        # The token twice. Before the slot, so that a first read of the store or a
+        # refresh happens while the request is not yet due, not between its slot and
+        # its start, where it would make the request late and bunch it with the next.
+        # After the slot, so that the request carries the token current when it leaves:
+        # a wait can last seconds, in which another process may refresh the connection
+        # (24 checks at once after expiry were refused with 401 on a token read before
+        # it). A token manager answers the second from memory.
+        await self._tokens(False)
         await self._pacer.wait()
-        # The token after the slot, not before: a wait for a slot can last seconds, in
-        # which another process may refresh the connection and make a token read before
-        # it stale (24 processes checking at once after expiry were refused with 401).
         token = await self._tokens(False)
         headers = {"Authorization": f"Bearer {token}", "Accept": call.accept}
         data: Any = None

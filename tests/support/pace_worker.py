@@ -42,8 +42,15 @@ async def main(settings: dict[str, Any]) -> dict[str, Any]:
     print("ready", flush=True)
 
     async def token(_refresh: bool) -> str:
-        print(f"sent {time.time():.6f}", flush=True)  # the pacer let it go
         return str(settings["token"])
+
+    paced = pacer.wait
+
+    async def wait_then_stamp() -> None:
+        await paced()
+        print(f"sent {time.time():.6f}", flush=True)  # the pacer let it go
+
+    pacer.wait = wait_then_stamp  # type: ignore[method-assign]
 
     async def sender(client: ConstantContactClient) -> None:
         nonlocal left
