@@ -41,9 +41,9 @@ PACING_MARGIN = 0.9
 second where the requests arrive, so five arrivals must span more than a second:
 spaced at 90 %, four intervals span 1.11 s, and a request may arrive up to 0.11 s
 later than the one four slots after it before a fifth lands in one second. Starts
-spaced exactly at the limit had imports answered 429 (and sent again). The benchmark
-of many exports (docs/SCALE.md) drew no 429 at 90 % once the sandbox was no longer
-starved of CPU by the exporters, and met its wall time only above 85 %."""
+spaced exactly at the limit had imports answered 429 (and sent again). In the
+benchmark of many exports (docs/SCALE.md) a 429 at 90 % came only where the sandbox's
+own loop had stalled, and the wall time was met only above 85 %."""
 
 
 RESERVE_AHEAD = 2.0
