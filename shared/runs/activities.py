@@ -179,8 +179,9 @@ class RunServices:
         default_factory=lambda: MachineSlots("prepare", max(1, machine_cores() - 1))
     )
     """How many prepares this machine runs at once, whatever their processes: one a
-    core. Prepare is bound by the CPU, so more side by side only makes all of them late
-    (and none sends before it ends) and adds their memory up."""
+    core but one (at least one), the last left to the senders. Prepare is bound by the
+    CPU, so more side by side only makes all of them late (and none sends before it
+    ends) and adds their memory up."""
 
 
 def _prepared(run_id: str, summary: PrepareSummary, staging: str, reused: bool) -> PreparedRun:

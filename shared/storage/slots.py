@@ -61,16 +61,16 @@ class MachineSlots:
     def hold(self) -> Iterator[float]:
         """Hold one slot for the block; yields the seconds it waited for it."""
         began = time.monotonic()
+        fd: int | None = None
         try:
             fd = self._take()
         except OSError as exc:
             log.debug("%s: no slot folder (%s); going ahead without one", self.name, exc)
-            yield 0.0
-            return
         try:
-            yield time.monotonic() - began
+            yield 0.0 if fd is None else time.monotonic() - began
         finally:
-            os.close(fd)  # closing releases the flock
+            if fd is not None:
+                os.close(fd)  # closing releases the flock
 
     def _take(self) -> int:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -84,5 +84,8 @@ class MachineSlots:
                 except BlockingIOError:
                     os.close(fd)
                     continue
+                except OSError:
+                    os.close(fd)
+                    raise
                 return fd
             time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not a secret
