@@ -35,7 +35,7 @@ from shared.runs.ids import iso, new_run_id
 from shared.runs.membership import ListPlan, MembersResult, RemovalResult
 from shared.runs.prepared import ChunkRef, PreparedRun
 from shared.runs.uploads import ImportState, PollResult, UploadResult, UploadVerdict
-from shared.runs.waits import BACKOFF, next_poll, poll_delay
+from shared.runs.waits import BACKOFF, next_poll, poll_delay, polls_within
 from shared.secrets.store import LocalFileSecretStore
 from shared.wiring import clients
 from shared.workstation.local_engine import RuntimeStatus
@@ -86,15 +86,6 @@ def test_the_next_poll_never_falls_past_the_deadline() -> None:
     assert next_poll(START, options, 0) == START + timedelta(seconds=10)
     assert next_poll(START, options, 9, deadline) == deadline  # 300 s would overshoot it
     assert next_poll(START, options, 0, deadline) == START + timedelta(seconds=10)
-
-
-def polls_within(options: RunOptions, seconds: float) -> int:
-    """Polls a wait of ``seconds`` makes, its last one at the deadline."""
-    waited, polls = 0.0, 0
-    while waited < seconds:
-        waited = min(seconds, waited + poll_delay(options, polls))
-        polls += 1
-    return polls
 
 
 def test_a_six_hour_wait_polls_79_times_where_fixed_polls_made_2160() -> None:
